@@ -1,0 +1,63 @@
+import { createRequire } from 'node:module';
+import path from 'node:path';
+import type * as UWS from '@trufflesuite/uws-js-unofficial';
+
+/**
+ * Loads uWebSockets.js. It is not on the npm registry under its own name; two republishes carry its
+ * prebuilt binaries (design.md). We load the native binary directly: the trufflesuite package would
+ * otherwise fall back silently to a slow JavaScript imitation.
+ */
+
+export type Uws = typeof UWS;
+export type { HttpRequest, HttpResponse, TemplatedApp, us_listen_socket } from '@trufflesuite/uws-js-unofficial';
+
+interface UwsBuild {
+  packageName: string;
+  /** Directory of the binaries relative to the directory of the package's main file. */
+  binaryDir: string;
+  /** Node module ABI versions (process.versions.modules) the build ships binaries for. */
+  abis: readonly number[];
+  /** What the build needs beyond the ABI, for the error message. */
+  note: string;
+}
+
+const BUILDS: readonly UwsBuild[] = [
+  {
+    packageName: '@btc-vision/uwebsockets.js',
+    binaryDir: '.',
+    abis: [115, 127, 137, 141],
+    note: 'uWS v20.57, Node 20/22/24/25, glibc >= 2.38',
+  },
+  {
+    packageName: '@trufflesuite/uws-js-unofficial',
+    binaryDir: '../binaries',
+    abis: [93, 108, 115],
+    note: 'uWS v20.30, Node 16/18/20, glibc >= 2.31',
+  },
+];
+
+let loaded: Uws | undefined;
+
+export function loadUws(): Uws {
+  if (loaded) return loaded;
+  const require = createRequire(import.meta.url);
+  const abi = Number(process.versions.modules);
+  const failures: string[] = [];
+  for (const build of BUILDS) {
+    if (!build.abis.includes(abi)) continue;
+    try {
+      const main = require.resolve(build.packageName);
+      const file = path.join(path.dirname(main), build.binaryDir, `uws_${process.platform}_${process.arch}_${abi}.node`);
+      loaded = require(file) as Uws;
+      return loaded;
+    } catch (error) {
+      failures.push(`${build.packageName}: ${(error as Error).message.split('\n')[0]}`);
+    }
+  }
+  const supported = BUILDS.map((build) => `${build.packageName} (${build.note})`).join('; ');
+  const tried = failures.length > 0 ? ` Tried: ${failures.join('; ')}.` : '';
+  throw new Error(
+    `uWebSockets.js has no build for Node ${process.version} (ABI ${abi}) on ${process.platform}-${process.arch}.` +
+      ` Supported: ${supported}.${tried}`,
+  );
+}

@@ -1,0 +1,91 @@
+import path from 'node:path';
+import { ConfigError, buildConfig, readConfigFile, type LoadedConfig } from '../config/load.js';
+import { prepareDevProfile, DEV_DIRECTORY, type DevProfile } from '../config/dev-profile.js';
+import { CertificateError, loadCertificatePair } from '../certs/certificate-pair.js';
+import { ListenError, startEngine } from '../control/engine.js';
+import { createLogger } from '../log.js';
+
+export interface EngineCommandOptions {
+  config?: string;
+  check?: boolean;
+}
+
+/** `rivulet engine`: load and validate the config, start the engine, stop it on SIGTERM/SIGINT. */
+export async function runEngineCommand(options: EngineCommandOptions): Promise<void> {
+  const file = options.config ?? process.env.RSTREAM_ENGINE_CONFIG;
+  let loaded: LoadedConfig;
+  let devProfile: DevProfile | undefined;
+  try {
+    if (file) loaded = buildConfig(readConfigFile(file), process.env);
+    else {
+      devProfile = await prepareDevProfile(process.cwd(), process.env);
+      loaded = buildConfig(devProfile.tree, process.env);
+    }
+    if (options.check) {
+      await loadCertificatePair(loaded.config.certs.static.cert_file, loaded.config.certs.static.key_file);
+    }
+  } catch (error) {
+    exitWithStartupError(error);
+  }
+  if (options.check) {
+    process.stdout.write('config ok\n');
+    process.exit(0);
+  }
+
+  const { config, warnings } = loaded;
+  const log = createLogger(config.engine.log_level);
+  for (const warning of warnings) log.warn(warning);
+  if (devProfile) {
+    log.warn({ directory: DEV_DIRECTORY }, 'using the embedded development profile: not for production');
+    if (devProfile.created.length > 0) log.info({ files: devProfile.created }, 'created development files');
+  }
+
+  const fatal = (reason: string): void => {
+    log.fatal(reason);
+    process.exit(1);
+  };
+  let engine;
+  try {
+    engine = await startEngine(config, log, fatal);
+  } catch (error) {
+    exitWithStartupError(error);
+  }
+
+  if (devProfile) {
+    const ca = path.relative(process.cwd(), devProfile.caFile);
+    const port = engine.publicPort;
+    log.info(
+      {
+        ca_file: ca,
+        mint_token: `rivulet token mint --secret-file ${path.relative(process.cwd(), devProfile.secretFile)}`,
+        check: `curl --cacert ${ca} https://localhost:${port}/api/openapi.json`,
+      },
+      `next steps: trust ${ca}; mint a token; check the Engine API`,
+    );
+  }
+
+  let signals = 0;
+  const onSignal = (signal: NodeJS.Signals): void => {
+    signals++;
+    if (signals > 1) {
+      log.warn({ signal }, 'second signal: exiting now');
+      process.exit(1);
+    }
+    log.info({ signal }, 'signal received');
+    void engine.shutdown().then(
+      () => process.exit(0),
+      (error: Error) => fatal(`shutdown failed: ${error.message}`),
+    );
+  };
+  process.on('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
+}
+
+function exitWithStartupError(error: unknown): never {
+  if (error instanceof ConfigError || error instanceof CertificateError || error instanceof ListenError) {
+    process.stderr.write(error.message + '\n');
+  } else {
+    process.stderr.write(`startup error: ${(error as Error).message ?? String(error)}\n`);
+  }
+  process.exit(1);
+}

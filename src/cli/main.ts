@@ -1,0 +1,81 @@
+#!/usr/bin/env node
+import fs from 'node:fs';
+import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
+import { runCertsDevCommand } from './certs-command.js';
+import { runEngineCommand } from './engine-command.js';
+import { runTokenMintCommand } from './token-command.js';
+import { UsageError } from './usage-error.js';
+
+const packageJson = JSON.parse(fs.readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as {
+  version: string;
+};
+
+function positiveInteger(text: string): number {
+  const value = Number(text);
+  if (!/^\d+$/.test(text) || value < 1) throw new InvalidArgumentError('expected a positive integer');
+  return value;
+}
+
+function collect(value: string, previous: string[]): string[] {
+  return [...previous, value];
+}
+
+export function buildProgram(): Command {
+  const program = new Command('rivulet')
+    .description('Rivulet: a self-hosted tunnel engine speaking the rstream Community Edition protocol')
+    .version(packageJson.version, '--version')
+    .exitOverride()
+    .showHelpAfterError();
+
+  program
+    .command('engine')
+    .description('run the engine (without --config: the embedded development profile)')
+    .option('-c, --config <file>', 'YAML config file (default: $RSTREAM_ENGINE_CONFIG)')
+    .option('--check', 'validate the config and certificate, print "config ok" and exit')
+    .action((options: { config?: string; check?: boolean }) => runEngineCommand(options));
+
+  const certs = program.command('certs').description('certificate helpers');
+  certs
+    .command('dev')
+    .description('generate a local CA and a server certificate for development (never for production)')
+    .requiredOption('--host <engine.host>', 'engine host; SANs <host> and *.t.<host>')
+    .option('--san <name|ip>', 'extra subject alternative name (repeatable)', collect, [])
+    .option('--out <dir>', 'output directory', './tls')
+    .option('--days <n>', 'leaf validity in days', positiveInteger, 365)
+    .option('--force', 'overwrite existing files', false)
+    .action((options: { host: string; san: string[]; out: string; days: number; force: boolean }) =>
+      runCertsDevCommand(options),
+    );
+
+  const token = program.command('token').description('engine tokens');
+  token
+    .command('mint')
+    .description('print one HS256 engine token')
+    .option('--secret <s>', 'signing secret (default: $RSTREAM_ENGINE_AUTH__JWT__TOKEN_JWT_SECRET)')
+    .option('--secret-file <path>', 'file holding the signing secret')
+    .option('--sub <id>', 'subject (sets sub and userId)', 'rivulet')
+    .option('--ttl <duration>', 'lifetime: 90s, 15m, 24h, 30d, or 0 for no expiry', '1h')
+    .option('--permissions <list>', 'comma-separated engine permissions (default: full access)')
+    .addOption(new Option('-o, --output <format>', 'output format').choices(['text', 'json']).default('text'))
+    .action((options: Parameters<typeof runTokenMintCommand>[0]) => runTokenMintCommand(options));
+
+  return program;
+}
+
+async function main(): Promise<void> {
+  try {
+    await buildProgram().parseAsync(process.argv);
+  } catch (error) {
+    if (error instanceof CommanderError) {
+      // Help and version exit 0; every other parse problem is a usage error (exit 2).
+      process.exit(error.exitCode === 0 ? 0 : 2);
+    }
+    if (error instanceof UsageError) {
+      process.stderr.write(`error: ${error.message}\n`);
+      process.exit(2);
+    }
+    throw error;
+  }
+}
+
+await main();

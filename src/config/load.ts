@@ -1,0 +1,220 @@
+import fs from 'node:fs';
+import convict from 'convict';
+import YAML from 'yaml';
+import { isLoopbackHost, parseListenAddress, type ListenAddress } from './address.js';
+import {
+  ENV_PREFIX,
+  leafProblem,
+  normalizeEngineHost,
+  schemaDefinition,
+  schemaLeaves,
+  type LogLevel,
+} from './schema.js';
+
+/** The validated, normalized engine configuration. Keys mirror the file (engine.md §3.3). */
+export interface EngineConfig {
+  engine: { host: string; log_level: LogLevel };
+  http: { enabled: boolean; listen_addr: ListenAddress | undefined };
+  tls: { listen_addr: ListenAddress };
+  certs: { static: { cert_file: string; key_file: string } };
+  auth: { jwt: { token_jwt_secret: string } };
+  metrics: {
+    prometheus: {
+      enabled: boolean;
+      listen_addr: ListenAddress | undefined;
+      path: string;
+      bearer_token: string | undefined;
+    };
+  };
+  timeouts: { stream_request_seconds: number; http_idle_seconds: number };
+  dataplane: {
+    workers: number;
+    max_streams_per_tunnel: number;
+    max_tunnels_per_client: number;
+    affinity: { enabled: boolean; port_base: number | undefined; advertise_host: string };
+  };
+}
+
+/** Startup problems, one spec-formatted line each (`config error: <key>: <problem>`). */
+export class ConfigError extends Error {
+  constructor(readonly lines: string[]) {
+    super(lines.join('\n'));
+    this.name = 'ConfigError';
+  }
+}
+
+export interface LoadedConfig {
+  config: EngineConfig;
+  /** Non-fatal findings to log once the logger exists (unknown env overrides, weak secret). */
+  warnings: string[];
+}
+
+type Tree = Record<string, unknown>;
+
+/** Reads and parses a YAML config file; errors name the file (and line:column for syntax errors). */
+export function readConfigFile(file: string): Tree {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (error) {
+    throw new ConfigError([`config error: cannot read config file "${file}": ${(error as Error).message}`]);
+  }
+  const document = YAML.parseDocument(text);
+  const syntaxError = document.errors[0];
+  if (syntaxError) {
+    const where = syntaxError.linePos?.[0];
+    const position = where ? `:${where.line}:${where.col}` : '';
+    const message = syntaxError.message.split('\n')[0];
+    throw new ConfigError([`config error: "${file}"${position}: invalid YAML: ${message}`]);
+  }
+  const tree: unknown = document.toJS();
+  if (tree === null || tree === undefined) return {};
+  if (typeof tree !== 'object' || Array.isArray(tree)) {
+    throw new ConfigError([`config error: "${file}": the top level must be a mapping`]);
+  }
+  return tree as Tree;
+}
+
+/**
+ * Builds the engine configuration from a parsed tree (a file or the development profile) and the
+ * `RSTREAM_ENGINE_*` environment overrides. Every problem is reported at once.
+ */
+export function buildConfig(tree: Tree, env: NodeJS.ProcessEnv): LoadedConfig {
+  const errors = structuralErrors(tree, schemaDefinition, '');
+  if (errors.length > 0) throw new ConfigError(errors);
+
+  const leaves = schemaLeaves();
+  const leafByEnv = new Map(leaves.map(([path, leaf]) => [leaf.env, path]));
+  const warnings: string[] = [];
+  const overrides: NodeJS.ProcessEnv = {};
+  for (const [name, value] of Object.entries(env)) {
+    if (!name.startsWith(ENV_PREFIX) || name === `${ENV_PREFIX}CONFIG`) continue;
+    if (leafByEnv.has(name)) overrides[name] = value;
+    else {
+      const key = name.slice(ENV_PREFIX.length).toLowerCase().split('__').join('.');
+      warnings.push(`ignoring environment variable ${name}: no config key "${key}"`);
+    }
+  }
+
+  const store = convict(schemaDefinition as never, { env: overrides, args: [] });
+  store.load(withoutNulls(tree));
+
+  const values = new Map<string, unknown>();
+  for (const [path, leaf] of leaves) {
+    const value: unknown = store.get(path as never);
+    if (value === undefined || value === null) {
+      if (leaf.required) errors.push(`config error: ${path}: required`);
+      continue;
+    }
+    const problem = leafProblem(leaf, value);
+    if (problem) errors.push(`config error: ${path}: ${problem}`);
+    else values.set(path, value);
+  }
+  if (errors.length > 0) throw new ConfigError(errors);
+
+  const config = assemble(values);
+  errors.push(...crossFieldErrors(config, values));
+  if (errors.length > 0) throw new ConfigError(errors);
+
+  if (Buffer.byteLength(config.auth.jwt.token_jwt_secret) < 32) {
+    warnings.push('auth.jwt.token_jwt_secret is shorter than 32 bytes; use a longer random secret');
+  }
+  return { config, warnings };
+}
+
+/** Unknown keys and sections that are not mappings (YAML null means "not set" and is allowed). */
+function structuralErrors(tree: Tree, schema: Tree, prefix: string): string[] {
+  const errors: string[] = [];
+  for (const [name, value] of Object.entries(tree)) {
+    const path = prefix ? `${prefix}.${name}` : name;
+    const node = schema[name] as Tree | undefined;
+    if (!node || !Object.hasOwn(schema, name)) {
+      errors.push(`config error: unknown key "${path}"`);
+    } else if (!('format' in node) && value !== null) {
+      if (typeof value !== 'object' || Array.isArray(value)) errors.push(`config error: ${path}: expected a mapping`);
+      else errors.push(...structuralErrors(value as Tree, node, path));
+    }
+  }
+  return errors;
+}
+
+function withoutNulls(tree: Tree): Tree {
+  const out: Tree = {};
+  for (const [name, value] of Object.entries(tree)) {
+    if (value === null) continue;
+    out[name] = value && typeof value === 'object' && !Array.isArray(value) ? withoutNulls(value as Tree) : value;
+  }
+  return out;
+}
+
+function assemble(values: Map<string, unknown>): EngineConfig {
+  const get = <T>(path: string): T => values.get(path) as T;
+  const address = (path: string): ListenAddress | undefined => {
+    const text = get<string | undefined>(path);
+    return text === undefined ? undefined : parseListenAddress(text);
+  };
+  const host = normalizeEngineHost(get<string>('engine.host'));
+  const metricsPath = get<string>('metrics.prometheus.path');
+  return {
+    engine: { host, log_level: get('engine.log_level') },
+    http: { enabled: get('http.enabled'), listen_addr: address('http.listen_addr') },
+    tls: { listen_addr: address('tls.listen_addr')! },
+    certs: { static: { cert_file: get('certs.static.cert_file'), key_file: get('certs.static.key_file') } },
+    auth: { jwt: { token_jwt_secret: get('auth.jwt.token_jwt_secret') } },
+    metrics: {
+      prometheus: {
+        enabled: get('metrics.prometheus.enabled'),
+        listen_addr: address('metrics.prometheus.listen_addr'),
+        path: metricsPath === '' ? '/metrics' : metricsPath.startsWith('/') ? metricsPath : `/${metricsPath}`,
+        bearer_token: get('metrics.prometheus.bearer_token'),
+      },
+    },
+    timeouts: {
+      stream_request_seconds: get('timeouts.stream_request_seconds'),
+      http_idle_seconds: get('timeouts.http_idle_seconds'),
+    },
+    dataplane: {
+      workers: get('dataplane.workers'),
+      max_streams_per_tunnel: get('dataplane.max_streams_per_tunnel'),
+      max_tunnels_per_client: get('dataplane.max_tunnels_per_client'),
+      affinity: {
+        enabled: get('dataplane.affinity.enabled'),
+        port_base: get('dataplane.affinity.port_base'),
+        advertise_host: get<string | undefined>('dataplane.affinity.advertise_host') ?? host,
+      },
+    },
+  };
+}
+
+function crossFieldErrors(config: EngineConfig, values: Map<string, unknown>): string[] {
+  const errors: string[] = [];
+  const mustBeTrue: Array<[string, string]> = [
+    ['tls.enabled', 'the TLS listener is required'],
+    ['certs.static.enabled', 'the static provider is the only certificate provider'],
+    ['auth.jwt.enabled', 'JWT authentication is required'],
+  ];
+  for (const [path, why] of mustBeTrue) {
+    if (values.get(path) !== true) errors.push(`config error: ${path}: must be true (${why})`);
+  }
+  if (config.http.enabled && !config.http.listen_addr) {
+    errors.push('config error: http.listen_addr: required when http.enabled is true');
+  }
+  const metrics = config.metrics.prometheus;
+  if (metrics.enabled && !metrics.listen_addr) {
+    errors.push('config error: metrics.prometheus.listen_addr: required when metrics are enabled');
+  }
+  if (metrics.enabled && metrics.listen_addr && !isLoopbackHost(metrics.listen_addr.host) && !metrics.bearer_token) {
+    errors.push(
+      'config error: metrics.prometheus.bearer_token: required when listen_addr is not a loopback address',
+    );
+  }
+  const affinity = config.dataplane.affinity;
+  if (affinity.enabled) {
+    if (affinity.port_base === undefined) {
+      errors.push('config error: dataplane.affinity.port_base: required when affinity is enabled');
+    } else if (affinity.port_base + config.dataplane.workers - 1 > 65535) {
+      errors.push('config error: dataplane.affinity.port_base: port_base + workers - 1 must not exceed 65535');
+    }
+  }
+  return errors;
+}

@@ -1,0 +1,271 @@
+import os from 'node:os';
+import convict from 'convict';
+import { isHostName, parseListenAddress } from './address.js';
+
+/**
+ * The engine's configuration schema (engine.md §3.3): every CE key plus Rivulet's `dataplane` section.
+ * convict holds defaults, env-variable mapping and string coercion; `load.ts` reports problems in the
+ * spec's one-line format, so each format's `validate` throws just the problem text.
+ */
+
+export const ENV_PREFIX = 'RSTREAM_ENGINE_';
+
+/** The env variable that overrides `path` (§3.2): `a.b_c` → `RSTREAM_ENGINE_A__B_C`. */
+export function envNameForKey(path: string): string {
+  return ENV_PREFIX + path.split('.').join('__').toUpperCase();
+}
+
+const TRUE_WORDS = new Set(['true', '1', 'yes']);
+const FALSE_WORDS = new Set(['false', '0', 'no']);
+
+/** Schema items may carry bounds for `rivulet-int` and a `required` marker read by load.ts. */
+type FormatName =
+  | 'rivulet-bool'
+  | 'rivulet-int'
+  | 'rivulet-string'
+  | 'rivulet-non-empty-string'
+  | 'rivulet-log-level'
+  | 'rivulet-listen-addr'
+  | 'rivulet-engine-host';
+
+interface RivuletFormat {
+  validate(value: unknown, leaf: SchemaLeaf): void;
+  coerce?(value: string): unknown;
+}
+
+export interface SchemaLeaf {
+  format: FormatName;
+  default: unknown;
+  env: string;
+  required?: boolean;
+  sensitive?: boolean;
+  min?: number;
+  max?: number;
+  doc: string;
+}
+
+function intProblem(leaf: SchemaLeaf): string {
+  if (leaf.max !== undefined) return `expected integer between ${leaf.min ?? 0} and ${leaf.max}`;
+  return `expected integer >= ${leaf.min ?? 0}`;
+}
+
+const FORMATS: Record<FormatName, RivuletFormat> = {
+  'rivulet-bool': {
+    validate(value: unknown) {
+      if (typeof value !== 'boolean') throw new Error('expected boolean (true/false/yes/no/1/0)');
+    },
+    coerce(value: string) {
+      const word = value.trim().toLowerCase();
+      if (TRUE_WORDS.has(word)) return true;
+      if (FALSE_WORDS.has(word)) return false;
+      return value;
+    },
+  },
+  'rivulet-int': {
+    validate(value: unknown, leaf: SchemaLeaf) {
+      const ok =
+        typeof value === 'number' &&
+        Number.isSafeInteger(value) &&
+        value >= (leaf.min ?? 0) &&
+        (leaf.max === undefined || value <= leaf.max);
+      if (!ok) throw new Error(intProblem(leaf));
+    },
+    coerce(value: string) {
+      return /^\s*\d+\s*$/.test(value) ? Number(value) : value;
+    },
+  },
+  'rivulet-string': {
+    validate(value: unknown) {
+      if (typeof value !== 'string') throw new Error('expected string');
+    },
+  },
+  'rivulet-non-empty-string': {
+    validate(value: unknown) {
+      if (typeof value !== 'string' || value.length === 0) throw new Error('expected non-empty string');
+    },
+  },
+  'rivulet-log-level': {
+    validate(value: unknown) {
+      if (!LOG_LEVELS.includes(value as LogLevel)) throw new Error(`must be one of ${LOG_LEVELS.join(', ')}`);
+    },
+  },
+  'rivulet-listen-addr': {
+    validate(value: unknown) {
+      if (typeof value !== 'string' || !parseListenAddress(value)) throw new Error('expected host:port');
+    },
+  },
+  'rivulet-engine-host': {
+    validate(value: unknown) {
+      const host = typeof value === 'string' ? normalizeEngineHost(value) : '';
+      if (!isHostName(host)) throw new Error('must be a bare DNS name without scheme or port');
+      if (host.length > 187) throw new Error('must be at most 187 characters (so <label>.t.<host> fits in 253)');
+    },
+  },
+};
+convict.addFormats(FORMATS as unknown as Record<string, convict.Format>);
+
+/** The problem with `value` for this leaf, or undefined when it is valid. */
+export function leafProblem(leaf: SchemaLeaf, value: unknown): string | undefined {
+  try {
+    FORMATS[leaf.format].validate(value, leaf);
+    return undefined;
+  } catch (error) {
+    return (error as Error).message;
+  }
+}
+
+export const LOG_LEVELS = ['debug', 'info', 'warn', 'error'] as const;
+export type LogLevel = (typeof LOG_LEVELS)[number];
+
+/** `engine.host` is compared lowercased and without a trailing dot (§3.3). */
+export function normalizeEngineHost(host: string): string {
+  return host.toLowerCase().replace(/\.$/, '');
+}
+
+function leaf(path: string, spec: Omit<SchemaLeaf, 'env'>): SchemaLeaf {
+  return { ...spec, env: envNameForKey(path) };
+}
+
+/** The schema tree as convict takes it; leaf order is the order errors are reported in. */
+export const schemaDefinition = {
+  engine: {
+    host: leaf('engine.host', { format: 'rivulet-engine-host', default: undefined, required: true, doc: 'Base host' }),
+    log_level: leaf('engine.log_level', {
+      format: 'rivulet-log-level',
+      default: undefined,
+      required: true,
+      doc: 'Log level',
+    }),
+  },
+  http: {
+    enabled: leaf('http.enabled', { format: 'rivulet-bool', default: false, doc: 'Plain-HTTP redirect listener' }),
+    listen_addr: leaf('http.listen_addr', { format: 'rivulet-listen-addr', default: undefined, doc: 'host:port' }),
+  },
+  tls: {
+    enabled: leaf('tls.enabled', { format: 'rivulet-bool', default: undefined, required: true, doc: 'Must be true' }),
+    listen_addr: leaf('tls.listen_addr', {
+      format: 'rivulet-listen-addr',
+      default: undefined,
+      required: true,
+      doc: 'host:port',
+    }),
+  },
+  certs: {
+    static: {
+      enabled: leaf('certs.static.enabled', {
+        format: 'rivulet-bool',
+        default: undefined,
+        required: true,
+        doc: 'Must be true',
+      }),
+      cert_file: leaf('certs.static.cert_file', {
+        format: 'rivulet-non-empty-string',
+        default: undefined,
+        required: true,
+        doc: 'PEM chain, leaf first',
+      }),
+      key_file: leaf('certs.static.key_file', {
+        format: 'rivulet-non-empty-string',
+        default: undefined,
+        required: true,
+        doc: 'PEM private key',
+      }),
+    },
+  },
+  auth: {
+    jwt: {
+      enabled: leaf('auth.jwt.enabled', {
+        format: 'rivulet-bool',
+        default: undefined,
+        required: true,
+        doc: 'Must be true',
+      }),
+      token_jwt_secret: leaf('auth.jwt.token_jwt_secret', {
+        format: 'rivulet-non-empty-string',
+        default: undefined,
+        required: true,
+        sensitive: true,
+        doc: 'HS256 key',
+      }),
+    },
+  },
+  metrics: {
+    prometheus: {
+      enabled: leaf('metrics.prometheus.enabled', { format: 'rivulet-bool', default: false, doc: 'Metrics listener' }),
+      listen_addr: leaf('metrics.prometheus.listen_addr', {
+        format: 'rivulet-listen-addr',
+        default: undefined,
+        doc: 'host:port',
+      }),
+      path: leaf('metrics.prometheus.path', { format: 'rivulet-string', default: '/metrics', doc: 'Scrape path' }),
+      bearer_token: leaf('metrics.prometheus.bearer_token', {
+        format: 'rivulet-non-empty-string',
+        default: undefined,
+        sensitive: true,
+        doc: 'Scrape token',
+      }),
+    },
+  },
+  timeouts: {
+    stream_request_seconds: leaf('timeouts.stream_request_seconds', {
+      format: 'rivulet-int',
+      default: 30,
+      min: 1,
+      doc: 'Wait for the agent proxy connection',
+    }),
+    http_idle_seconds: leaf('timeouts.http_idle_seconds', {
+      format: 'rivulet-int',
+      default: 90,
+      min: 1,
+      doc: 'Idle keep-alive timeout',
+    }),
+  },
+  dataplane: {
+    workers: leaf('dataplane.workers', {
+      format: 'rivulet-int',
+      default: Math.min(256, os.availableParallelism()),
+      min: 1,
+      max: 256,
+      doc: 'Data-plane worker threads',
+    }),
+    max_streams_per_tunnel: leaf('dataplane.max_streams_per_tunnel', {
+      format: 'rivulet-int',
+      default: 0,
+      doc: 'Pending + active streams per tunnel (0 = unlimited)',
+    }),
+    max_tunnels_per_client: leaf('dataplane.max_tunnels_per_client', {
+      format: 'rivulet-int',
+      default: 0,
+      doc: 'Live tunnels per control channel (0 = unlimited)',
+    }),
+    affinity: {
+      enabled: leaf('dataplane.affinity.enabled', { format: 'rivulet-bool', default: false, doc: 'Per-worker ports' }),
+      port_base: leaf('dataplane.affinity.port_base', {
+        format: 'rivulet-int',
+        default: undefined,
+        min: 1,
+        max: 65535,
+        doc: 'Worker k listens on port_base + k',
+      }),
+      advertise_host: leaf('dataplane.affinity.advertise_host', {
+        format: 'rivulet-non-empty-string',
+        default: undefined,
+        doc: 'Host agents dial for the affinity ports',
+      }),
+    },
+  },
+};
+
+/** Every leaf key path with its schema item, in declaration order. */
+export function schemaLeaves(): Array<[string, SchemaLeaf]> {
+  const out: Array<[string, SchemaLeaf]> = [];
+  const walk = (node: Record<string, unknown>, prefix: string): void => {
+    for (const [name, child] of Object.entries(node)) {
+      const path = prefix ? `${prefix}.${name}` : name;
+      if (child && typeof child === 'object' && 'format' in child) out.push([path, child as SchemaLeaf]);
+      else walk(child as Record<string, unknown>, path);
+    }
+  };
+  walk(schemaDefinition, '');
+  return out;
+}

@@ -1,0 +1,130 @@
+import crypto from 'node:crypto';
+import type http from 'node:http';
+import { InternalApiServer } from '../api/internal-server.js';
+import { formatListenAddress } from '../config/address.js';
+import type { EngineConfig } from '../config/load.js';
+import { certificateWarnings, type CertificatePair } from '../certs/certificate-pair.js';
+import { createCertCheckGate } from '../certs/check-gate.js';
+import { StaticCertificateProvider } from '../certs/static-provider.js';
+import type { Logger } from '../log.js';
+import { CounterTable, createCounterBuffer } from '../metrics/counters.js';
+import { startRedirectListener } from './http-redirect.js';
+import { WorkerSupervisor } from './worker-supervisor.js';
+
+/** engine.md §2: established connections get this long to finish after SIGTERM. */
+export const SHUTDOWN_DRAIN_MS = 10_000;
+
+/** A listener could not bind: `listen error: <key> "<addr>": <code>` (exit 1). */
+export class ListenError extends Error {
+  override name = 'ListenError';
+}
+
+export interface RunningEngine {
+  readonly config: EngineConfig;
+  /** The port the TLS listener bound (the public port, engine.md §5.1). */
+  readonly publicPort: number;
+  readonly httpPort: number | undefined;
+  readonly counters: CounterTable;
+  readonly certificates: StaticCertificateProvider;
+  readonly supervisor: WorkerSupervisor;
+  /** Stops accepting, drains for up to `drainMs`, stops the workers; safe to call twice. */
+  shutdown(drainMs?: number): Promise<void>;
+}
+
+/**
+ * Starts the engine in the order of engine.md §2: certificate, workers on the TLS listener, then the
+ * HTTP redirect listener, then one `ready` line. Throws CertificateError or ListenError on failure,
+ * after releasing whatever had started.
+ */
+export async function startEngine(
+  config: EngineConfig,
+  log: Logger,
+  onFatal: (reason: string) => void,
+): Promise<RunningEngine> {
+  let supervisor: WorkerSupervisor | undefined;
+  const certificates = await StaticCertificateProvider.open(
+    config.certs.static.cert_file,
+    config.certs.static.key_file,
+    log,
+    (pair: CertificatePair) => supervisor?.broadcastCertificate(pair),
+  );
+  for (const warning of certificateWarnings(certificates.current, config.engine.host)) log.warn(warning);
+
+  const counterBuffer = createCounterBuffer(config.dataplane.workers);
+  const api = await InternalApiServer.start();
+  supervisor = new WorkerSupervisor({
+    config,
+    log,
+    certificate: () => certificates.current,
+    counters: counterBuffer,
+    certCheckGate: createCertCheckGate(),
+    ticketKeys: crypto.randomBytes(48),
+    apiSocketPath: api.socketPath,
+    checkCertificate: () => certificates.check(),
+    onFatal,
+  });
+
+  let redirect: http.Server | undefined;
+  const stopAll = async (): Promise<void> => {
+    redirect?.close();
+    await supervisor.release();
+    api.close();
+  };
+
+  let publicPort: number;
+  try {
+    publicPort = await supervisor.start();
+  } catch (error) {
+    await stopAll();
+    const address = formatListenAddress(config.tls.listen_addr);
+    throw new ListenError(`listen error: tls.listen_addr "${address}": ${errorCode(error)}`);
+  }
+  if (config.http.enabled && config.http.listen_addr) {
+    try {
+      redirect = await startRedirectListener(config.http.listen_addr, publicPort);
+    } catch (error) {
+      await stopAll();
+      const address = formatListenAddress(config.http.listen_addr);
+      throw new ListenError(`listen error: http.listen_addr "${address}": ${errorCode(error)}`);
+    }
+  }
+  const redirectAddress = redirect?.address();
+  const httpPort = typeof redirectAddress === 'object' && redirectAddress ? redirectAddress.port : undefined;
+
+  log.info(
+    {
+      tls: formatListenAddress({ host: config.tls.listen_addr.host, port: publicPort }),
+      http: httpPort === undefined ? undefined : formatListenAddress({ host: config.http.listen_addr!.host, port: httpPort }),
+      public_port: publicPort,
+      engine_host: config.engine.host,
+      workers: supervisor.workerCount,
+      listener_strategy: supervisor.strategy,
+    },
+    'ready',
+  );
+
+  let stopped: Promise<void> | undefined;
+  return {
+    config,
+    publicPort,
+    httpPort,
+    counters: new CounterTable(counterBuffer, config.dataplane.workers),
+    certificates,
+    supervisor,
+    shutdown(drainMs = SHUTDOWN_DRAIN_MS) {
+      stopped ??= (async () => {
+        log.info({ drain_ms: drainMs }, 'shutting down: no new connections, draining open ones');
+        redirect?.close();
+        const cut = await supervisor.shutdown(Date.now() + drainMs);
+        await supervisor.release();
+        api.close();
+        log.info({ connections_cut: cut }, 'stopped');
+      })();
+      return stopped;
+    },
+  };
+}
+
+function errorCode(error: unknown): string {
+  return (error as NodeJS.ErrnoException).code ?? (error as Error).message ?? String(error);
+}

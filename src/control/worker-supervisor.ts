@@ -1,0 +1,207 @@
+import { MessageChannel, type MessagePort } from 'node:worker_threads';
+import { Piscina } from 'piscina';
+import type { EngineConfig } from '../config/load.js';
+import { listenerStrategy, survivesWorkerDeath, type ListenerStrategy } from '../dataplane/listener.js';
+import type { Logger } from '../log.js';
+import type {
+  CertificatePem,
+  ListenPlan,
+  MainToWorker,
+  WorkerExit,
+  WorkerTask,
+  WorkerToMain,
+} from './thread-messages.js';
+
+export interface SupervisorOptions {
+  config: EngineConfig;
+  log: Logger;
+  certificate: () => CertificatePem;
+  counters: SharedArrayBuffer;
+  certCheckGate: SharedArrayBuffer;
+  ticketKeys: Buffer;
+  apiSocketPath: string;
+  /** Runs the certificate file check a worker asked for; resolves once any new pair was pushed. */
+  checkCertificate: () => Promise<void>;
+  /** Called when the data plane cannot go on (a worker died under the shared-descriptor strategy). */
+  onFatal: (reason: string) => void;
+}
+
+interface WorkerSlot {
+  index: number;
+  port: MessagePort;
+  plan: ListenPlan;
+  task: Promise<WorkerExit>;
+  draining: Promise<void>;
+  onDraining: () => void;
+}
+
+/** Delay before a replacement worker binds, so a crash loop cannot spin the CPU. */
+const RESTART_DELAY_MS = 500;
+
+/**
+ * Runs the data-plane workers on a piscina pool: one never-ending task per thread, each with its own
+ * MessagePort. Starts them onto the TLS listener, pushes certificates, answers their requests, and
+ * replaces a worker that dies when the listener strategy allows it.
+ */
+export class WorkerSupervisor {
+  readonly strategy: ListenerStrategy = listenerStrategy();
+  private readonly pool: Piscina<WorkerTask, WorkerExit>;
+  private readonly slots: WorkerSlot[] = [];
+  private boundPort = 0;
+  private stopping = false;
+
+  constructor(private readonly options: SupervisorOptions) {
+    const threads = options.config.dataplane.workers;
+    this.pool = new Piscina({
+      filename: new URL('../dataplane/worker.js', import.meta.url).href,
+      minThreads: threads,
+      maxThreads: threads,
+      idleTimeout: Infinity,
+      concurrentTasksPerWorker: 1,
+      atomics: 'disabled',
+    });
+    // Worker crashes also reject the task they ran; that is where they are handled.
+    this.pool.on('error', (error: Error) => options.log.error({ err: error.message }, 'worker pool error'));
+  }
+
+  get port(): number {
+    return this.boundPort;
+  }
+
+  get workerCount(): number {
+    return this.options.config.dataplane.workers;
+  }
+
+  /** Brings every worker onto the TLS listener; resolves with the bound port or rejects with the bind error. */
+  async start(): Promise<number> {
+    const { host, port } = this.options.config.tls.listen_addr;
+    const first = await this.launch(0, {
+      strategy: this.strategy === 'reuse-port' ? 'reuse-port' : 'shared-fd-owner',
+      host,
+      port,
+    });
+    this.boundPort = first.port;
+    const rest: Array<Promise<unknown>> = [];
+    for (let index = 1; index < this.workerCount; index++) rest.push(this.launch(index, this.followerPlan(first.fd)));
+    await Promise.all(rest);
+    return this.boundPort;
+  }
+
+  broadcastCertificate(certificate: CertificatePem): void {
+    for (const slot of this.slots) this.send(slot, { type: 'certificate', certificate });
+  }
+
+  /**
+   * Stops accepting and drains every worker until `deadline`. With a shared descriptor, the owner
+   * closes it only after all other workers stopped dispatching (see dataplane/listener.ts).
+   */
+  async shutdown(deadline: number): Promise<number> {
+    this.stopping = true;
+    const shutdown = (slot: WorkerSlot): void => this.send(slot, { type: 'shutdown', deadline });
+    const owner = this.slots.find((slot) => slot.plan.strategy === 'shared-fd-owner');
+    const followers = this.slots.filter((slot) => slot !== owner);
+    followers.forEach(shutdown);
+    if (owner) {
+      await Promise.all(followers.map((slot) => slot.draining));
+      shutdown(owner);
+    }
+    const exits = await Promise.allSettled(this.slots.map((slot) => slot.task));
+    return exits.reduce((cut, exit) => cut + (exit.status === 'fulfilled' ? exit.value.connectionsCut : 0), 0);
+  }
+
+  /**
+   * Lets go of the threads after shutdown. With a shared descriptor the threads are left to process
+   * exit: tearing one down closes its copy of the long-closed descriptor number, which by then may
+   * belong to another socket of this process.
+   */
+  async release(): Promise<void> {
+    this.stopping = true;
+    for (const slot of this.slots) slot.port.close();
+    if (this.strategy === 'reuse-port') await this.pool.destroy();
+    else this.pool.threads.forEach((thread) => thread.unref());
+  }
+
+  private followerPlan(ownerFd: number | undefined): ListenPlan {
+    const { host } = this.options.config.tls.listen_addr;
+    if (this.strategy === 'reuse-port') return { strategy: 'reuse-port', host, port: this.boundPort };
+    return { strategy: 'shared-fd-attach', fd: ownerFd! };
+  }
+
+  /** Starts worker `index` and resolves once it accepts on the listener. */
+  private launch(index: number, plan: ListenPlan): Promise<{ port: number; fd: number | undefined }> {
+    const { port1: port, port2: workerPort } = new MessageChannel();
+    let onDraining = (): void => {};
+    const draining = new Promise<void>((resolve) => (onDraining = resolve));
+    const task: WorkerTask = {
+      workerIndex: index,
+      port: workerPort,
+      engineHost: this.options.config.engine.host,
+      logLevel: this.options.config.engine.log_level,
+      listen: plan,
+      counters: this.options.counters,
+      certCheckGate: this.options.certCheckGate,
+      ticketKeys: this.options.ticketKeys,
+      certificate: this.options.certificate(),
+      apiSocketPath: this.options.apiSocketPath,
+    };
+    const slot: WorkerSlot = {
+      index,
+      port,
+      plan,
+      draining,
+      onDraining,
+      task: this.pool.run(task, { transferList: [workerPort] as never }),
+    };
+    this.slots[index] = slot;
+    return new Promise((resolve, reject) => {
+      port.on('message', (message: WorkerToMain) => {
+        if (message.type === 'listening') resolve(message);
+        else this.onMessage(slot, message);
+      });
+      slot.task.then(
+        () => port.close(),
+        (error: Error) => {
+          port.close();
+          reject(error);
+          this.onWorkerDied(slot, error);
+        },
+      );
+    });
+  }
+
+  private onMessage(slot: WorkerSlot, message: Exclude<WorkerToMain, { type: 'listening' }>): void {
+    switch (message.type) {
+      case 'check-certificate':
+        void this.options
+          .checkCertificate()
+          .then(() => this.send(slot, { type: 'certificate-checked', requestId: message.requestId }));
+        return;
+      case 'draining':
+        slot.onDraining();
+        return;
+    }
+  }
+
+  private onWorkerDied(slot: WorkerSlot, error: Error): void {
+    slot.onDraining();
+    if (this.stopping || this.boundPort === 0) return; // shutting down, or startup reports the error
+    const { log } = this.options;
+    if (!survivesWorkerDeath(this.strategy)) {
+      this.options.onFatal(
+        `worker ${slot.index} died (${error.message}); the shared listening descriptor is gone with it`,
+      );
+      return;
+    }
+    log.error({ worker: slot.index, err: error.message }, 'worker died; starting a replacement');
+    setTimeout(() => {
+      if (this.stopping) return;
+      this.launch(slot.index, { strategy: 'reuse-port', host: this.options.config.tls.listen_addr.host, port: this.boundPort })
+        .then(() => log.info({ worker: slot.index }, 'replacement worker accepting'))
+        .catch((restartError: Error) => this.options.onFatal(`worker ${slot.index} could not restart: ${restartError.message}`));
+    }, RESTART_DELAY_MS);
+  }
+
+  private send(slot: WorkerSlot, message: MainToWorker): void {
+    slot.port.postMessage(message);
+  }
+}

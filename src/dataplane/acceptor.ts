@@ -1,0 +1,144 @@
+import net from 'node:net';
+import tls from 'node:tls';
+import type { Logger } from '../log.js';
+import type { CounterRow, DispatchKind, HandshakeFailureReason } from '../metrics/counters.js';
+import { classifyConnection } from './dispatch.js';
+import { peekClientHello } from './peek.js';
+import { splice } from './splice.js';
+import type { WorkerCertificates } from './worker-certificates.js';
+
+/** engine.md §6.2: the ClientHello must arrive within 10 s; the rest of the handshake gets as long. */
+const CLIENT_HELLO_TIMEOUT_MS = 10_000;
+const HANDSHAKE_TIMEOUT_MS = 10_000;
+
+export interface AcceptorOptions {
+  engineHost: string;
+  apiSocketPath: string;
+  counters: CounterRow;
+  certificates: WorkerCertificates;
+  log: Logger;
+}
+
+/**
+ * Everything a worker does with a connection from the TLS listener: peek the ClientHello, dispatch
+ * by SNI and ALPN, terminate TLS with the current certificate, hand the session to its handler; and
+ * on shutdown, refuse new work and drain the rest.
+ */
+export class ConnectionAcceptor {
+  private readonly open = new Set<net.Socket>();
+  private draining = false;
+  private drained: (() => void) | undefined;
+
+  constructor(private readonly options: AcceptorOptions) {}
+
+  readonly accept = (socket: net.Socket): void => {
+    if (this.draining) {
+      socket.destroy();
+      return;
+    }
+    const { counters } = this.options;
+    this.open.add(socket);
+    counters.add('connections_open', 1);
+    socket.on('error', () => {}); // every path below ends in destroy(); errors are counted there
+    socket.once('close', () => {
+      this.open.delete(socket);
+      counters.add('connections_open', -1);
+      counters.addPair('bytes_received', socket.bytesRead, 'bytes_sent', socket.bytesWritten);
+      if (this.open.size === 0) this.drained?.();
+    });
+    void this.dispatch(socket);
+  };
+
+  /** Stops dispatching: connections still reading their ClientHello are dropped from now on. */
+  stopDispatching(): void {
+    this.draining = true;
+  }
+
+  /** Waits for open connections to finish until `deadline` (epoch ms); returns how many were cut. */
+  async drain(deadline: number): Promise<number> {
+    this.stopDispatching();
+    if (this.open.size > 0) {
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, Math.max(0, deadline - Date.now()));
+        this.drained = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+    }
+    const cut = this.open.size;
+    for (const socket of this.open) socket.destroy();
+    return cut;
+  }
+
+  private async dispatch(socket: net.Socket): Promise<void> {
+    const { engineHost, certificates } = this.options;
+    const peek = await peekClientHello(socket, CLIENT_HELLO_TIMEOUT_MS);
+    if (peek.status !== 'complete') {
+      if (peek.status === 'timeout') this.failHandshake(socket, 'timeout');
+      else if (peek.status === 'invalid') this.failHandshake(socket, 'protocol');
+      else socket.destroy();
+      return;
+    }
+    const route = classifyConnection(peek.hello, engineHost);
+    if (route.kind === 'refuse') {
+      this.options.log.debug({ sni: peek.hello.serverName }, 'refused connection for an unknown server name');
+      this.failHandshake(socket, route.reason);
+      return;
+    }
+    const secureContext = await certificates.forHandshake();
+    if (this.draining || socket.destroyed) {
+      socket.destroy();
+      return;
+    }
+    const session = new tls.TLSSocket(socket, {
+      isServer: true,
+      secureContext,
+      ALPNProtocols: [...route.alpn],
+    });
+    let settled = false;
+    const settle = (failure?: HandshakeFailureReason): void => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      session.off('error', onHandshakeError);
+      session.off('close', onCloseBeforeSecure);
+      if (failure) this.failHandshake(socket, failure);
+    };
+    const onHandshakeError = (error: NodeJS.ErrnoException): void => settle(handshakeFailureReason(error));
+    const onCloseBeforeSecure = (): void => settle('other');
+    const timer = setTimeout(() => settle('timeout'), HANDSHAKE_TIMEOUT_MS);
+    session.once('error', onHandshakeError);
+    session.once('close', onCloseBeforeSecure);
+    session.once('secure', () => {
+      settle();
+      this.options.counters.add(`accepted_${route.kind}`);
+      this.handle(route.kind, session);
+    });
+  }
+
+  private handle(kind: DispatchKind, session: tls.TLSSocket): void {
+    session.on('error', () => session.destroy());
+    switch (kind) {
+      case 'api':
+        splice(session, net.connect({ path: this.options.apiSocketPath }));
+        return;
+      case 'agent':
+      case 'edge':
+        // rstrm/1 sessions and the tunnel edge arrive with their own issues; until then: a clean close.
+        session.end();
+        return;
+    }
+  }
+
+  private failHandshake(socket: net.Socket, reason: HandshakeFailureReason): void {
+    this.options.counters.add(`handshake_failures_${reason}`);
+    socket.destroy();
+  }
+}
+
+function handshakeFailureReason(error: NodeJS.ErrnoException): HandshakeFailureReason {
+  if (error.code === 'ERR_SSL_NO_APPLICATION_PROTOCOL') return 'alpn';
+  if (error.code?.startsWith('ERR_SSL')) return 'protocol';
+  return 'other';
+}

@@ -1,0 +1,63 @@
+import net from 'node:net';
+import type { ListenPlan } from '../control/thread-messages.js';
+
+/**
+ * How all workers accept on one TLS port (design.md, "Platform facts"). This is the only module
+ * that knows there are two ways:
+ *
+ * - `reuse-port` (Node >= 22.12 / >= 23.1): each worker binds its own SO_REUSEPORT socket; the kernel
+ *   spreads connections, and a worker can close (or die and be replaced) without touching the others.
+ * - `shared-fd` (Node 20, which has no reusePort): the first worker binds and the others accept on its
+ *   descriptor. There is one descriptor for all, so the first close stops accepting everywhere and
+ *   a dead worker's teardown closes it under the others: the engine then exits for its supervisor to
+ *   restart it, and shutdown closes only the owner's handle, after every worker stopped dispatching.
+ */
+export type ListenerStrategy = 'reuse-port' | 'shared-fd';
+
+export function listenerStrategy(nodeVersion = process.versions.node): ListenerStrategy {
+  const [major = 0, minor = 0] = nodeVersion.split('.').map(Number);
+  const hasReusePort = major > 23 || (major === 23 && minor >= 1) || (major === 22 && minor >= 12);
+  return hasReusePort ? 'reuse-port' : 'shared-fd';
+}
+
+/** Whether a worker that dies can be replaced while the others keep their listener and connections. */
+export function survivesWorkerDeath(strategy: ListenerStrategy): boolean {
+  return strategy === 'reuse-port';
+}
+
+export interface WorkerListener {
+  port: number;
+  /** The shared descriptor, reported by the shared-fd owner only. */
+  fd: number | undefined;
+  /** Stops this worker's accepting in the way its strategy allows (see above). */
+  stopAccepting(): void;
+}
+
+export async function openListener(
+  plan: ListenPlan,
+  onConnection: (socket: net.Socket) => void,
+): Promise<WorkerListener> {
+  const server = net.createServer({ noDelay: true, pauseOnConnect: false }, onConnection);
+  server.on('error', () => {}); // accept errors (EMFILE…) are transient; the listener keeps going
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    const listening = (): void => {
+      server.off('error', reject);
+      resolve();
+    };
+    if (plan.strategy === 'shared-fd-attach') server.listen({ fd: plan.fd }, listening);
+    else server.listen({ host: plan.host, port: plan.port, reusePort: plan.strategy === 'reuse-port' }, listening);
+  });
+  const address = server.address();
+  const port = typeof address === 'object' && address ? address.port : 0;
+  const ownsSocket = plan.strategy !== 'shared-fd-attach';
+  return {
+    port,
+    // net.Server keeps its libuv handle private; the descriptor is the only way to share it on Node 20.
+    fd: plan.strategy === 'shared-fd-owner' ? (server as unknown as { _handle: { fd: number } })._handle.fd : undefined,
+    stopAccepting() {
+      // An attached worker must not close: that would close the owner's descriptor a second time.
+      if (ownsSocket) server.close();
+    },
+  };
+}

@@ -1,0 +1,43 @@
+import type net from 'node:net';
+import { parseClientHello, type ClientHello } from './client-hello.js';
+
+export type PeekResult =
+  | { status: 'complete'; hello: ClientHello }
+  | { status: 'invalid'; reason: string }
+  | { status: 'timeout' }
+  | { status: 'closed' };
+
+/**
+ * Reads a raw socket until its ClientHello is complete, then puts every byte back (unshift) so the
+ * TLS server that takes the socket over sees the handshake from its first byte.
+ */
+export function peekClientHello(socket: net.Socket, timeoutMs: number): Promise<PeekResult> {
+  return new Promise((resolve) => {
+    const chunks: Buffer[] = [];
+    let length = 0;
+    const finish = (result: PeekResult): void => {
+      clearTimeout(timer);
+      socket.off('data', onData);
+      socket.off('end', onClosed);
+      socket.off('close', onClosed);
+      socket.off('error', onClosed);
+      resolve(result);
+    };
+    const onData = (chunk: Buffer): void => {
+      chunks.push(chunk);
+      length += chunk.length;
+      const data = chunks.length === 1 ? chunk : Buffer.concat(chunks, length);
+      const parsed = parseClientHello(data);
+      if (parsed.status === 'incomplete') return;
+      socket.pause();
+      if (parsed.status === 'complete') socket.unshift(data);
+      finish(parsed);
+    };
+    const onClosed = (): void => finish({ status: 'closed' });
+    const timer = setTimeout(() => finish({ status: 'timeout' }), timeoutMs);
+    socket.on('data', onData);
+    socket.once('end', onClosed);
+    socket.once('close', onClosed);
+    socket.once('error', onClosed);
+  });
+}

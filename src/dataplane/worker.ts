@@ -1,0 +1,55 @@
+import { CertCheckGate } from '../certs/check-gate.js';
+import type { MainToWorker, WorkerExit, WorkerTask, WorkerToMain } from '../control/thread-messages.js';
+import { createLogger } from '../log.js';
+import { CounterRow } from '../metrics/counters.js';
+import { ConnectionAcceptor } from './acceptor.js';
+import { openListener } from './listener.js';
+import { WorkerCertificates } from './worker-certificates.js';
+
+/**
+ * A data-plane worker: one long-lived piscina task per thread. It accepts on the TLS listener and
+ * owns its connections until the main thread asks it to shut down; the task then resolves.
+ */
+export default async function runWorker(task: WorkerTask): Promise<WorkerExit> {
+  const { port, workerIndex } = task;
+  const log = createLogger(task.logLevel, { worker: workerIndex });
+  const post = (message: WorkerToMain): void => port.postMessage(message);
+  const certificates = new WorkerCertificates(
+    task.certificate,
+    Buffer.from(task.ticketKeys),
+    new CertCheckGate(task.certCheckGate),
+    post,
+  );
+  const acceptor = new ConnectionAcceptor({
+    engineHost: task.engineHost,
+    apiSocketPath: task.apiSocketPath,
+    counters: new CounterRow(task.counters, workerIndex),
+    certificates,
+    log,
+  });
+  const listener = await openListener(task.listen, acceptor.accept);
+  post({ type: 'listening', port: listener.port, fd: listener.fd });
+  log.debug({ strategy: task.listen.strategy, port: listener.port }, 'worker accepting');
+
+  return new Promise<WorkerExit>((resolve) => {
+    port.on('message', (message: MainToWorker) => {
+      switch (message.type) {
+        case 'certificate':
+          certificates.replace(message.certificate);
+          return;
+        case 'certificate-checked':
+          certificates.checked(message.requestId);
+          return;
+        case 'shutdown':
+          acceptor.stopDispatching();
+          post({ type: 'draining' });
+          listener.stopAccepting();
+          void acceptor.drain(message.deadline).then((connectionsCut) => {
+            port.close();
+            resolve({ workerIndex, connectionsCut });
+          });
+          return;
+      }
+    });
+  });
+}

@@ -1,0 +1,98 @@
+/**
+ * The data plane's traffic counters in one SharedArrayBuffer (design.md): one row per worker, each
+ * row written only by its worker and summed by the main thread at scrape time, so counting never
+ * sends a message. A row is a seqlock word followed by float64 columns (exact up to 2^53); rows are
+ * padded to 64-byte cache lines so workers never share a line.
+ */
+
+export const DISPATCH_KINDS = ['agent', 'api', 'edge'] as const;
+export type DispatchKind = (typeof DISPATCH_KINDS)[number];
+
+export const HANDSHAKE_FAILURE_REASONS = ['unknown_sni', 'alpn', 'protocol', 'timeout', 'other'] as const;
+export type HandshakeFailureReason = (typeof HANDSHAKE_FAILURE_REASONS)[number];
+
+export const COUNTER_COLUMNS = [
+  /** Gauge: TCP connections this worker holds on the TLS listener. */
+  'connections_open',
+  ...DISPATCH_KINDS.map((kind) => `accepted_${kind}` as const),
+  ...HANDSHAKE_FAILURE_REASONS.map((reason) => `handshake_failures_${reason}` as const),
+  /** Raw TCP bytes on the TLS listener's connections, added when each connection closes. */
+  'bytes_received',
+  'bytes_sent',
+] as const;
+export type CounterColumn = (typeof COUNTER_COLUMNS)[number];
+
+const COLUMN_INDEX = Object.fromEntries(COUNTER_COLUMNS.map((name, index) => [name, index])) as Record<
+  CounterColumn,
+  number
+>;
+
+const CACHE_LINE = 64;
+/** Bytes per row: an 8-byte header (int32 sequence + padding), the columns, padded to a cache line. */
+const ROW_BYTES = Math.ceil((8 + COUNTER_COLUMNS.length * 8) / CACHE_LINE) * CACHE_LINE;
+
+const MAX_READ_ATTEMPTS = 10_000;
+
+export type CounterValues = Record<CounterColumn, number>;
+
+export function createCounterBuffer(workers: number): SharedArrayBuffer {
+  return new SharedArrayBuffer(ROW_BYTES * workers);
+}
+
+/** A worker's own row. Single writer: the seqlock only lets readers see whole updates. */
+export class CounterRow {
+  private readonly sequence: Int32Array;
+  private readonly values: Float64Array;
+
+  constructor(buffer: SharedArrayBuffer, worker: number) {
+    this.sequence = new Int32Array(buffer, worker * ROW_BYTES, 1);
+    this.values = new Float64Array(buffer, worker * ROW_BYTES + 8, COUNTER_COLUMNS.length);
+  }
+
+  add(column: CounterColumn, amount = 1): void {
+    Atomics.add(this.sequence, 0, 1);
+    this.values[COLUMN_INDEX[column]]! += amount;
+    Atomics.add(this.sequence, 0, 1);
+  }
+
+  addPair(first: CounterColumn, firstAmount: number, second: CounterColumn, secondAmount: number): void {
+    Atomics.add(this.sequence, 0, 1);
+    this.values[COLUMN_INDEX[first]]! += firstAmount;
+    this.values[COLUMN_INDEX[second]]! += secondAmount;
+    Atomics.add(this.sequence, 0, 1);
+  }
+}
+
+/** The main thread's reading side. */
+export class CounterTable {
+  constructor(
+    private readonly buffer: SharedArrayBuffer,
+    readonly workers: number,
+  ) {}
+
+  /**
+   * A consistent copy of one worker's row: retried while the worker is mid-update, with a bound so
+   * a worker that died mid-update cannot hang the reader.
+   */
+  row(worker: number): CounterValues {
+    const sequence = new Int32Array(this.buffer, worker * ROW_BYTES, 1);
+    const values = new Float64Array(this.buffer, worker * ROW_BYTES + 8, COUNTER_COLUMNS.length);
+    let copy = Array.from(values);
+    for (let attempt = 0; attempt < MAX_READ_ATTEMPTS; attempt++) {
+      const before = Atomics.load(sequence, 0);
+      if (before % 2 !== 0) continue;
+      copy = Array.from(values);
+      if (Atomics.load(sequence, 0) === before) break;
+    }
+    return Object.fromEntries(COUNTER_COLUMNS.map((name, i) => [name, copy[i]!])) as CounterValues;
+  }
+
+  totals(): CounterValues {
+    const sum = Object.fromEntries(COUNTER_COLUMNS.map((name) => [name, 0])) as CounterValues;
+    for (let worker = 0; worker < this.workers; worker++) {
+      const row = this.row(worker);
+      for (const name of COUNTER_COLUMNS) sum[name] += row[name];
+    }
+    return sum;
+  }
+}
