@@ -2,7 +2,7 @@ import path from 'node:path';
 import { ConfigError, buildConfig, readConfigFile, type LoadedConfig } from '../config/load.js';
 import { prepareDevProfile, DEV_DIRECTORY, type DevProfile } from '../config/dev-profile.js';
 import { CertificateError, loadCertificatePair } from '../certs/certificate-pair.js';
-import { ListenError, startEngine } from '../control/engine.js';
+import { ListenError, startEngine, type RunningEngine } from '../control/engine.js';
 import { createLogger } from '../log.js';
 
 export interface EngineCommandOptions {
@@ -44,11 +44,35 @@ export async function runEngineCommand(options: EngineCommandOptions): Promise<v
     log.fatal(reason);
     process.exit(1);
   };
-  let engine;
+  // Handlers go in before startup so a signal that arrives while workers start is not fatal.
+  let engine: RunningEngine | undefined;
+  let signals = 0;
+  const onSignal = (signal: NodeJS.Signals): void => {
+    signals++;
+    if (signals > 1) {
+      log.warn({ signal }, 'second signal: exiting now');
+      process.exit(1);
+    }
+    log.info({ signal }, 'signal received');
+    if (engine) stop(engine);
+  };
+  const stop = (running: RunningEngine): void => {
+    running.shutdown().then(
+      () => process.exit(0),
+      (error: Error) => fatal(`shutdown failed: ${error.message}`),
+    );
+  };
+  process.on('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
+
   try {
     engine = await startEngine(config, log, fatal);
   } catch (error) {
     exitWithStartupError(error);
+  }
+  if (signals > 0) {
+    stop(engine);
+    return;
   }
 
   if (devProfile) {
@@ -63,22 +87,6 @@ export async function runEngineCommand(options: EngineCommandOptions): Promise<v
       `next steps: trust ${ca}; mint a token; check the Engine API`,
     );
   }
-
-  let signals = 0;
-  const onSignal = (signal: NodeJS.Signals): void => {
-    signals++;
-    if (signals > 1) {
-      log.warn({ signal }, 'second signal: exiting now');
-      process.exit(1);
-    }
-    log.info({ signal }, 'signal received');
-    void engine.shutdown().then(
-      () => process.exit(0),
-      (error: Error) => fatal(`shutdown failed: ${error.message}`),
-    );
-  };
-  process.on('SIGTERM', onSignal);
-  process.on('SIGINT', onSignal);
 }
 
 function exitWithStartupError(error: unknown): never {

@@ -125,6 +125,8 @@ export async function startEngine(
   };
 }
 
+/** The errno code of a bind failure; a worker's error crosses the thread boundary with its message only. */
 function errorCode(error: unknown): string {
-  return (error as NodeJS.ErrnoException).code ?? (error as Error).message ?? String(error);
+  const { code, message } = error as NodeJS.ErrnoException;
+  return code ?? /\b(E[A-Z0-9]+)\b/.exec(message)?.[1] ?? message;
 }

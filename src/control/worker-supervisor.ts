@@ -158,9 +158,15 @@ export class WorkerSupervisor {
         if (message.type === 'listening') resolve(message);
         else this.onMessage(slot, message);
       });
+      // A finished task also counts as drained: its 'draining' message may still be unread when the
+      // task's result (which travels on piscina's own channel) arrives and the port is closed.
       slot.task.then(
-        () => port.close(),
+        () => {
+          slot.onDraining();
+          port.close();
+        },
         (error: Error) => {
+          slot.onDraining();
           port.close();
           reject(error);
           this.onWorkerDied(slot, error);
@@ -183,7 +189,6 @@ export class WorkerSupervisor {
   }
 
   private onWorkerDied(slot: WorkerSlot, error: Error): void {
-    slot.onDraining();
     if (this.stopping || this.boundPort === 0) return; // shutting down, or startup reports the error
     const { log } = this.options;
     if (!survivesWorkerDeath(this.strategy)) {

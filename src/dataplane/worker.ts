@@ -44,10 +44,7 @@ export default async function runWorker(task: WorkerTask): Promise<WorkerExit> {
           acceptor.stopDispatching();
           post({ type: 'draining' });
           listener.stopAccepting();
-          void acceptor.drain(message.deadline).then((connectionsCut) => {
-            port.close();
-            resolve({ workerIndex, connectionsCut });
-          });
+          void acceptor.drain(message.deadline).then((connectionsCut) => resolve({ workerIndex, connectionsCut }));
           return;
       }
     });

@@ -17,12 +17,13 @@ export interface TestEngine {
 export async function startTestEngine(
   overrides: Record<string, Record<string, unknown>> = {},
   certs?: DevCertificateFiles,
+  onFatal: (reason: string) => void = (reason) => {
+    throw new Error(`engine fatal: ${reason}`);
+  },
 ): Promise<TestEngine> {
   const files = certs ?? (await devCertificates());
   const { config } = buildConfig(configTree(files, { dataplane: { workers: 2 }, ...overrides }), {});
-  const engine = await startEngine(config, createLogger('error'), (reason) => {
-    throw new Error(`engine fatal: ${reason}`);
-  });
+  const engine = await startEngine(config, createLogger('error'), onFatal);
   return {
     engine,
     certs: files,
