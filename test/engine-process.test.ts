@@ -45,6 +45,17 @@ describe('startup errors exit 1 with one line naming the key', () => {
     assert.equal(result.stdout, 'config ok\n');
   });
 
+  test('config/engine.example.yaml passes --check with its secret from the environment', async () => {
+    const example = fs.readFileSync(new URL('../../config/engine.example.yaml', import.meta.url), 'utf8');
+    const dir = path.dirname(certs.cert);
+    const file = writeConfig(example.replace(/\/etc\/rivulet\/tls\/(cert|key)\.pem/g, (_, name: string) => path.join(dir, `${name}.pem`)));
+    const result = await runCli(['engine', '--check', '-c', file], {
+      env: { RSTREAM_ENGINE_AUTH__JWT__TOKEN_JWT_SECRET: 'x'.repeat(32) },
+    });
+    assert.equal(result.code, 0, result.stderr);
+    assert.equal(result.stdout, 'config ok\n');
+  });
+
   test('a port already in use is a listen error', async () => {
     const blocker = net.createServer().listen(0, '127.0.0.1');
     await new Promise((resolve) => blocker.once('listening', resolve));

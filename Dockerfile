@@ -1,0 +1,26 @@
+# Rivulet engine image.
+# Base: Debian 12 (glibc 2.36) with Node 20, which the bundled uWebSockets.js build
+# (@trufflesuite/uws-js-unofficial, ABI 115, glibc >= 2.31) loads on. A Node >= 22 base needs
+# glibc >= 2.38 for the other bundled build (@btc-vision/uwebsockets.js): Debian 13 or later.
+ARG NODE_IMAGE=node:20.20.2-bookworm-slim
+
+FROM ${NODE_IMAGE} AS build
+WORKDIR /app
+COPY package.json package-lock.json tsconfig.json ./
+COPY src ./src
+# `npm ci` runs the `prepare` script, which compiles src/ to dist/.
+RUN npm ci --no-audit --no-fund && npm prune --omit=dev --no-audit --no-fund
+
+FROM ${NODE_IMAGE}
+ENV NODE_ENV=production
+WORKDIR /app
+COPY --from=build /app/package.json ./package.json
+COPY --from=build /app/node_modules ./node_modules
+COPY --from=build /app/dist/src ./dist/src
+# The image's unprivileged `node` user (uid 1000) runs the engine; it must be able to read the
+# certificate and key files. Binding 443/80 as that user needs
+# net.ipv4.ip_unprivileged_port_start=0 (set in compose.yaml) or CAP_NET_BIND_SERVICE.
+USER node
+EXPOSE 443/tcp 80/tcp
+ENTRYPOINT ["node", "/app/dist/src/cli/main.js"]
+CMD ["engine", "--config", "/etc/rivulet/engine.yaml"]
