@@ -1,0 +1,607 @@
+import { DecodeError, ProtoReader, ProtoWriter, WireType } from './wire.js';
+
+/**
+ * Every rstrm/1 message (protocol.md §3; schema in rstrm.proto), as TypeScript types with one encode
+ * and one decode function per message. Wrapper types map to `T | undefined` so "absent" and "present
+ * with the default value" stay different; proto3 scalars use their default for absent.
+ *
+ * Why hand-written: the schema is small and fixed, the per-stream handshake messages sit on the
+ * connection set-up path, and a direct codec keeps wrapper presence, fixed32 addresses and unknown
+ * fields under our control with no runtime schema loading. protobufjs checks it against the .proto
+ * in the tests.
+ */
+
+export const ErrorCode = {
+  Unspecified: 0,
+  Unauthorized: 1000,
+  InvalidRequest: 2000,
+  ProtocolVersionMissing: 2010,
+  ProtocolVersionInvalid: 2020,
+  ProtocolVersionIncompatible: 2030,
+  TunnelNotFound: 3000,
+  InvalidStream: 4000,
+  FeatureNotAvailable: 5000,
+  ServiceUnavailable: 6000,
+  CapacityExhausted: 7000,
+  Internal: 9000,
+} as const;
+
+/** An open enum: decoders keep codes they do not know. */
+export interface RstrmError {
+  code: number;
+  message?: string;
+}
+
+export interface ClientDetails {
+  agent?: string;
+  channel?: string;
+  version?: string;
+  os?: string;
+  arch?: string;
+  token?: string;
+  protocol_version?: string;
+}
+
+export interface ServerDetails {
+  agent?: string;
+  channel?: string;
+  version?: string;
+  plan?: string;
+  provider?: string;
+  region?: string;
+  update?: string;
+}
+
+export type IpAddress = { v4: number } | { v6: Buffer };
+
+export interface ControlChannelLiveness {
+  heartbeat_interval_ms: number;
+  heartbeat_timeout_ms: number;
+}
+
+export interface Timestamp {
+  seconds: number;
+  nanos: number;
+}
+
+export interface TunnelProperties {
+  id?: string;
+  creation_date?: Timestamp;
+  name?: string;
+  type?: string;
+  publish?: boolean;
+  protocol?: string;
+  labels: Record<string, string>;
+  geoip: string[];
+  trusted_ips: string[];
+  host?: string;
+  tls_mode?: string;
+  tls_alpns: string[];
+  tls_min_version?: string;
+  tls_ciphers: string[];
+  mtls_auth?: boolean;
+  mtls_cacert_pem?: string;
+  http_version?: string;
+  http_use_tls?: boolean;
+  token_auth?: boolean;
+  rstream_auth?: boolean;
+  challenge_mode?: boolean;
+  hostname?: string;
+  port?: number;
+  upstream_tls?: boolean;
+  datagram_guaranteed_delivery?: boolean;
+  allow_cross_region_routing?: boolean;
+}
+
+export type Message =
+  | { type: 'open_control_channel_req'; client_details?: ClientDetails; liveness?: ControlChannelLiveness }
+  | {
+      type: 'open_control_channel_rsp';
+      result:
+        | { ok: { client_id: string; server_details?: ServerDetails; liveness?: ControlChannelLiveness } }
+        | { error: RstrmError };
+    }
+  | { type: 'close_control_channel_req' }
+  | { type: 'close_control_channel_rsp' }
+  | { type: 'open_tunnel_req'; request_id: string; tunnel_properties?: TunnelProperties }
+  | {
+      type: 'open_tunnel_rsp';
+      request_id: string;
+      result: { tunnel_properties: TunnelProperties } | { error: RstrmError };
+    }
+  | { type: 'close_tunnel_req'; tunnel_id: string }
+  | { type: 'close_tunnel_rsp'; tunnel_id: string }
+  | {
+      type: 'proxy_conn_req';
+      tunnel_id: string;
+      stream_id: string;
+      secret?: string;
+      source_ip?: IpAddress;
+      proxy_endpoint?: string;
+    }
+  | { type: 'proxy_conn_rsp'; stream_id: string; error?: RstrmError }
+  | { type: 'proxy_req'; client_details?: ClientDetails; stream_id: string; zero_rtt?: boolean }
+  | { type: 'proxy_rsp'; error?: RstrmError }
+  | {
+      type: 'stream_req';
+      client_details?: ClientDetails;
+      tunnel_id_name: string;
+      zero_rtt?: boolean;
+      datagram_channel?: boolean;
+    }
+  | { type: 'stream_rsp'; result: { stream_id: string } | { error: RstrmError } }
+  | { type: 'heartbeat'; sequence: number; acknowledgement: number }
+  | { type: 'server_message'; message: string }
+  | { type: 'datagram_channel_close'; stream_id: string; error?: RstrmError }
+  /** A Message whose payload is a field this codec does not know (a newer peer). */
+  | { type: 'unknown' };
+
+export type MessageType = Message['type'];
+export type MessageOf<T extends MessageType> = Extract<Message, { type: T }>;
+
+/** `Message.payload` oneof field numbers. */
+const PAYLOAD_FIELD: Record<Exclude<MessageType, 'unknown'>, number> = {
+  open_control_channel_req: 1,
+  open_control_channel_rsp: 2,
+  close_control_channel_req: 3,
+  close_control_channel_rsp: 4,
+  open_tunnel_req: 5,
+  open_tunnel_rsp: 6,
+  close_tunnel_req: 7,
+  close_tunnel_rsp: 8,
+  proxy_conn_req: 9,
+  proxy_conn_rsp: 10,
+  proxy_req: 11,
+  proxy_rsp: 12,
+  stream_req: 13,
+  stream_rsp: 14,
+  heartbeat: 15,
+  server_message: 16,
+  datagram_channel_close: 17,
+};
+const PAYLOAD_TYPE = new Map(Object.entries(PAYLOAD_FIELD).map(([type, field]) => [field, type as MessageType]));
+
+// ---------------------------------------------------------------------------------------------
+// Encoding
+
+export function encodeMessage(message: Message): Buffer {
+  if (message.type === 'unknown') throw new Error('cannot encode an unknown message');
+  const writer = new ProtoWriter();
+  writer.message(PAYLOAD_FIELD[message.type], (w) => writePayload(w, message));
+  return writer.finish();
+}
+
+function writePayload(w: ProtoWriter, m: Exclude<Message, { type: 'unknown' }>): void {
+  switch (m.type) {
+    case 'open_control_channel_req':
+      if (m.client_details) w.message(1, (d) => writeClientDetails(d, m.client_details!));
+      if (m.liveness) w.message(2, (l) => writeLiveness(l, m.liveness!));
+      return;
+    case 'open_control_channel_rsp':
+      if ('ok' in m.result) {
+        const ok = m.result.ok;
+        w.message(1, (o) => {
+          o.string(1, ok.client_id);
+          if (ok.server_details) o.message(2, (d) => writeServerDetails(d, ok.server_details!));
+          if (ok.liveness) o.message(3, (l) => writeLiveness(l, ok.liveness!));
+        });
+      } else {
+        const error = m.result.error;
+        w.message(2, (e) => writeError(e, error));
+      }
+      return;
+    case 'close_control_channel_req':
+    case 'close_control_channel_rsp':
+      return;
+    case 'open_tunnel_req':
+      w.string(1, m.request_id);
+      if (m.tunnel_properties) w.message(2, (p) => writeTunnelProperties(p, m.tunnel_properties!));
+      return;
+    case 'open_tunnel_rsp': {
+      w.string(1, m.request_id);
+      const result = m.result;
+      if ('tunnel_properties' in result) w.message(2, (p) => writeTunnelProperties(p, result.tunnel_properties));
+      else w.message(3, (e) => writeError(e, result.error));
+      return;
+    }
+    case 'close_tunnel_req':
+    case 'close_tunnel_rsp':
+      w.string(1, m.tunnel_id);
+      return;
+    case 'proxy_conn_req':
+      w.string(1, m.tunnel_id).string(2, m.stream_id).stringValue(3, m.secret);
+      if (m.source_ip) {
+        const ip = m.source_ip;
+        w.message(4, (a) => ('v4' in ip ? a.fixed32(1, ip.v4) : a.rawBytes(2, ip.v6)));
+      }
+      w.stringValue(5, m.proxy_endpoint);
+      return;
+    case 'proxy_conn_rsp':
+    case 'datagram_channel_close':
+      w.string(1, m.stream_id);
+      if (m.error) w.message(2, (e) => writeError(e, m.error!));
+      return;
+    case 'proxy_req':
+      if (m.client_details) w.message(1, (d) => writeClientDetails(d, m.client_details!));
+      w.string(2, m.stream_id).boolValue(3, m.zero_rtt);
+      return;
+    case 'proxy_rsp':
+      if (m.error) w.message(1, (e) => writeError(e, m.error!));
+      return;
+    case 'stream_req':
+      if (m.client_details) w.message(1, (d) => writeClientDetails(d, m.client_details!));
+      w.string(2, m.tunnel_id_name).boolValue(3, m.zero_rtt).boolValue(4, m.datagram_channel);
+      return;
+    case 'stream_rsp': {
+      const result = m.result;
+      if ('stream_id' in result) w.tag(1, WireType.LengthDelimited).bytes(Buffer.from(result.stream_id, 'utf8'));
+      else w.message(2, (e) => writeError(e, result.error));
+      return;
+    }
+    case 'heartbeat':
+      w.uint(1, m.sequence).uint(2, m.acknowledgement);
+      return;
+    case 'server_message':
+      w.string(1, m.message);
+      return;
+  }
+}
+
+function writeClientDetails(w: ProtoWriter, d: ClientDetails): void {
+  w.stringValue(1, d.agent)
+    .stringValue(2, d.channel)
+    .stringValue(3, d.version)
+    .stringValue(4, d.os)
+    .stringValue(5, d.arch)
+    .stringValue(6, d.token)
+    .stringValue(7, d.protocol_version);
+}
+
+function writeServerDetails(w: ProtoWriter, d: ServerDetails): void {
+  w.stringValue(1, d.agent)
+    .stringValue(2, d.channel)
+    .stringValue(3, d.version)
+    .stringValue(4, d.plan)
+    .stringValue(5, d.provider)
+    .stringValue(6, d.region)
+    .stringValue(7, d.update);
+}
+
+function writeLiveness(w: ProtoWriter, l: ControlChannelLiveness): void {
+  w.uint(1, l.heartbeat_interval_ms).uint(2, l.heartbeat_timeout_ms);
+}
+
+function writeError(w: ProtoWriter, e: RstrmError): void {
+  if (e.code !== 0) w.tag(1, WireType.Varint).varint(e.code);
+  w.stringValue(2, e.message);
+}
+
+function writeTunnelProperties(w: ProtoWriter, p: TunnelProperties): void {
+  w.stringValue(1, p.id);
+  if (p.creation_date) {
+    const { seconds, nanos } = p.creation_date;
+    w.message(2, (t) => t.uint(1, seconds).uint(2, nanos));
+  }
+  w.stringValue(3, p.name).stringValue(4, p.type).boolValue(5, p.publish).stringValue(6, p.protocol);
+  for (const [key, value] of Object.entries(p.labels)) w.message(7, (e) => e.string(1, key).string(2, value));
+  for (const item of p.geoip) w.rawBytes(8, Buffer.from(item, 'utf8'));
+  for (const item of p.trusted_ips) w.rawBytes(9, Buffer.from(item, 'utf8'));
+  w.stringValue(10, p.host).stringValue(11, p.tls_mode);
+  for (const item of p.tls_alpns) w.rawBytes(12, Buffer.from(item, 'utf8'));
+  w.stringValue(13, p.tls_min_version);
+  for (const item of p.tls_ciphers) w.rawBytes(14, Buffer.from(item, 'utf8'));
+  w.boolValue(15, p.mtls_auth)
+    .stringValue(16, p.mtls_cacert_pem)
+    .stringValue(17, p.http_version)
+    .boolValue(18, p.http_use_tls)
+    .boolValue(19, p.token_auth)
+    .boolValue(20, p.rstream_auth)
+    .boolValue(21, p.challenge_mode)
+    .stringValue(22, p.hostname)
+    .uint32Value(23, p.port)
+    .boolValue(24, p.upstream_tls)
+    .boolValue(25, p.datagram_guaranteed_delivery)
+    .boolValue(26, p.allow_cross_region_routing);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Decoding
+
+/** Decodes one `Message`; throws DecodeError naming what could not be read. */
+export function decodeMessage(body: Buffer): Message {
+  let message: Message = { type: 'unknown' };
+  new ProtoReader(body).fields((field, wireType, reader) => {
+    const type = PAYLOAD_TYPE.get(field);
+    if (!type || wireType !== WireType.LengthDelimited) return false;
+    // A oneof seen twice keeps the last one, as protobuf does.
+    message = readPayload(type as Exclude<MessageType, 'unknown'>, reader.message());
+    return true;
+  });
+  return message;
+}
+
+const LD = WireType.LengthDelimited;
+const VARINT = WireType.Varint;
+
+function readPayload(type: Exclude<MessageType, 'unknown'>, r: ProtoReader): Message {
+  switch (type) {
+    case 'open_control_channel_req': {
+      const m: MessageOf<'open_control_channel_req'> = { type };
+      r.fields((f, wt, x) => {
+        if (f === 1 && wt === LD) m.client_details = readClientDetails(x.message());
+        else if (f === 2 && wt === LD) m.liveness = readLiveness(x.message());
+        else return false;
+        return true;
+      });
+      return m;
+    }
+    case 'open_control_channel_rsp': {
+      let result: MessageOf<'open_control_channel_rsp'>['result'] | undefined;
+      r.fields((f, wt, x) => {
+        if (f === 1 && wt === LD) result = { ok: readOk(x.message()) };
+        else if (f === 2 && wt === LD) result = { error: readError(x.message()) };
+        else return false;
+        return true;
+      });
+      if (!result) throw new DecodeError('OpenControlChannelRsp without ok or error');
+      return { type, result };
+    }
+    case 'close_control_channel_req':
+    case 'close_control_channel_rsp':
+      r.fields(() => false);
+      return { type };
+    case 'open_tunnel_req': {
+      const m: MessageOf<'open_tunnel_req'> = { type, request_id: '' };
+      r.fields((f, wt, x) => {
+        if (f === 1 && wt === LD) m.request_id = x.string();
+        else if (f === 2 && wt === LD) m.tunnel_properties = readTunnelProperties(x.message());
+        else return false;
+        return true;
+      });
+      return m;
+    }
+    case 'open_tunnel_rsp': {
+      let requestId = '';
+      let result: MessageOf<'open_tunnel_rsp'>['result'] | undefined;
+      r.fields((f, wt, x) => {
+        if (f === 1 && wt === LD) requestId = x.string();
+        else if (f === 2 && wt === LD) result = { tunnel_properties: readTunnelProperties(x.message()) };
+        else if (f === 3 && wt === LD) result = { error: readError(x.message()) };
+        else return false;
+        return true;
+      });
+      if (!result) throw new DecodeError('OpenTunnelRsp without tunnel_properties or error');
+      return { type, request_id: requestId, result };
+    }
+    case 'close_tunnel_req':
+    case 'close_tunnel_rsp': {
+      let tunnelId = '';
+      r.fields((f, wt, x) => (f === 1 && wt === LD ? ((tunnelId = x.string()), true) : false));
+      return { type, tunnel_id: tunnelId };
+    }
+    case 'proxy_conn_req': {
+      const m: MessageOf<'proxy_conn_req'> = { type, tunnel_id: '', stream_id: '' };
+      r.fields((f, wt, x) => {
+        if (wt !== LD) return false;
+        if (f === 1) m.tunnel_id = x.string();
+        else if (f === 2) m.stream_id = x.string();
+        else if (f === 3) m.secret = readStringValue(x.message());
+        else if (f === 4) m.source_ip = readIpAddress(x.message());
+        else if (f === 5) m.proxy_endpoint = readStringValue(x.message());
+        else return false;
+        return true;
+      });
+      return m;
+    }
+    case 'proxy_conn_rsp':
+    case 'datagram_channel_close': {
+      const m: MessageOf<'proxy_conn_rsp'> = { type: 'proxy_conn_rsp', stream_id: '' };
+      r.fields((f, wt, x) => {
+        if (f === 1 && wt === LD) m.stream_id = x.string();
+        else if (f === 2 && wt === LD) m.error = readError(x.message());
+        else return false;
+        return true;
+      });
+      return { ...m, type };
+    }
+    case 'proxy_req': {
+      const m: MessageOf<'proxy_req'> = { type, stream_id: '' };
+      r.fields((f, wt, x) => {
+        if (f === 1 && wt === LD) m.client_details = readClientDetails(x.message());
+        else if (f === 2 && wt === LD) m.stream_id = x.string();
+        else if (f === 3 && wt === LD) m.zero_rtt = readBoolValue(x.message());
+        else return false;
+        return true;
+      });
+      return m;
+    }
+    case 'proxy_rsp': {
+      const m: MessageOf<'proxy_rsp'> = { type };
+      r.fields((f, wt, x) => (f === 1 && wt === LD ? ((m.error = readError(x.message())), true) : false));
+      return m;
+    }
+    case 'stream_req': {
+      const m: MessageOf<'stream_req'> = { type, tunnel_id_name: '' };
+      r.fields((f, wt, x) => {
+        if (wt !== LD) return false;
+        if (f === 1) m.client_details = readClientDetails(x.message());
+        else if (f === 2) m.tunnel_id_name = x.string();
+        else if (f === 3) m.zero_rtt = readBoolValue(x.message());
+        else if (f === 4) m.datagram_channel = readBoolValue(x.message());
+        else return false;
+        return true;
+      });
+      return m;
+    }
+    case 'stream_rsp': {
+      let result: MessageOf<'stream_rsp'>['result'] | undefined;
+      r.fields((f, wt, x) => {
+        if (f === 1 && wt === LD) result = { stream_id: x.string() };
+        else if (f === 2 && wt === LD) result = { error: readError(x.message()) };
+        else return false;
+        return true;
+      });
+      if (!result) throw new DecodeError('StreamRsp without stream_id or error');
+      return { type, result };
+    }
+    case 'heartbeat': {
+      const m: MessageOf<'heartbeat'> = { type, sequence: 0, acknowledgement: 0 };
+      r.fields((f, wt, x) => {
+        if (f === 1 && wt === VARINT) m.sequence = x.varint();
+        else if (f === 2 && wt === VARINT) m.acknowledgement = x.varint();
+        else return false;
+        return true;
+      });
+      return m;
+    }
+    case 'server_message': {
+      let text = '';
+      r.fields((f, wt, x) => (f === 1 && wt === LD ? ((text = x.string()), true) : false));
+      return { type, message: text };
+    }
+  }
+}
+
+function readStringValue(r: ProtoReader): string {
+  let value = '';
+  r.fields((f, wt, x) => (f === 1 && wt === LD ? ((value = x.string()), true) : false));
+  return value;
+}
+
+function readBoolValue(r: ProtoReader): boolean {
+  let value = false;
+  r.fields((f, wt, x) => (f === 1 && wt === VARINT ? ((value = x.varint() !== 0), true) : false));
+  return value;
+}
+
+function readUInt32Value(r: ProtoReader): number {
+  let value = 0;
+  r.fields((f, wt, x) => (f === 1 && wt === VARINT ? ((value = x.varint() % 2 ** 32), true) : false));
+  return value;
+}
+
+function readClientDetails(r: ProtoReader): ClientDetails {
+  const d: ClientDetails = {};
+  const keys = ['agent', 'channel', 'version', 'os', 'arch', 'token', 'protocol_version'] as const;
+  r.fields((f, wt, x) => {
+    const key = keys[f - 1];
+    if (!key || wt !== LD) return false;
+    d[key] = readStringValue(x.message());
+    return true;
+  });
+  return d;
+}
+
+function readOk(r: ProtoReader): { client_id: string; server_details?: ServerDetails; liveness?: ControlChannelLiveness } {
+  const ok: { client_id: string; server_details?: ServerDetails; liveness?: ControlChannelLiveness } = { client_id: '' };
+  r.fields((f, wt, x) => {
+    if (f === 1 && wt === LD) ok.client_id = x.string();
+    else if (f === 2 && wt === LD) ok.server_details = readServerDetails(x.message());
+    else if (f === 3 && wt === LD) ok.liveness = readLiveness(x.message());
+    else return false;
+    return true;
+  });
+  return ok;
+}
+
+function readServerDetails(r: ProtoReader): ServerDetails {
+  const d: ServerDetails = {};
+  const keys = ['agent', 'channel', 'version', 'plan', 'provider', 'region', 'update'] as const;
+  r.fields((f, wt, x) => {
+    const key = keys[f - 1];
+    if (!key || wt !== LD) return false;
+    d[key] = readStringValue(x.message());
+    return true;
+  });
+  return d;
+}
+
+function readLiveness(r: ProtoReader): ControlChannelLiveness {
+  const l: ControlChannelLiveness = { heartbeat_interval_ms: 0, heartbeat_timeout_ms: 0 };
+  r.fields((f, wt, x) => {
+    if (f === 1 && wt === VARINT) l.heartbeat_interval_ms = x.varint() % 2 ** 32;
+    else if (f === 2 && wt === VARINT) l.heartbeat_timeout_ms = x.varint() % 2 ** 32;
+    else return false;
+    return true;
+  });
+  return l;
+}
+
+function readError(r: ProtoReader): RstrmError {
+  const e: RstrmError = { code: 0 };
+  r.fields((f, wt, x) => {
+    if (f === 1 && wt === VARINT) e.code = x.int32();
+    else if (f === 2 && wt === LD) e.message = readStringValue(x.message());
+    else return false;
+    return true;
+  });
+  return e;
+}
+
+function readIpAddress(r: ProtoReader): IpAddress | undefined {
+  let address: IpAddress | undefined;
+  r.fields((f, wt, x) => {
+    if (f === 1 && wt === WireType.Fixed32) address = { v4: x.fixed32() };
+    else if (f === 2 && wt === LD) address = { v6: Buffer.from(x.bytes()) };
+    else return false;
+    return true;
+  });
+  return address;
+}
+
+function readTimestamp(r: ProtoReader): Timestamp {
+  const t: Timestamp = { seconds: 0, nanos: 0 };
+  r.fields((f, wt, x) => {
+    if (f === 1 && wt === VARINT) t.seconds = x.varint();
+    else if (f === 2 && wt === VARINT) t.nanos = x.int32();
+    else return false;
+    return true;
+  });
+  return t;
+}
+
+const STRING_VALUE_FIELDS: Partial<Record<number, keyof TunnelProperties>> = {
+  1: 'id', 3: 'name', 4: 'type', 6: 'protocol', 10: 'host', 11: 'tls_mode', 13: 'tls_min_version',
+  16: 'mtls_cacert_pem', 17: 'http_version', 22: 'hostname',
+};
+const BOOL_VALUE_FIELDS: Partial<Record<number, keyof TunnelProperties>> = {
+  5: 'publish', 15: 'mtls_auth', 18: 'http_use_tls', 19: 'token_auth', 20: 'rstream_auth', 21: 'challenge_mode',
+  24: 'upstream_tls', 25: 'datagram_guaranteed_delivery', 26: 'allow_cross_region_routing',
+};
+const REPEATED_STRING_FIELDS: Partial<Record<number, 'geoip' | 'trusted_ips' | 'tls_alpns' | 'tls_ciphers'>> = {
+  8: 'geoip', 9: 'trusted_ips', 12: 'tls_alpns', 14: 'tls_ciphers',
+};
+
+export function emptyTunnelProperties(): TunnelProperties {
+  return { labels: {}, geoip: [], trusted_ips: [], tls_alpns: [], tls_ciphers: [] };
+}
+
+function readTunnelProperties(r: ProtoReader): TunnelProperties {
+  const p = emptyTunnelProperties();
+  const fields = p as unknown as Record<string, unknown>;
+  r.fields((f, wt, x) => {
+    if (wt !== LD) return false;
+    const stringKey = STRING_VALUE_FIELDS[f];
+    const boolKey = BOOL_VALUE_FIELDS[f];
+    const listKey = REPEATED_STRING_FIELDS[f];
+    if (stringKey) fields[stringKey] = readStringValue(x.message());
+    else if (boolKey) fields[boolKey] = readBoolValue(x.message());
+    else if (listKey) p[listKey].push(x.string());
+    else if (f === 2) p.creation_date = readTimestamp(x.message());
+    else if (f === 7) {
+      let key = '';
+      let value = '';
+      x.message().fields((ef, ewt, ex) => {
+        if (ef === 1 && ewt === LD) key = ex.string();
+        else if (ef === 2 && ewt === LD) value = ex.string();
+        else return false;
+        return true;
+      });
+      // defineProperty: a label named "__proto__" is data, not the object's prototype.
+      Object.defineProperty(p.labels, key, { value, enumerable: true, writable: true, configurable: true });
+    } else if (f === 23) p.port = readUInt32Value(x.message());
+    else return false;
+    return true;
+  });
+  return p;
+}
