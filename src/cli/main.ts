@@ -1,14 +1,11 @@
 #!/usr/bin/env node
-import fs from 'node:fs';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { runCertsDevCommand } from './certs-command.js';
 import { runEngineCommand } from './engine-command.js';
 import { runTokenMintCommand } from './token-command.js';
 import { UsageError } from './usage-error.js';
+import { VERSION } from '../version.js';
 
-const packageJson = JSON.parse(fs.readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as {
-  version: string;
-};
 
 function positiveInteger(text: string): number {
   const value = Number(text);
@@ -23,7 +20,7 @@ function collect(value: string, previous: string[]): string[] {
 export function buildProgram(): Command {
   const program = new Command('rivulet')
     .description('Rivulet: a self-hosted tunnel engine speaking the rstream Community Edition protocol')
-    .version(packageJson.version, '--version')
+    .version(VERSION, '--version')
     .exitOverride()
     .showHelpAfterError();
 

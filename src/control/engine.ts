@@ -8,7 +8,9 @@ import { createCertCheckGate } from '../certs/check-gate.js';
 import { StaticCertificateProvider } from '../certs/static-provider.js';
 import type { Logger } from '../log.js';
 import { CounterTable, createCounterBuffer } from '../metrics/counters.js';
+import { ControlPlane } from './control-plane.js';
 import { startRedirectListener } from './http-redirect.js';
+import type { DataplaneSettings } from './thread-messages.js';
 import { WorkerSupervisor } from './worker-supervisor.js';
 
 /** engine.md §2: established connections get this long to finish after SIGTERM. */
@@ -27,6 +29,7 @@ export interface RunningEngine {
   readonly counters: CounterTable;
   readonly certificates: StaticCertificateProvider;
   readonly supervisor: WorkerSupervisor;
+  readonly control: ControlPlane;
   /** Stops accepting, drains for up to `drainMs`, stops the workers; safe to call twice. */
   shutdown(drainMs?: number): Promise<void>;
 }
@@ -52,6 +55,7 @@ export async function startEngine(
 
   const counterBuffer = createCounterBuffer(config.dataplane.workers);
   const api = await InternalApiServer.start();
+  const control = new ControlPlane(config, log, { broadcast: (message) => supervisor?.broadcast(message) }, () => supervisor!.port);
   supervisor = new WorkerSupervisor({
     config,
     log,
@@ -61,6 +65,10 @@ export async function startEngine(
     ticketKeys: crypto.randomBytes(48),
     apiSocketPath: api.socketPath,
     checkCertificate: () => certificates.check(),
+    dataplane: dataplaneSettings(config),
+    routes: () => control.routes(),
+    onRequest: (worker, request) => control.handle(worker, request),
+    onTunnelRoutable: (tunnelId) => control.tunnelRoutable(tunnelId),
     onFatal,
   });
 
@@ -111,9 +119,11 @@ export async function startEngine(
     counters: new CounterTable(counterBuffer, config.dataplane.workers),
     certificates,
     supervisor,
+    control,
     shutdown(drainMs = SHUTDOWN_DRAIN_MS) {
       stopped ??= (async () => {
         log.info({ drain_ms: drainMs }, 'shutting down: no new connections, draining open ones');
+        control.beginShutdown();
         redirect?.close();
         const cut = await supervisor.shutdown(Date.now() + drainMs);
         await supervisor.release();
@@ -122,6 +132,17 @@ export async function startEngine(
       })();
       return stopped;
     },
+  };
+}
+
+function dataplaneSettings(config: EngineConfig): DataplaneSettings {
+  const affinity = config.dataplane.affinity;
+  return {
+    workers: config.dataplane.workers,
+    streamRequestMs: config.timeouts.stream_request_seconds * 1000,
+    affinity: affinity.enabled
+      ? { portBase: affinity.port_base!, host: config.tls.listen_addr.host, advertiseHost: affinity.advertise_host }
+      : undefined,
   };
 }
 

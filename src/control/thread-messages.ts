@@ -1,5 +1,6 @@
 import type { MessagePort } from 'node:worker_threads';
 import type { LogLevel } from '../config/schema.js';
+import type { ClientDetails, IpAddress, RstrmError, TunnelProperties } from '../protocol/messages.js';
 
 /**
  * Every message between the main thread (control plane) and the data-plane workers, declared once.
@@ -37,7 +38,76 @@ export interface WorkerTask {
   certificate: CertificatePem;
   /** Unix socket of the main thread's HTTP server (Engine API). */
   apiSocketPath: string;
+  /** What the data plane needs of the config. */
+  dataplane: DataplaneSettings;
+  /** Live tunnels at the time the worker starts (a replacement worker joins a running engine). */
+  routes: TunnelRoute[];
 }
+
+export interface DataplaneSettings {
+  workers: number;
+  streamRequestMs: number;
+  /** Affinity: this worker's own proxy port and what to advertise in ProxyConnReq.proxy_endpoint. */
+  affinity: { portBase: number; host: string; advertiseHost: string } | undefined;
+}
+
+/** What every worker knows about a live tunnel; pushed by the control plane (engine.md §15.1). */
+export interface TunnelRoute {
+  tunnel_id: string;
+  client_id: string;
+  /** The worker holding the owner's control channel, which sends its ProxyConnReqs. */
+  owner_worker: number;
+  properties: TunnelProperties;
+}
+
+/** Requests a worker makes of the control plane, each with its reply type. */
+export interface ControlCalls {
+  'open-client': {
+    request: { token: string | undefined; details: ClientDetails };
+    reply: { ok: true; client_id: string } | { ok: false; error: RstrmError };
+  };
+  'open-tunnel': {
+    request: { client_id: string; request_id: string; properties: TunnelProperties };
+    reply: { ok: true; tunnel_id: string; properties: TunnelProperties } | { ok: false; error: RstrmError };
+  };
+  'close-tunnel': { request: { client_id: string; tunnel_id: string }; reply: { ok: true } };
+  'close-client': { request: { client_id: string; reason: CloseReason }; reply: { ok: true } };
+  'authorize-dial': {
+    request: { token: string | undefined; target: string; datagram_channel: boolean };
+    reply: { ok: true; route: TunnelRoute } | { ok: false; error: RstrmError };
+  };
+}
+export type ControlCallName = keyof ControlCalls;
+export type ControlRequest = { [K in ControlCallName]: { type: K } & ControlCalls[K]['request'] }[ControlCallName];
+export type ControlReply<K extends ControlCallName> = ControlCalls[K]['reply'];
+
+/** Why a control channel ended (the `reason` label of rivulet_control_channel_closes_total). */
+export type CloseReason = 'agent' | 'eof' | 'liveness' | 'protocol_error' | 'shutdown';
+
+/** Worker ↔ worker messages: stream set-up across workers and the relay of stream bytes. */
+export type PeerMessage =
+  /** To the control channel's worker: send ProxyConnReq to the agent. */
+  | {
+      type: 'proxy-conn-req';
+      client_id: string;
+      tunnel_id: string;
+      stream_id: string;
+      secret: string;
+      source_ip: IpAddress | undefined;
+      proxy_endpoint: string | undefined;
+    }
+  /** To the stream's worker: the agent refused it, or its control channel is gone. */
+  | { type: 'stream-refused'; stream_id: string; reason: 'refused' | 'owner_gone'; error: RstrmError }
+  /** To the stream's worker: a ProxyReq for this stream arrived here. */
+  | { type: 'proxy-arrived'; stream_id: string; secret: string }
+  | { type: 'proxy-verdict'; stream_id: string; verdict: ProxyVerdict }
+  /** Stream bytes, with credit-based flow control (dataplane/relay.ts). */
+  | { type: 'relay-data'; stream_id: string; chunk: Uint8Array }
+  | { type: 'relay-ack'; stream_id: string; bytes: number }
+  | { type: 'relay-end'; stream_id: string }
+  | { type: 'relay-close'; stream_id: string };
+
+export type ProxyVerdict = 'accepted' | 'unknown' | 'bad-secret';
 
 /** What a worker's task resolves with once it has drained. */
 export interface WorkerExit {
@@ -48,12 +118,20 @@ export interface WorkerExit {
 
 export type MainToWorker =
   | { type: 'certificate'; certificate: CertificatePem }
+  | { type: 'reply'; id: number; reply: ControlReply<ControlCallName> }
+  | { type: 'route-add'; route: TunnelRoute }
+  | { type: 'route-remove'; tunnel_id: string }
+  /** Worker `index`'s end of a worker↔worker channel (transferred). */
+  | { type: 'peer'; index: number; port: MessagePort }
   | { type: 'certificate-checked'; requestId: number }
   /** Stop taking new connections, let open ones finish until the deadline (epoch ms), then resolve. */
   | { type: 'shutdown'; deadline: number };
 
 export type WorkerToMain =
   | { type: 'listening'; port: number; fd: number | undefined }
+  | { type: 'request'; id: number; request: ControlRequest }
+  /** The OpenTunnelRsp is written: the tunnel may now be routed and announced. */
+  | { type: 'tunnel-routable'; tunnel_id: string }
   | { type: 'check-certificate'; requestId: number }
   /** The worker dispatches no new connections any more (sent in reply to `shutdown`). */
   | { type: 'draining' };

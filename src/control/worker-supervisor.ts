@@ -5,8 +5,12 @@ import { listenerStrategy, survivesWorkerDeath, type ListenerStrategy } from '..
 import type { Logger } from '../log.js';
 import type {
   CertificatePem,
+  ControlReply,
+  ControlRequest,
+  DataplaneSettings,
   ListenPlan,
   MainToWorker,
+  TunnelRoute,
   WorkerExit,
   WorkerTask,
   WorkerToMain,
@@ -20,8 +24,14 @@ export interface SupervisorOptions {
   certCheckGate: SharedArrayBuffer;
   ticketKeys: Buffer;
   apiSocketPath: string;
+  dataplane: DataplaneSettings;
+  /** Live routes, for a worker that joins a running engine. */
+  routes: () => TunnelRoute[];
   /** Runs the certificate file check a worker asked for; resolves once any new pair was pushed. */
   checkCertificate: () => Promise<void>;
+  /** The control plane's answer to a worker's request. */
+  onRequest: (worker: number, request: ControlRequest) => Promise<ControlReply<ControlRequest['type']>>;
+  onTunnelRoutable: (tunnelId: string) => void;
   /** Called when the data plane cannot go on (a worker died under the shared-descriptor strategy). */
   onFatal: (reason: string) => void;
 }
@@ -84,11 +94,16 @@ export class WorkerSupervisor {
     const rest: Array<Promise<unknown>> = [];
     for (let index = 1; index < this.workerCount; index++) rest.push(this.launch(index, this.followerPlan(first.fd)));
     await Promise.all(rest);
+    for (const slot of this.slots) this.connectPeers(slot.index, slot.index + 1);
     return this.boundPort;
   }
 
+  broadcast(message: MainToWorker): void {
+    for (const slot of this.slots) this.send(slot, message);
+  }
+
   broadcastCertificate(certificate: CertificatePem): void {
-    for (const slot of this.slots) this.send(slot, { type: 'certificate', certificate });
+    this.broadcast({ type: 'certificate', certificate });
   }
 
   /**
@@ -143,6 +158,8 @@ export class WorkerSupervisor {
       ticketKeys: this.options.ticketKeys,
       certificate: this.options.certificate(),
       apiSocketPath: this.options.apiSocketPath,
+      dataplane: this.options.dataplane,
+      routes: this.options.routes(),
     };
     const slot: WorkerSlot = {
       index,
@@ -185,6 +202,25 @@ export class WorkerSupervisor {
       case 'draining':
         slot.onDraining();
         return;
+      case 'request':
+        void this.options
+          .onRequest(slot.index, message.request)
+          .then((reply) => this.send(slot, { type: 'reply', id: message.id, reply }))
+          .catch((error: Error) => this.options.log.error({ err: error.message, worker: slot.index }, 'control request failed'));
+        return;
+      case 'tunnel-routable':
+        this.options.onTunnelRoutable(message.tunnel_id);
+        return;
+    }
+  }
+
+  /** Gives worker `index` a direct MessagePort to every worker from `from` on (or all, on a restart). */
+  private connectPeers(index: number, from: number): void {
+    for (let other = from; other < this.slots.length; other++) {
+      if (other === index) continue;
+      const { port1, port2 } = new MessageChannel();
+      this.slots[index]!.port.postMessage({ type: 'peer', index: other, port: port1 } satisfies MainToWorker, [port1]);
+      this.slots[other]!.port.postMessage({ type: 'peer', index, port: port2 } satisfies MainToWorker, [port2]);
     }
   }
 
@@ -201,7 +237,10 @@ export class WorkerSupervisor {
     setTimeout(() => {
       if (this.stopping) return;
       this.launch(slot.index, { strategy: 'reuse-port', host: this.options.config.tls.listen_addr.host, port: this.boundPort })
-        .then(() => log.info({ worker: slot.index }, 'replacement worker accepting'))
+        .then(() => {
+          this.connectPeers(slot.index, 0);
+          log.info({ worker: slot.index }, 'replacement worker accepting');
+        })
         .catch((restartError: Error) => this.options.onFatal(`worker ${slot.index} could not restart: ${restartError.message}`));
     }, RESTART_DELAY_MS);
   }

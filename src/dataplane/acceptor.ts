@@ -2,8 +2,10 @@ import net from 'node:net';
 import tls from 'node:tls';
 import type { Logger } from '../log.js';
 import type { CounterRow, DispatchKind, HandshakeFailureReason } from '../metrics/counters.js';
-import { classifyConnection } from './dispatch.js';
+import type { Dataplane } from './dataplane.js';
+import { ALPN_RSTRM, classifyConnection } from './dispatch.js';
 import { peekClientHello } from './peek.js';
+import { serveRstrm } from './rstrm-session.js';
 import { splice } from './splice.js';
 import type { WorkerCertificates } from './worker-certificates.js';
 
@@ -16,6 +18,7 @@ export interface AcceptorOptions {
   apiSocketPath: string;
   counters: CounterRow;
   certificates: WorkerCertificates;
+  dataplane: Dataplane;
   log: Logger;
 }
 
@@ -32,9 +35,19 @@ export class ConnectionAcceptor {
   constructor(private readonly options: AcceptorOptions) {}
 
   readonly accept = (socket: net.Socket): void => {
+    if (this.track(socket)) void this.dispatch(socket);
+  };
+
+  /** A connection on this worker's affinity port: TLS with `rstrm/1`, proxy connections only. */
+  readonly acceptAffinity = (socket: net.Socket): void => {
+    if (this.track(socket)) void this.terminate(socket, 'agent', [ALPN_RSTRM], { proxyOnly: true });
+  };
+
+  /** Counts and remembers a new connection; false (and closed) while draining. */
+  private track(socket: net.Socket): boolean {
     if (this.draining) {
       socket.destroy();
-      return;
+      return false;
     }
     const { counters } = this.options;
     this.open.add(socket);
@@ -46,8 +59,8 @@ export class ConnectionAcceptor {
       counters.addPair('bytes_received', socket.bytesRead, 'bytes_sent', socket.bytesWritten);
       if (this.open.size === 0) this.drained?.();
     });
-    void this.dispatch(socket);
-  };
+    return true;
+  }
 
   /** Stops dispatching: connections still reading their ClientHello are dropped from now on. */
   stopDispatching(): void {
@@ -72,7 +85,7 @@ export class ConnectionAcceptor {
   }
 
   private async dispatch(socket: net.Socket): Promise<void> {
-    const { engineHost, certificates } = this.options;
+    const { engineHost } = this.options;
     const peek = await peekClientHello(socket, CLIENT_HELLO_TIMEOUT_MS);
     if (peek.status !== 'complete') {
       if (peek.status === 'timeout') this.failHandshake(socket, 'timeout');
@@ -86,16 +99,22 @@ export class ConnectionAcceptor {
       this.failHandshake(socket, route.reason);
       return;
     }
-    const secureContext = await certificates.forHandshake();
+    await this.terminate(socket, route.kind, route.alpn, { proxyOnly: false });
+  }
+
+  /** Terminates TLS with the current certificate and hands the session to the class's handler. */
+  private async terminate(
+    socket: net.Socket,
+    kind: DispatchKind,
+    alpn: readonly string[],
+    options: { proxyOnly: boolean },
+  ): Promise<void> {
+    const secureContext = await this.options.certificates.forHandshake();
     if (this.draining || socket.destroyed) {
       socket.destroy();
       return;
     }
-    const session = new tls.TLSSocket(socket, {
-      isServer: true,
-      secureContext,
-      ALPNProtocols: [...route.alpn],
-    });
+    const session = new tls.TLSSocket(socket, { isServer: true, secureContext, ALPNProtocols: [...alpn] });
     let settled = false;
     const settle = (failure?: HandshakeFailureReason): void => {
       if (settled) return;
@@ -112,20 +131,22 @@ export class ConnectionAcceptor {
     session.once('close', onCloseBeforeSecure);
     session.once('secure', () => {
       settle();
-      this.options.counters.add(`accepted_${route.kind}`);
-      this.handle(route.kind, session);
+      this.options.counters.add(`accepted_${kind}`);
+      this.handle(kind, session, socket, options.proxyOnly);
     });
   }
 
-  private handle(kind: DispatchKind, session: tls.TLSSocket): void {
+  private handle(kind: DispatchKind, session: tls.TLSSocket, raw: net.Socket, proxyOnly: boolean): void {
     session.on('error', () => session.destroy());
     switch (kind) {
       case 'api':
-        splice(session, net.connect({ path: this.options.apiSocketPath }));
+        splice(session, net.connect({ path: this.options.apiSocketPath, allowHalfOpen: true }));
         return;
       case 'agent':
+        serveRstrm(this.options.dataplane, { session, raw, peerAddress: raw.remoteAddress, proxyOnly });
+        return;
       case 'edge':
-        // rstrm/1 sessions and the tunnel edge arrive with their own issues; until then: a clean close.
+        // The tunnel edge arrives with its own issue; until then: a clean close.
         session.end();
         return;
     }

@@ -37,7 +37,8 @@ export async function openListener(
   plan: ListenPlan,
   onConnection: (socket: net.Socket) => void,
 ): Promise<WorkerListener> {
-  const server = net.createServer({ noDelay: true, pauseOnConnect: false }, onConnection);
+  // allowHalfOpen: a peer's FIN ends one direction only; the splice decides when both are done.
+  const server = net.createServer({ noDelay: true, allowHalfOpen: true }, onConnection);
   server.on('error', () => {}); // accept errors (EMFILE…) are transient; the listener keeps going
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
@@ -60,4 +61,25 @@ export async function openListener(
       if (ownsSocket) server.close();
     },
   };
+}
+
+/**
+ * A worker's own affinity port (engine.md §15.2): one socket per worker, so no sharing is needed on
+ * any Node version.
+ */
+export async function openAffinityListener(
+  host: string,
+  port: number,
+  onConnection: (socket: net.Socket) => void,
+): Promise<net.Server> {
+  const server = net.createServer({ noDelay: true, allowHalfOpen: true }, onConnection);
+  server.on('error', () => {});
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen({ host, port }, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  return server;
 }

@@ -3,7 +3,9 @@ import type { MainToWorker, WorkerExit, WorkerTask, WorkerToMain } from '../cont
 import { createLogger } from '../log.js';
 import { CounterRow } from '../metrics/counters.js';
 import { ConnectionAcceptor } from './acceptor.js';
-import { openListener } from './listener.js';
+import { ControlLink } from './control-link.js';
+import { Dataplane } from './dataplane.js';
+import { openAffinityListener, openListener } from './listener.js';
 import { WorkerCertificates } from './worker-certificates.js';
 
 /**
@@ -20,13 +22,21 @@ export default async function runWorker(task: WorkerTask): Promise<WorkerExit> {
     new CertCheckGate(task.certCheckGate),
     post,
   );
+  const link = new ControlLink(port);
+  const dataplane = new Dataplane(workerIndex, task.dataplane, link, log);
+  for (const route of task.routes) dataplane.addRoute(route);
   const acceptor = new ConnectionAcceptor({
     engineHost: task.engineHost,
     apiSocketPath: task.apiSocketPath,
     counters: new CounterRow(task.counters, workerIndex),
     certificates,
+    dataplane,
     log,
   });
+  const affinity = task.dataplane.affinity;
+  const affinityListener = affinity
+    ? await openAffinityListener(affinity.host, affinity.portBase + workerIndex, acceptor.acceptAffinity)
+    : undefined;
   const listener = await openListener(task.listen, acceptor.accept);
   post({ type: 'listening', port: listener.port, fd: listener.fd });
   log.debug({ strategy: task.listen.strategy, port: listener.port }, 'worker accepting');
@@ -40,10 +50,24 @@ export default async function runWorker(task: WorkerTask): Promise<WorkerExit> {
         case 'certificate-checked':
           certificates.checked(message.requestId);
           return;
+        case 'reply':
+          link.reply(message.id, message.reply);
+          return;
+        case 'route-add':
+          dataplane.addRoute(message.route);
+          return;
+        case 'route-remove':
+          dataplane.removeRoute(message.tunnel_id);
+          return;
+        case 'peer':
+          dataplane.peers.connect(message.index, message.port);
+          return;
         case 'shutdown':
           acceptor.stopDispatching();
-          post({ type: 'draining' });
           listener.stopAccepting();
+          affinityListener?.close();
+          post({ type: 'draining' });
+          dataplane.shutdownChannels();
           void acceptor.drain(message.deadline).then((connectionsCut) => resolve({ workerIndex, connectionsCut }));
           return;
       }

@@ -1,0 +1,156 @@
+import type { EngineConfig } from '../config/load.js';
+import type { Logger } from '../log.js';
+import { ErrorCode, type RstrmError } from '../protocol/messages.js';
+import { TokenVerifier, allows } from './auth.js';
+import { PERMISSIONS } from './permissions.js';
+import { Registry, type TunnelRecord } from './registry.js';
+import type { CloseReason, ControlReply, ControlRequest, MainToWorker, TunnelRoute } from './thread-messages.js';
+import { acceptTunnelRequest } from './tunnel-request.js';
+
+/** How the control plane reaches the workers (implemented by the supervisor). */
+export interface WorkerBus {
+  broadcast(message: MainToWorker): void;
+}
+
+const PROTOCOL_VERSION = /^(\d+)\.(\d+)\.(\d+)(-[0-9A-Za-z.-]+)?$/;
+
+/**
+ * The main thread's decisions for the data plane: token checks, client and tunnel lifecycle, private
+ * dial authorisation. Workers ask (ControlRequest), it answers, updates the registry and pushes
+ * route changes to every worker. It never sees a payload byte.
+ */
+export class ControlPlane {
+  readonly registry = new Registry();
+  private readonly verifier: TokenVerifier;
+  private shuttingDown = false;
+  /** Control-channel teardowns by reason (for rivulet_control_channel_closes_total). */
+  readonly closes: Record<CloseReason, number> = { agent: 0, eof: 0, liveness: 0, protocol_error: 0, shutdown: 0 };
+
+  constructor(
+    private readonly config: EngineConfig,
+    private readonly log: Logger,
+    private readonly workers: WorkerBus,
+    private readonly publicPort: () => number,
+  ) {
+    this.verifier = new TokenVerifier(config.auth.jwt.token_jwt_secret);
+  }
+
+  beginShutdown(): void {
+    this.shuttingDown = true;
+  }
+
+  routes(): TunnelRoute[] {
+    return [...this.registry.tunnels.values()].map((tunnel) => this.routeOf(tunnel));
+  }
+
+  async handle(worker: number, request: ControlRequest): Promise<ControlReply<ControlRequest['type']>> {
+    switch (request.type) {
+      case 'open-client':
+        return this.openClient(worker, request);
+      case 'open-tunnel':
+        return this.openTunnel(request);
+      case 'close-tunnel':
+        this.closeTunnel(request.client_id, request.tunnel_id);
+        return { ok: true };
+      case 'close-client':
+        this.closeClient(request.client_id, request.reason);
+        return { ok: true };
+      case 'authorize-dial':
+        return this.authorizeDial(request);
+    }
+  }
+
+  /** The OpenTunnelRsp is on the wire: route the tunnel everywhere and announce it. */
+  tunnelRoutable(tunnelId: string): void {
+    const tunnel = this.registry.publishTunnel(tunnelId);
+    if (tunnel) this.workers.broadcast({ type: 'route-add', route: this.routeOf(tunnel) });
+  }
+
+  private async openClient(
+    worker: number,
+    request: Extract<ControlRequest, { type: 'open-client' }>,
+  ): Promise<ControlReply<'open-client'>> {
+    const check = await this.verifier.verify(request.token);
+    if (!check.ok) return refuse(ErrorCode.Unauthorized, `invalid token: ${check.reason}`);
+    const version = request.details.protocol_version;
+    if (version !== undefined) {
+      const match = PROTOCOL_VERSION.exec(version);
+      if (!match) return refuse(ErrorCode.ProtocolVersionInvalid, `invalid protocol_version "${version}"`);
+      if (match[1] !== '1') return refuse(ErrorCode.ProtocolVersionIncompatible, `incompatible protocol_version "${version}"`);
+    }
+    if (this.shuttingDown) return refuse(ErrorCode.ServiceUnavailable, 'engine is shutting down');
+    const { token: _token, ...details } = request.details;
+    const client = this.registry.addClient(check.identity, details, worker);
+    this.log.info({ client_id: client.id, user_id: client.identity.user_id, agent: details.agent, worker }, 'client connected');
+    return { ok: true, client_id: client.id };
+  }
+
+  private openTunnel(request: Extract<ControlRequest, { type: 'open-tunnel' }>): ControlReply<'open-tunnel'> {
+    const client = this.registry.clients.get(request.client_id);
+    if (!client) return refuse(ErrorCode.ServiceUnavailable, 'control channel is closing');
+    if (!allows(client.identity, PERMISSIONS.tunnelsCreateDelete)) {
+      return refuse(ErrorCode.Unauthorized, `permission denied: ${PERMISSIONS.tunnelsCreateDelete} required`);
+    }
+    const limit = this.config.dataplane.max_tunnels_per_client;
+    if (limit > 0 && client.tunnels.size >= limit) {
+      return refuse(ErrorCode.CapacityExhausted, `tunnel limit reached (${limit} per client)`);
+    }
+    if (this.shuttingDown) return refuse(ErrorCode.ServiceUnavailable, 'engine is shutting down');
+    const result = acceptTunnelRequest(request.properties, {
+      engineHost: this.config.engine.host,
+      publicPort: this.publicPort(),
+      nameTaken: (name) => this.registry.nameTaken(name),
+      hostnameTaken: (hostname) => this.registry.hostnameTaken(hostname),
+    });
+    if ('error' in result) return { ok: false, error: result.error };
+    const tunnel = this.registry.reserveTunnel(client, result.ok.properties);
+    this.log.info({ client_id: client.id, tunnel_id: tunnel.id, hostname: tunnel.properties.hostname }, 'tunnel opened');
+    return { ok: true, tunnel_id: tunnel.id, properties: tunnel.properties };
+  }
+
+  private closeTunnel(clientId: string, tunnelId: string): void {
+    const tunnel = this.registry.tunnels.get(tunnelId);
+    if (tunnel && tunnel.clientId !== clientId) return; // not this client's: nothing changes
+    if (this.registry.removeTunnel(tunnelId)) this.workers.broadcast({ type: 'route-remove', tunnel_id: tunnelId });
+  }
+
+  private closeClient(clientId: string, reason: CloseReason): void {
+    if (!this.registry.clients.has(clientId)) return;
+    for (const tunnel of this.registry.removeClient(clientId)) {
+      this.workers.broadcast({ type: 'route-remove', tunnel_id: tunnel.id });
+    }
+    this.closes[reason]++;
+    this.log.info({ client_id: clientId, reason }, 'client disconnected');
+  }
+
+  private async authorizeDial(
+    request: Extract<ControlRequest, { type: 'authorize-dial' }>,
+  ): Promise<ControlReply<'authorize-dial'>> {
+    const check = await this.verifier.verify(request.token);
+    if (!check.ok) return refuse(ErrorCode.Unauthorized, `invalid token: ${check.reason}`);
+    if (!allows(check.identity, PERMISSIONS.streamsCreateDelete)) {
+      return refuse(ErrorCode.Unauthorized, `permission denied: ${PERMISSIONS.streamsCreateDelete} required`);
+    }
+    if (request.datagram_channel) return refuse(ErrorCode.FeatureNotAvailable, 'feature not available: datagram_channel');
+    if (request.target === '') return refuse(ErrorCode.InvalidRequest, 'tunnel_id_name is required');
+    const tunnel = this.registry.resolve(request.target);
+    if (!tunnel || tunnel.properties.publish !== false) {
+      return refuse(ErrorCode.TunnelNotFound, `tunnel "${request.target}" not found`);
+    }
+    if (this.shuttingDown) return refuse(ErrorCode.ServiceUnavailable, 'engine is shutting down');
+    return { ok: true, route: this.routeOf(tunnel) };
+  }
+
+  private routeOf(tunnel: TunnelRecord): TunnelRoute {
+    return {
+      tunnel_id: tunnel.id,
+      client_id: tunnel.clientId,
+      owner_worker: this.registry.clients.get(tunnel.clientId)!.worker,
+      properties: tunnel.properties,
+    };
+  }
+}
+
+function refuse(code: number, message: string): { ok: false; error: RstrmError } {
+  return { ok: false, error: { code, message } };
+}

@@ -1,0 +1,140 @@
+import crypto from 'node:crypto';
+import type { ClientDetails, TunnelProperties } from '../protocol/messages.js';
+import type { Identity } from './auth.js';
+
+/**
+ * The control plane's state (engine.md §7): live clients and tunnels, in creation order, with the
+ * name and hostname indexes that keep them unique engine-wide. In memory only; main thread only.
+ * Every change is announced to subscribers in registry order (a client's tunnel.deleted events
+ * before its client.deleted).
+ */
+
+export interface ClientRecord {
+  id: string;
+  identity: Identity;
+  details: ClientDetails;
+  /** The worker that holds the control channel. */
+  worker: number;
+  tunnels: Set<string>;
+}
+
+export interface TunnelRecord {
+  id: string;
+  clientId: string;
+  userId: string;
+  createdAt: Date;
+  /** The normalised properties as echoed in OpenTunnelRsp (id, creation_date included). */
+  properties: TunnelProperties;
+}
+
+export type RegistryEvent =
+  | { type: 'client.created' | 'client.deleted'; client: ClientRecord }
+  | { type: 'tunnel.created' | 'tunnel.deleted'; tunnel: TunnelRecord };
+
+/** 24 lowercase hex characters from a CSPRNG (protocol.md §6). */
+export function newId(): string {
+  return crypto.randomBytes(12).toString('hex');
+}
+
+export class Registry {
+  readonly clients = new Map<string, ClientRecord>();
+  readonly tunnels = new Map<string, TunnelRecord>();
+  private readonly tunnelByName = new Map<string, string>();
+  private readonly tunnelByHostname = new Map<string, string>();
+  /** Accepted tunnels whose OpenTunnelRsp is not yet on the wire: reserved, not yet routable. */
+  private readonly reserved = new Map<string, TunnelRecord>();
+  private readonly listeners = new Set<(event: RegistryEvent) => void>();
+
+  subscribe(listener: (event: RegistryEvent) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  addClient(identity: Identity, details: ClientDetails, worker: number): ClientRecord {
+    const client: ClientRecord = { id: newId(), identity, details, worker, tunnels: new Set() };
+    this.clients.set(client.id, client);
+    this.emit({ type: 'client.created', client });
+    return client;
+  }
+
+  /** Tears a client down: its tunnels (routable or reserved) first, then the client. */
+  removeClient(clientId: string): TunnelRecord[] {
+    const client = this.clients.get(clientId);
+    if (!client) return [];
+    const removed: TunnelRecord[] = [];
+    for (const tunnelId of [...client.tunnels]) {
+      const tunnel = this.removeTunnel(tunnelId);
+      if (tunnel) removed.push(tunnel);
+    }
+    this.clients.delete(clientId);
+    this.emit({ type: 'client.deleted', client });
+    return removed;
+  }
+
+  nameTaken(nameLowercase: string): boolean {
+    return this.tunnelByName.has(nameLowercase);
+  }
+
+  hostnameTaken(hostname: string): boolean {
+    return this.tunnelByHostname.has(hostname.toLowerCase());
+  }
+
+  /**
+   * Holds the name and hostname of an accepted tunnel until its reply is written; `publish` then
+   * makes it routable and announces it (protocol.md §8.1 ordering rule).
+   */
+  reserveTunnel(client: ClientRecord, properties: TunnelProperties, now = new Date()): TunnelRecord {
+    const tunnel: TunnelRecord = {
+      id: newId(),
+      clientId: client.id,
+      userId: client.identity.user_id,
+      createdAt: now,
+      properties: {
+        ...properties,
+        creation_date: { seconds: Math.floor(now.getTime() / 1000), nanos: (now.getTime() % 1000) * 1_000_000 },
+      },
+    };
+    tunnel.properties.id = tunnel.id;
+    this.reserved.set(tunnel.id, tunnel);
+    client.tunnels.add(tunnel.id);
+    if (properties.name) this.tunnelByName.set(properties.name.toLowerCase(), tunnel.id);
+    if (properties.hostname) this.tunnelByHostname.set(properties.hostname.toLowerCase(), tunnel.id);
+    return tunnel;
+  }
+
+  /** Makes a reserved tunnel live; returns it, or undefined if it was withdrawn meanwhile. */
+  publishTunnel(tunnelId: string): TunnelRecord | undefined {
+    const tunnel = this.reserved.get(tunnelId);
+    if (!tunnel) return undefined;
+    this.reserved.delete(tunnelId);
+    this.tunnels.set(tunnelId, tunnel);
+    this.emit({ type: 'tunnel.created', tunnel });
+    return tunnel;
+  }
+
+  /** Removes a live or reserved tunnel; returns it if it was live (routable and announced). */
+  removeTunnel(tunnelId: string): TunnelRecord | undefined {
+    const tunnel = this.tunnels.get(tunnelId) ?? this.reserved.get(tunnelId);
+    if (!tunnel) return undefined;
+    const wasLive = this.tunnels.delete(tunnelId);
+    this.reserved.delete(tunnelId);
+    this.clients.get(tunnel.clientId)?.tunnels.delete(tunnelId);
+    if (tunnel.properties.name) this.tunnelByName.delete(tunnel.properties.name.toLowerCase());
+    if (tunnel.properties.hostname) this.tunnelByHostname.delete(tunnel.properties.hostname.toLowerCase());
+    if (!wasLive) return undefined;
+    this.emit({ type: 'tunnel.deleted', tunnel });
+    return tunnel;
+  }
+
+  /** A live tunnel by id first, then by name, case-insensitively (engine.md §9.5). */
+  resolve(idOrName: string): TunnelRecord | undefined {
+    const byId = this.tunnels.get(idOrName);
+    if (byId) return byId;
+    const id = this.tunnelByName.get(idOrName.toLowerCase());
+    return id === undefined ? undefined : this.tunnels.get(id);
+  }
+
+  private emit(event: RegistryEvent): void {
+    for (const listener of this.listeners) listener(event);
+  }
+}

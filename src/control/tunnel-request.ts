@@ -1,0 +1,251 @@
+import crypto from 'node:crypto';
+import net from 'node:net';
+import tls from 'node:tls';
+import { ErrorCode, type RstrmError, type TunnelProperties } from '../protocol/messages.js';
+
+/**
+ * OpenTunnelReq validation and normalisation (engine.md §6.3, §9; protocol.md §8.1), as one pure
+ * function of the request and the engine's state. Checks run in the documented order: scope (5000),
+ * consistency (2000), then name and hostname allocation (2000). Permission and the per-client limit
+ * are the registry's (they come first).
+ */
+
+export interface TunnelRequestContext {
+  engineHost: string;
+  publicPort: number;
+  nameTaken(nameLowercase: string): boolean;
+  hostnameTaken(hostname: string): boolean;
+}
+
+/** The tunnel as the engine keeps and echoes it (OpenTunnelRsp and, later, the API). */
+export interface AcceptedTunnel {
+  properties: TunnelProperties;
+  publish: boolean;
+  /** `http`, `tls`, or undefined for a private tunnel without one. */
+  protocol: 'http' | 'tls' | undefined;
+  hostname: string | undefined;
+}
+
+export type TunnelRequestResult = { ok: AcceptedTunnel } | { error: RstrmError };
+
+const UNAVAILABLE_PROTOCOLS = new Set(['tcp', 'dtls', 'quic', 'webtty']);
+const TLS_MODES = new Set(['terminated', 'passthrough']);
+const HTTP_VERSIONS = new Set(['http/1.1', 'h2c']);
+const TLS_VERSIONS = new Set(['tls1.2', 'tls1.3']);
+const NAME = /^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,126}[A-Za-z0-9])?$/;
+const HOST_LABEL = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/;
+const RANDOM_LABEL_LENGTH = 10;
+const RANDOM_LABEL_ALPHABET = 'abcdefghijklmnopqrstuvwxyz0123456789';
+
+/** Go CLI (IANA) cipher names → OpenSSL names (engine.md §9.6). */
+const IANA_CIPHERS: Record<string, string> = {
+  TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256: 'ECDHE-ECDSA-AES128-GCM-SHA256',
+  TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384: 'ECDHE-ECDSA-AES256-GCM-SHA384',
+  TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256: 'ECDHE-RSA-AES128-GCM-SHA256',
+  TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384: 'ECDHE-RSA-AES256-GCM-SHA384',
+  TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256: 'ECDHE-ECDSA-CHACHA20-POLY1305',
+  TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256: 'ECDHE-RSA-CHACHA20-POLY1305',
+};
+const OPENSSL_CIPHERS = new Set(tls.getCiphers().map((name) => name.toLowerCase()));
+
+/** The OpenSSL name of a cipher given by its IANA or OpenSSL name, or undefined if unknown. */
+export function opensslCipherName(name: string): string | undefined {
+  const iana = IANA_CIPHERS[name.toUpperCase()];
+  if (iana) return iana;
+  return OPENSSL_CIPHERS.has(name.toLowerCase()) ? name.toUpperCase() : undefined;
+}
+
+const set = {
+  bool: (value: boolean | undefined): boolean => value === true,
+  text: (value: string | undefined): value is string => value !== undefined && value !== '',
+  list: (value: readonly unknown[]): boolean => value.length > 0,
+};
+
+class Refusal extends Error {
+  constructor(readonly code: number, message: string) {
+    super(message);
+  }
+}
+const unavailable = (what: string): never => {
+  throw new Refusal(ErrorCode.FeatureNotAvailable, `feature not available: ${what}`);
+};
+const invalid = (message: string): never => {
+  throw new Refusal(ErrorCode.InvalidRequest, message);
+};
+
+export function acceptTunnelRequest(request: TunnelProperties, context: TunnelRequestContext): TunnelRequestResult {
+  try {
+    return { ok: accept(request, context) };
+  } catch (error) {
+    if (error instanceof Refusal) return { error: { code: error.code, message: error.message } };
+    throw error;
+  }
+}
+
+function accept(p: TunnelProperties, context: TunnelRequestContext): AcceptedTunnel {
+  const publish = p.publish !== false;
+  const upstreamTls = p.upstream_tls ?? p.http_use_tls;
+
+  // Scope: FEATURE_NOT_AVAILABLE, in the order of engine.md §9.3.
+  if (p.type === 'datagram') unavailable('type=datagram');
+  if (set.text(p.protocol) && UNAVAILABLE_PROTOCOLS.has(p.protocol)) unavailable(`protocol=${p.protocol}`);
+  if (p.port) unavailable(`port=${p.port}`);
+  if (p.http_version === 'h3') unavailable('http_version=h3');
+  if (set.bool(p.rstream_auth)) unavailable('rstream_auth');
+  if (set.bool(p.challenge_mode)) unavailable('challenge_mode');
+  if (set.list(p.geoip)) unavailable('geo_ip');
+  if (set.bool(p.mtls_auth) || set.text(p.mtls_cacert_pem)) unavailable('mtls_auth');
+  if (set.bool(p.datagram_guaranteed_delivery)) unavailable('datagram_guaranteed_delivery');
+  if (!publish && upstreamTls === true) unavailable('upstream_tls');
+
+  // Consistency: INVALID_REQUEST (engine.md §9.4).
+  if (set.text(p.type) && p.type !== 'bytestream') invalid(`invalid type "${p.type}"`);
+  if (set.text(p.protocol) && p.protocol !== 'http' && p.protocol !== 'tls') invalid(`invalid protocol "${p.protocol}"`);
+  if (set.text(p.tls_mode) && !TLS_MODES.has(p.tls_mode)) invalid(`invalid tls_mode "${p.tls_mode}"`);
+  if (set.text(p.http_version) && !HTTP_VERSIONS.has(p.http_version) && p.http_version !== 'h2') {
+    invalid(`invalid http_version "${p.http_version}"`);
+  }
+  if (set.text(p.tls_min_version) && !TLS_VERSIONS.has(p.tls_min_version)) {
+    invalid(`invalid tls_min_version "${p.tls_min_version}"`);
+  }
+  if (p.upstream_tls !== undefined && p.http_use_tls !== undefined && p.upstream_tls !== p.http_use_tls) {
+    invalid('upstream_tls and http_use_tls disagree');
+  }
+  if (set.text(p.hostname) && set.text(p.host) && p.hostname !== p.host) invalid('hostname and host disagree');
+  if (p.name !== undefined && p.name !== '' && !NAME.test(p.name)) invalid(`invalid name "${p.name}"`);
+  checkLabels(p.labels);
+
+  const protocol = p.protocol === 'http' || p.protocol === 'tls' ? p.protocol : publish ? 'http' : undefined;
+  if (!publish) {
+    const forbidden: Array<[string, boolean]> = [
+      ['hostname', set.text(p.hostname) || set.text(p.host)],
+      ['trusted_ips', set.list(p.trusted_ips)],
+      ['token_auth', set.bool(p.token_auth)],
+      ['http_version', set.text(p.http_version)],
+      ['tls_mode', set.text(p.tls_mode)],
+      ['tls_alpns', set.list(p.tls_alpns)],
+      ['tls_min_version', set.text(p.tls_min_version)],
+      ['tls_ciphers', set.list(p.tls_ciphers)],
+    ];
+    for (const [field, present] of forbidden) if (present) invalid(`${field} is not allowed on a private tunnel`);
+  } else if (protocol === 'http') {
+    for (const [field, present] of [
+      ['tls_mode', set.text(p.tls_mode)],
+      ['tls_alpns', set.list(p.tls_alpns)],
+      ['tls_min_version', set.text(p.tls_min_version)],
+      ['tls_ciphers', set.list(p.tls_ciphers)],
+    ] as const) {
+      if (present) invalid(`${field} requires protocol tls`);
+    }
+    if (p.http_version === 'h2') invalid('http_version "h2" is not supported: use h2c, or upstream_tls for h2 over TLS');
+    if (set.text(p.http_version) && upstreamTls === true) invalid('http_version cannot be set with upstream_tls (ALPN decides)');
+    checkTrustedIps(p.trusted_ips);
+  } else {
+    if (set.text(p.http_version)) invalid('http_version requires protocol http');
+    if (set.bool(p.token_auth)) invalid('token_auth requires protocol http');
+    if (p.tls_mode === 'passthrough') {
+      for (const [field, present] of [
+        ['upstream_tls', upstreamTls === true],
+        ['tls_min_version', set.text(p.tls_min_version)],
+        ['tls_ciphers', set.list(p.tls_ciphers)],
+        ['tls_alpns', set.list(p.tls_alpns)],
+      ] as const) {
+        if (present) invalid(`${field} is not allowed with tls_mode passthrough`);
+      }
+    }
+    for (const cipher of p.tls_ciphers) if (!opensslCipherName(cipher)) invalid(`unknown tls cipher "${cipher}"`);
+    if (p.tls_alpns.length > 16) invalid('tls_alpns: at most 16 entries');
+    for (const alpn of p.tls_alpns) {
+      if (!/^[\x21-\x7e]{1,255}$/.test(alpn)) invalid(`invalid tls_alpns entry "${alpn}"`);
+    }
+    checkTrustedIps(p.trusted_ips);
+  }
+
+  // Allocation: name, then hostname (engine.md §6.3, §9.5).
+  if (set.text(p.name) && context.nameTaken(p.name.toLowerCase())) {
+    invalid(`name "${p.name}" is already used by another live tunnel`);
+  }
+  const hostname = publish ? allocateHostname(p, context) : undefined;
+
+  const properties: TunnelProperties = {
+    labels: { ...p.labels },
+    geoip: [],
+    trusted_ips: [...p.trusted_ips],
+    tls_alpns: [...p.tls_alpns],
+    tls_ciphers: [...p.tls_ciphers],
+    type: 'bytestream',
+    publish,
+  };
+  if (set.text(p.name)) properties.name = p.name;
+  if (protocol && (publish || set.text(p.protocol))) properties.protocol = protocol;
+  if (p.token_auth !== undefined) properties.token_auth = p.token_auth;
+  if (p.http_use_tls !== undefined) properties.http_use_tls = p.http_use_tls;
+  if (publish && protocol === 'http' && upstreamTls !== true) properties.http_version = p.http_version || 'http/1.1';
+  if (publish && protocol === 'tls') {
+    properties.tls_mode = p.tls_mode || 'terminated';
+    if (set.text(p.tls_min_version)) properties.tls_min_version = p.tls_min_version;
+  }
+  if (publish && (protocol === 'tls' ? properties.tls_mode === 'terminated' : true)) {
+    properties.upstream_tls = upstreamTls === true;
+  }
+  if (hostname) {
+    properties.hostname = hostname;
+    properties.host = hostname;
+    properties.port = context.publicPort;
+  }
+  return { properties, publish, protocol, hostname };
+}
+
+function allocateHostname(p: TunnelProperties, context: TunnelRequestContext): string {
+  const suffix = `.t.${context.engineHost}`;
+  const requested = set.text(p.hostname) ? p.hostname : set.text(p.host) ? p.host.replace(/:\d+$/, '') : undefined;
+  let hostname: string;
+  if (requested === undefined) {
+    do hostname = randomLabel() + suffix;
+    while (context.hostnameTaken(hostname));
+    return hostname;
+  }
+  const name = requested.toLowerCase().replace(/\.$/, '');
+  if (/[:/\\?#@\s]/.test(name) || name.split('.').some((label) => label === '')) {
+    invalid(`invalid hostname "${requested}"`);
+  }
+  const label = name.endsWith(suffix) && !name.slice(0, -suffix.length).includes('.') ? name.slice(0, -suffix.length) : name.split('.')[0]!;
+  if (!HOST_LABEL.test(label)) invalid(`invalid hostname label "${label}"`);
+  hostname = label + suffix;
+  if (context.hostnameTaken(hostname)) invalid(`hostname "${hostname}" is already used by another live tunnel`);
+  return hostname;
+}
+
+function randomLabel(): string {
+  const bytes = crypto.randomBytes(RANDOM_LABEL_LENGTH);
+  let label = '';
+  for (const byte of bytes) label += RANDOM_LABEL_ALPHABET[byte % RANDOM_LABEL_ALPHABET.length];
+  return label;
+}
+
+function checkLabels(labels: Record<string, string>): void {
+  const entries = Object.entries(labels);
+  if (entries.length > 64) invalid('labels: at most 64 entries');
+  for (const [key, value] of entries) {
+    if (key.length < 1 || key.length > 128) invalid(`invalid label key "${key.slice(0, 32)}" (1-128 characters)`);
+    if (value.length > 1024) invalid(`label "${key}": value longer than 1024 characters`);
+  }
+}
+
+function checkTrustedIps(entries: readonly string[]): void {
+  if (entries.length > 256) invalid('trusted_ips: at most 256 entries');
+  for (const entry of entries) if (!parseCidr(entry)) invalid(`invalid trusted_ips entry "${entry}"`);
+}
+
+/** An IPv4/IPv6 CIDR or bare address (= /32 or /128). */
+export function parseCidr(entry: string): { address: string; prefix: number; family: 'ipv4' | 'ipv6' } | undefined {
+  const [address = '', prefixText, extra] = entry.split('/');
+  if (extra !== undefined) return undefined;
+  const version = net.isIP(address);
+  if (version === 0) return undefined;
+  const max = version === 4 ? 32 : 128;
+  if (prefixText !== undefined && !/^\d{1,3}$/.test(prefixText)) return undefined;
+  const prefix = prefixText === undefined ? max : Number(prefixText);
+  if (prefix > max) return undefined;
+  return { address, prefix, family: version === 4 ? 'ipv4' : 'ipv6' };
+}

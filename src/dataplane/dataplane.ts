@@ -1,0 +1,122 @@
+import type { DataplaneSettings, PeerMessage, ProxyVerdict, TunnelRoute } from '../control/thread-messages.js';
+import type { Logger } from '../log.js';
+import { ErrorCode, type RstrmError } from '../protocol/messages.js';
+import type { ControlChannel } from './control-channel.js';
+import type { ControlLink } from './control-link.js';
+import { PeerLinks } from './peers.js';
+import { RelayHub } from './relay.js';
+import { StreamBroker, workerOfStream, type ProxyConnRequest } from './streams.js';
+
+/** How long the worker that received a ProxyReq waits for the stream's worker to judge it. */
+const VERDICT_TIMEOUT_MS = 10_000;
+
+/**
+ * One worker's share of the data plane: its copy of the route table, the control channels it holds,
+ * the streams it waits for, and the links to the other workers through which stream set-up and
+ * relayed bytes travel. The main thread is on none of these paths.
+ */
+export class Dataplane {
+  readonly routes = new Map<string, TunnelRoute>();
+  readonly channels = new Map<string, ControlChannel>();
+  readonly peers: PeerLinks;
+  readonly relays: RelayHub;
+  readonly streams: StreamBroker;
+  private readonly verdictWaiters = new Map<string, (verdict: ProxyVerdict) => void>();
+
+  constructor(
+    readonly workerIndex: number,
+    readonly settings: DataplaneSettings,
+    readonly link: ControlLink,
+    readonly log: Logger,
+  ) {
+    this.peers = new PeerLinks((from, message) => this.onPeerMessage(from, message));
+    this.relays = new RelayHub((peer, message, transfer) => this.peers.send(peer, message, transfer));
+    const affinity = settings.affinity;
+    this.streams = new StreamBroker({
+      workerIndex,
+      streamRequestMs: settings.streamRequestMs,
+      proxyEndpoint: affinity ? endpoint(affinity.advertiseHost, affinity.portBase + workerIndex) : undefined,
+      requestProxyConnection: (owner, request) => this.requestProxyConnection(owner, request),
+    });
+  }
+
+  addRoute(route: TunnelRoute): void {
+    this.routes.set(route.tunnel_id, route);
+  }
+
+  removeRoute(tunnelId: string): void {
+    this.routes.delete(tunnelId);
+    this.streams.failTunnel(tunnelId);
+  }
+
+  /** A stream's worker index comes from its id; undefined when the id is not one of ours. */
+  workerOfStream(streamId: string): number | undefined {
+    return workerOfStream(streamId, this.settings.workers);
+  }
+
+  /** Asks the worker waiting for `streamId` whether this ProxyReq may take it. */
+  askVerdict(worker: number, streamId: string, secret: string): Promise<ProxyVerdict> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => settle('unknown'), VERDICT_TIMEOUT_MS);
+      const settle = (verdict: ProxyVerdict): void => {
+        clearTimeout(timer);
+        this.verdictWaiters.delete(streamId);
+        resolve(verdict);
+      };
+      this.verdictWaiters.set(streamId, settle);
+      if (!this.peers.send(worker, { type: 'proxy-arrived', stream_id: streamId, secret })) settle('unknown');
+    });
+  }
+
+  /** The agent refused `streamId`, or could not be asked: tell the worker waiting for it. */
+  refuseStream(streamId: string, reason: 'refused' | 'owner_gone', error: RstrmError): void {
+    const worker = this.workerOfStream(streamId);
+    if (worker === undefined) return;
+    if (worker === this.workerIndex) this.streams.refuse(streamId, reason, error);
+    else this.peers.send(worker, { type: 'stream-refused', stream_id: streamId, reason, error });
+  }
+
+  /** Graceful shutdown: every control channel here says goodbye to its agent. */
+  shutdownChannels(): void {
+    for (const channel of [...this.channels.values()]) channel.shutdown();
+  }
+
+  private onPeerMessage(from: number, message: PeerMessage): void {
+    switch (message.type) {
+      case 'proxy-conn-req':
+        this.deliverProxyConnReq(message);
+        return;
+      case 'stream-refused':
+        this.streams.refuse(message.stream_id, message.reason, message.error);
+        return;
+      case 'proxy-arrived': {
+        const claim = this.streams.claim(message.stream_id, message.secret);
+        if (claim.verdict === 'accepted') claim.complete(this.relays.open(message.stream_id, from));
+        this.peers.send(from, { type: 'proxy-verdict', stream_id: message.stream_id, verdict: claim.verdict });
+        return;
+      }
+      case 'proxy-verdict':
+        this.verdictWaiters.get(message.stream_id)?.(message.verdict);
+        return;
+      default:
+        this.relays.deliver(message);
+    }
+  }
+
+  private requestProxyConnection(owner: number, request: ProxyConnRequest): void {
+    if (owner === this.workerIndex) this.deliverProxyConnReq(request);
+    else if (!this.peers.send(owner, request)) this.refuseStream(request.stream_id, 'owner_gone', OWNER_GONE);
+  }
+
+  private deliverProxyConnReq(request: ProxyConnRequest): void {
+    const channel = this.channels.get(request.client_id);
+    if (!channel || !channel.hasTunnel(request.tunnel_id)) this.refuseStream(request.stream_id, 'owner_gone', OWNER_GONE);
+    else channel.sendProxyConnReq(request);
+  }
+}
+
+const OWNER_GONE: RstrmError = { code: ErrorCode.ServiceUnavailable, message: 'tunnel owner disconnected' };
+
+function endpoint(host: string, port: number): string {
+  return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
+}

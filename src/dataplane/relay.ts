@@ -1,0 +1,112 @@
+import { Duplex } from 'node:stream';
+import type { PeerMessage } from '../control/thread-messages.js';
+
+/**
+ * Bytes in flight towards the other worker before the writer is held back. With the readable side's
+ * own buffer this bounds what one relayed stream can hold in memory.
+ */
+export const RELAY_WINDOW_BYTES = 512 * 1024;
+
+type RelayMessage = Extract<PeerMessage, { type: `relay-${string}` }>;
+
+/**
+ * One end of a stream whose two halves live on different workers (design.md: sockets cannot move
+ * between threads). It is a Duplex, so it splices like a socket: writes travel as `relay-data` to the
+ * other worker, which acknowledges each chunk once its reader took it (credit-based flow control);
+ * `relay-end` carries a half-close and `relay-close` a teardown.
+ */
+export class RelayedStream extends Duplex {
+  private inFlight = 0;
+  private heldWrite: (() => void) | undefined;
+  private unacknowledged = 0;
+  private peerClosed = false;
+
+  constructor(
+    readonly streamId: string,
+    private readonly send: (message: RelayMessage, transfer?: ArrayBuffer[]) => void,
+    private readonly forget: () => void,
+  ) {
+    super({ allowHalfOpen: true });
+  }
+
+  /** Called by the hub for each relay message addressed to this stream. */
+  receive(message: RelayMessage): void {
+    switch (message.type) {
+      case 'relay-data': {
+        const chunk = Buffer.from(message.chunk.buffer, message.chunk.byteOffset, message.chunk.byteLength);
+        if (this.push(chunk)) this.send({ type: 'relay-ack', stream_id: this.streamId, bytes: chunk.length });
+        else this.unacknowledged += chunk.length;
+        return;
+      }
+      case 'relay-ack':
+        this.inFlight -= message.bytes;
+        if (this.heldWrite && this.inFlight < RELAY_WINDOW_BYTES) {
+          const release = this.heldWrite;
+          this.heldWrite = undefined;
+          release();
+        }
+        return;
+      case 'relay-end':
+        this.push(null);
+        return;
+      case 'relay-close':
+        this.peerClosed = true;
+        this.destroy();
+        return;
+    }
+  }
+
+  override _read(): void {
+    if (this.unacknowledged > 0) {
+      this.send({ type: 'relay-ack', stream_id: this.streamId, bytes: this.unacknowledged });
+      this.unacknowledged = 0;
+    }
+  }
+
+  override _write(chunk: Buffer, _encoding: BufferEncoding, done: (error?: Error | null) => void): void {
+    // A copy of exactly these bytes, transferred: cloning the Buffer would copy its whole backing store.
+    const bytes = new Uint8Array(chunk);
+    this.send({ type: 'relay-data', stream_id: this.streamId, chunk: bytes }, [bytes.buffer]);
+    this.inFlight += chunk.length;
+    if (this.inFlight < RELAY_WINDOW_BYTES) done();
+    else this.heldWrite = done;
+  }
+
+  override _final(done: (error?: Error | null) => void): void {
+    this.send({ type: 'relay-end', stream_id: this.streamId });
+    done();
+  }
+
+  override _destroy(error: Error | null, done: (error?: Error | null) => void): void {
+    if (!this.peerClosed) this.send({ type: 'relay-close', stream_id: this.streamId });
+    this.forget();
+    done(error);
+  }
+}
+
+/** This worker's relayed streams by stream id, for routing incoming relay messages. */
+export class RelayHub {
+  private readonly streams = new Map<string, RelayedStream>();
+
+  constructor(private readonly sendToPeer: (peer: number, message: PeerMessage, transfer?: ArrayBuffer[]) => void) {}
+
+  open(streamId: string, peer: number): RelayedStream {
+    const stream = new RelayedStream(
+      streamId,
+      (message, transfer) => this.sendToPeer(peer, message, transfer),
+      () => this.streams.delete(streamId),
+    );
+    this.streams.set(streamId, stream);
+    return stream;
+  }
+
+  /** A relay message for a stream that is gone (or never was here) is dropped. */
+  deliver(message: RelayMessage): void {
+    this.streams.get(message.stream_id)?.receive(message);
+  }
+
+  /** Streams currently relayed through this worker. */
+  get size(): number {
+    return this.streams.size;
+  }
+}

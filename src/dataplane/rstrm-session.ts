@@ -1,0 +1,230 @@
+import type { Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
+import type { TLSSocket } from 'node:tls';
+import { FrameDecoder, encodeFrame } from '../protocol/frame.js';
+import { ErrorCode, type ControlChannelLiveness, type Message, type MessageOf, type RstrmError } from '../protocol/messages.js';
+import { ControlChannel } from './control-channel.js';
+import type { Dataplane } from './dataplane.js';
+import { sourceIpOf } from './source-ip.js';
+import { splice } from './splice.js';
+import { StreamFailure } from './streams.js';
+import { VERSION } from '../version.js';
+
+/** protocol.md §1: the first frame must arrive within 10 s of the handshake. */
+const FIRST_FRAME_TIMEOUT_MS = 10_000;
+/** TCP keepalive on control sockets finds dead peers in legacy liveness mode (protocol.md §11). */
+const CONTROL_KEEPALIVE_MS = 15_000;
+const HEARTBEAT_INTERVAL_RANGE = [1000, 300_000] as const;
+const HEARTBEAT_TIMEOUT_MAX = 900_000;
+
+export interface RstrmConnection {
+  session: TLSSocket;
+  /** The TCP socket under the TLS session. */
+  raw: Socket;
+  /** The TCP peer address (for source_ip). */
+  peerAddress: string | undefined;
+  /** Affinity ports accept proxy connections only (engine.md §15.2). */
+  proxyOnly: boolean;
+}
+
+/**
+ * An `rstrm/1` connection: the first frame says what it is (protocol.md §1). A control channel, a
+ * proxy connection or a private dial; anything else, undecodable, or nothing in time → closed
+ * without a reply, touching nothing else.
+ */
+export function serveRstrm(dataplane: Dataplane, connection: RstrmConnection): void {
+  const { session } = connection;
+  const decoder = new FrameDecoder();
+  const fail = (why: string): void => {
+    dataplane.log.debug({ reason: why }, 'rstrm/1 connection closed before its first frame');
+    session.destroy();
+  };
+  const timer = setTimeout(() => fail('no first frame within 10 s'), FIRST_FRAME_TIMEOUT_MS);
+  const onData = (chunk: Buffer): void => {
+    decoder.push(chunk);
+    let first: Message | undefined;
+    try {
+      first = decoder.next();
+    } catch (error) {
+      clearTimeout(timer);
+      fail((error as Error).message);
+      return;
+    }
+    if (!first) return;
+    clearTimeout(timer);
+    session.off('data', onData);
+    session.pause();
+    route(dataplane, connection, decoder, first);
+  };
+  session.on('data', onData);
+  session.once('close', () => clearTimeout(timer));
+}
+
+function route(dataplane: Dataplane, connection: RstrmConnection, decoder: FrameDecoder, first: Message): void {
+  const { session } = connection;
+  if (first.type === 'proxy_req') {
+    unshiftPayload(session, decoder);
+    void serveProxyConnection(dataplane, session, first);
+  } else if (first.type === 'open_control_channel_req' && !connection.proxyOnly) {
+    void openControlChannel(dataplane, connection, decoder, first);
+  } else if (first.type === 'stream_req' && !connection.proxyOnly) {
+    unshiftPayload(session, decoder);
+    void servePrivateDial(dataplane, connection, first);
+  } else {
+    dataplane.log.debug({ type: first.type }, 'unexpected first frame; connection closed');
+    session.destroy();
+  }
+}
+
+/** Bytes after the handshake frame in the same read are payload and must not be lost (protocol.md §2). */
+function unshiftPayload(session: TLSSocket, decoder: FrameDecoder): void {
+  const rest = decoder.takeRemainder();
+  if (rest.length > 0) session.unshift(rest);
+}
+
+function writeFrame(session: TLSSocket, message: Message): void {
+  if (!session.destroyed) session.write(encodeFrame(message));
+}
+
+async function openControlChannel(
+  dataplane: Dataplane,
+  connection: RstrmConnection,
+  decoder: FrameDecoder,
+  request: MessageOf<'open_control_channel_req'>,
+): Promise<void> {
+  const { session } = connection;
+  const reply = await dataplane.link
+    .call('open-client', { token: request.client_details?.token, details: request.client_details ?? {} })
+    .catch(() => ({ ok: false as const, error: { code: ErrorCode.Internal, message: 'internal error' } }));
+  if (!reply.ok) {
+    writeFrame(session, { type: 'open_control_channel_rsp', result: { error: reply.error } });
+    session.end();
+    return;
+  }
+  const clientId = reply.client_id;
+  if (session.destroyed) {
+    // The agent left while the control plane was deciding: withdraw the client it created.
+    await dataplane.link.call('close-client', { client_id: clientId, reason: 'eof' }).catch(() => undefined);
+    return;
+  }
+  const liveness = negotiateLiveness(request.liveness);
+  writeFrame(session, {
+    type: 'open_control_channel_rsp',
+    result: {
+      ok: {
+        client_id: clientId,
+        server_details: { agent: 'rivulet', channel: 'stable', version: VERSION },
+        ...(liveness ? { liveness } : {}),
+      },
+    },
+  });
+  connection.raw.setKeepAlive(true, CONTROL_KEEPALIVE_MS);
+  const channel = new ControlChannel({
+    clientId,
+    socket: session,
+    decoder,
+    liveness,
+    link: dataplane.link,
+    log: dataplane.log.child({ client_id: clientId }),
+    onStreamRefused: (streamId, error) => dataplane.refuseStream(streamId, 'refused', error),
+    onClosed: (closed) => dataplane.channels.delete(closed.clientId),
+  });
+  dataplane.channels.set(clientId, channel);
+  channel.start();
+}
+
+/** protocol.md §11: echo the agent's interval; T is its timeout if in [I, 900 s], else min(900 s, max(3I, 15 s)). */
+export function negotiateLiveness(offer: ControlChannelLiveness | undefined): ControlChannelLiveness | undefined {
+  if (!offer) return undefined;
+  const interval = offer.heartbeat_interval_ms;
+  if (interval < HEARTBEAT_INTERVAL_RANGE[0] || interval > HEARTBEAT_INTERVAL_RANGE[1]) return undefined;
+  const proposed = offer.heartbeat_timeout_ms;
+  const timeout =
+    proposed >= interval && proposed <= HEARTBEAT_TIMEOUT_MAX
+      ? proposed
+      : Math.min(HEARTBEAT_TIMEOUT_MAX, Math.max(3 * interval, 15_000));
+  return { heartbeat_interval_ms: interval, heartbeat_timeout_ms: timeout };
+}
+
+/**
+ * The agent's proxy connection for one stream (protocol.md §9): matched with the waiting stream by
+ * id and secret, on this worker or on the one named in the id; never waits for ProxyConnRsp.
+ */
+async function serveProxyConnection(dataplane: Dataplane, session: TLSSocket, request: MessageOf<'proxy_req'>): Promise<void> {
+  const zeroRtt = request.zero_rtt === true;
+  const streamId = request.stream_id;
+  const secret = request.client_details?.token ?? '';
+  const worker = dataplane.workerOfStream(streamId);
+  let verdict: 'accepted' | 'unknown' | 'bad-secret' = 'unknown';
+  let proxyEnd: Duplex | undefined;
+  let complete: ((end: Duplex) => void) | undefined;
+  if (worker === dataplane.workerIndex) {
+    const claim = dataplane.streams.claim(streamId, secret);
+    verdict = claim.verdict;
+    if (claim.verdict === 'accepted') complete = claim.complete;
+  } else if (worker !== undefined) {
+    // Opened before asking, so relayed bytes that follow the verdict always find it.
+    proxyEnd = dataplane.relays.open(streamId, worker);
+    verdict = await dataplane.askVerdict(worker, streamId, secret);
+    if (verdict !== 'accepted') proxyEnd.destroy();
+  }
+  if (verdict !== 'accepted') {
+    const error: RstrmError =
+      verdict === 'bad-secret'
+        ? { code: ErrorCode.Unauthorized, message: 'invalid stream secret' }
+        : { code: ErrorCode.InvalidStream, message: 'unknown or expired stream' };
+    dataplane.log.debug({ stream_id: streamId, verdict }, 'proxy connection refused');
+    if (zeroRtt) session.destroy();
+    else {
+      writeFrame(session, { type: 'proxy_rsp', error });
+      session.end();
+    }
+    return;
+  }
+  if (!zeroRtt) writeFrame(session, { type: 'proxy_rsp' });
+  if (complete) complete(session);
+  else splice(session, proxyEnd!);
+}
+
+/** A private dial (protocol.md §10): authorise, ask the owner's agent for a stream, then splice. */
+async function servePrivateDial(dataplane: Dataplane, connection: RstrmConnection, request: MessageOf<'stream_req'>): Promise<void> {
+  const { session } = connection;
+  const zeroRtt = request.zero_rtt === true;
+  const refuse = (error: RstrmError): void => {
+    if (zeroRtt) session.destroy();
+    else {
+      writeFrame(session, { type: 'stream_rsp', result: { error } });
+      session.end();
+    }
+  };
+  const authorization = await dataplane.link
+    .call('authorize-dial', {
+      token: request.client_details?.token,
+      target: request.tunnel_id_name,
+      datagram_channel: request.datagram_channel === true,
+    })
+    .catch(() => ({ ok: false as const, error: { code: ErrorCode.Internal, message: 'internal error' } }));
+  if (!authorization.ok) {
+    refuse(authorization.error);
+    return;
+  }
+  const stream = dataplane.streams.open(authorization.route, sourceIpOf(connection.peerAddress));
+  const cancel = (): void => dataplane.streams.cancel(stream.id);
+  session.once('close', cancel);
+  let proxyEnd: Duplex;
+  try {
+    proxyEnd = await stream.connected;
+  } catch (error) {
+    const failure = error as StreamFailure;
+    refuse({ code: failure.code, message: failure.message });
+    return;
+  } finally {
+    session.off('close', cancel);
+  }
+  if (session.destroyed) {
+    proxyEnd.destroy();
+    return;
+  }
+  if (!zeroRtt) writeFrame(session, { type: 'stream_rsp', result: { stream_id: stream.id } });
+  splice(session, proxyEnd);
+}
