@@ -65,12 +65,17 @@ test('rotation by rename is served without a restart; invalid files keep the old
   assert.equal(await servedFingerprint(t.engine.publicPort, ca2), afterFirst);
   assert.deepEqual(t.engine.certificates.reloads, { ok: 1, failed: 2 });
 
-  // A later valid pair is picked up.
+  // A later valid pair, caught mid-rename (new certificate, old key): one failed attempt, then it lands.
+  fs.writeFileSync(path.join(dir, 'cert.pem.new'), third.leafCertPem);
+  fs.renameSync(path.join(dir, 'cert.pem.new'), t.certs.cert);
+  await afterGate();
+  assert.equal(await servedFingerprint(t.engine.publicPort, ca2), afterFirst);
+  assert.deepEqual(t.engine.certificates.reloads, { ok: 1, failed: 3 });
   rotate(third.leafCertPem, third.leafKeyPem);
   await afterGate();
   const ca3 = Buffer.from(third.caCertPem);
   const afterThird = await servedFingerprint(t.engine.publicPort, ca3);
   assert.notEqual(afterThird, afterFirst);
-  assert.deepEqual(t.engine.certificates.reloads, { ok: 2, failed: 2 });
+  assert.deepEqual(t.engine.certificates.reloads, { ok: 2, failed: 3 });
   await assertEveryWorkerServes(afterThird, ca3);
 });

@@ -45,7 +45,7 @@ describe('config validation names the key', () => {
     ]);
   });
 
-  for (const host of ['https://edge.example.com', 'edge.example.com:443', 'edge.example.com/x', '10.0.0.1', 'a..b']) {
+  for (const host of ['https://edge.example.com', 'edge.example.com:443', 'edge.example.com/x', '10.0.0.1', 'a..b', '999.1.1.1', '1.2.3']) {
     test(`engine.host "${host}" is refused`, () => {
       assert.deepEqual(errorsOf(configTree(certs, { engine: { host } })), [
         'config error: engine.host: must be a bare DNS name without scheme or port',
@@ -61,6 +61,23 @@ describe('config validation names the key', () => {
     const tree = configTree(certs, { tls: { listen_address: '[::]:443' } });
     tree.extra = { a: 1 };
     assert.deepEqual(errorsOf(tree), ['config error: unknown key "tls.listen_address"', 'config error: unknown key "extra"']);
+  });
+
+  test('all problems at once: unknown keys, bad values and rules between keys', () => {
+    const tree = configTree(certs, { engine: { log_level: 'loud' }, tls: { enabled: false } });
+    tree.foo = 1;
+    assert.deepEqual(errorsOf(tree), [
+      'config error: unknown key "foo"',
+      'config error: engine.log_level: must be one of debug, info, warn, error',
+      'config error: tls.enabled: must be true (the TLS listener is required)',
+    ]);
+    const scalarSection = configTree(certs);
+    scalarSection.engine = 5;
+    assert.deepEqual(errorsOf(scalarSection), [
+      'config error: engine: expected a mapping',
+      'config error: engine.host: required',
+      'config error: engine.log_level: required',
+    ]);
   });
 
   test('a bad log_level', () => {
@@ -100,7 +117,13 @@ describe('config validation names the key', () => {
       'config error: timeouts.stream_request_seconds: expected integer >= 1',
       'config error: timeouts.http_idle_seconds: expected integer >= 1',
       'config error: dataplane.workers: expected integer between 1 and 256',
+      'config error: http.listen_addr: required when http.enabled is true',
+      'config error: dataplane.affinity.port_base: required when affinity is enabled',
     ]);
+    assert.deepEqual(
+      errorsOf(configTree(certs, { dataplane: { affinity: { enabled: true, port_base: 20000, advertise_host: 'http://x:1' } } })),
+      ['config error: dataplane.affinity.advertise_host: must be a DNS name or an IP address'],
+    );
     const conditional = configTree(certs, {
       http: { enabled: 'yes' },
       metrics: { prometheus: { enabled: true } },

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import https from 'node:https';
 import net from 'node:net';
 import { after, before, describe, test } from 'node:test';
+import { captureClientHello } from './helpers/client-hello.js';
 import { handshake, sleep, startTestEngine, type TestEngine } from './helpers/engine.js';
 
 let t: TestEngine;
@@ -79,7 +80,16 @@ describe('dispatch by SNI and ALPN', () => {
   for (const name of ['other.example.com', 'a.b.t.localhost', 'x.localhost', 't.localhost']) {
     test(`unknown server name ${name} is refused before any TLS reply`, async () => {
       const delta = await totalsAfter(async () => {
-        await assert.rejects(handshake(port, { servername: name, ALPNProtocols: ['http/1.1'], ca: t.ca }));
+        const received = await new Promise<number>((resolve) => {
+          let bytes = 0;
+          const socket = net.connect(port, '127.0.0.1', async () => {
+            socket.write(await captureClientHello({ servername: name, ALPNProtocols: ['http/1.1'] }));
+          });
+          socket.on('data', (chunk: Buffer) => (bytes += chunk.length));
+          socket.on('error', () => {});
+          socket.on('close', () => resolve(bytes));
+        });
+        assert.equal(received, 0, 'not a byte of ServerHello');
       });
       assert.equal(delta.handshake_failures_unknown_sni, 1);
       assert.equal(delta.accepted_api! + delta.accepted_edge! + delta.accepted_agent!, 0);

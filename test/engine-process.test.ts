@@ -25,7 +25,7 @@ describe('startup errors exit 1 with one line naming the key', () => {
     ['tls disabled', () => configTree(certs, { tls: { enabled: false } }), /^config error: tls\.enabled: must be true/m],
     ['metrics without token', () => configTree(certs, { metrics: { prometheus: { enabled: true, listen_addr: '[::]:9090' } } }), /^config error: metrics\.prometheus\.bearer_token: required when listen_addr is not a loopback address$/m],
     ['missing certificate', () => configTree({ cert: '/nonexistent/cert.pem', key: certs.key }), /^certificate error: certs\.static\.cert_file "\/nonexistent\/cert\.pem": cannot read file \(ENOENT\)$/m],
-    ['unreadable key', () => configTree({ cert: certs.cert, key: '/nonexistent/key.pem' }), /^certificate error: certs\.static\.key_file "\/nonexistent\/key\.pem": cannot read file/m],
+    ['unreadable key (a directory)', () => configTree({ cert: certs.cert, key: tempDir() }), /^certificate error: certs\.static\.key_file ".*": cannot read file \(EISDIR\)$/m],
     ['mismatched pair', () => configTree({ cert: certs.cert, key: certs.caKey }), /^certificate error: certs\.static\.key_file ".*ca\.key": private key does not match certificate$/m],
     ['not PEM', () => configTree({ cert: certs.key, key: certs.key }), /^certificate error: certs\.static\.cert_file ".*key\.pem": no PEM certificate found$/m],
   ];
@@ -110,7 +110,7 @@ test('SIGTERM: stops accepting, lets an open connection run until the bound, exi
 
   const started = Date.now();
   engine.child.kill('SIGTERM');
-  await engine.waitForLog(/^shutting down/);
+  await engine.waitForLog(/^stopped accepting/);
   await assert.rejects(handshake(port, { servername: 'localhost', ca }), 'new connections are refused once shutdown begins');
   const { code } = await engine.exited;
   const elapsed = Date.now() - started;
@@ -143,8 +143,9 @@ test('the development profile creates its CA, certificate and secret once and se
     assert.equal(fs.statSync(path.join(dev, file)).mode & 0o777, mode, file);
   }
   const url = `https://localhost:${ready.public_port}/api/openapi.json`;
-  const curl = execFileSync('curl', ['-sS', '-o', '/dev/null', '-w', '%{http_code}', '--cacert', path.join(dev, 'ca.crt'), url]);
-  assert.match(curl.toString(), /^\d{3}$/, 'curl verified the engine certificate against the dev CA');
+  const curl = execFileSync('curl', ['-sS', '-o', '/dev/null', '-w', '%{http_code} %{content_type}', '--cacert', path.join(dev, 'ca.crt'), url]);
+  // TLS verified against the dev CA; the Engine API routes arrive with their own issue, so: its JSON 404.
+  assert.equal(curl.toString(), '404 application/json; charset=utf-8');
   first.child.kill('SIGTERM');
   await first.exited;
 

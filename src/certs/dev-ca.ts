@@ -60,9 +60,10 @@ export async function writeDevCertificates(options: DevCertificateOptions): Prom
   return files;
 }
 
+/** Replaces the file, so a key never sits in an older, more permissive file even for a moment. */
 function writeFileWithMode(file: string, contents: string, mode: number): void {
-  fs.writeFileSync(file, contents, { mode });
-  fs.chmodSync(file, mode); // writeFileSync keeps the mode of a file that already existed
+  fs.rmSync(file, { force: true });
+  fs.writeFileSync(file, contents, { mode, flag: 'wx' });
 }
 
 export async function createDevCertificates(options: Pick<DevCertificateOptions, 'host' | 'extraSans' | 'days'>) {

@@ -1,6 +1,6 @@
 import fs from 'node:fs/promises';
 import type { Logger } from 'pino';
-import { CertificateError, loadCertificatePair, type CertificatePair } from './certificate-pair.js';
+import { CertificateError, certificateWarnings, loadCertificatePair, type CertificatePair } from './certificate-pair.js';
 
 /**
  * The static certificate provider with hot reload (engine.md §4), owned by the main thread.
@@ -19,22 +19,29 @@ export class StaticCertificateProvider {
     private readonly keyFile: string,
     private pair: CertificatePair,
     signature: string,
+    private readonly engineHost: string,
     private readonly log: Logger,
     private readonly onReload: (pair: CertificatePair) => void,
   ) {
     this.seenSignature = signature;
   }
 
-  /** Loads the pair at startup; throws CertificateError (fatal, exit 1) when it is unusable. */
-  static async open(
-    certFile: string,
-    keyFile: string,
-    log: Logger,
-    onReload: (pair: CertificatePair) => void,
-  ): Promise<StaticCertificateProvider> {
+  /**
+   * Loads the pair at startup; throws CertificateError (fatal, exit 1) when it is unusable. A pair
+   * that is usable but does not cover the engine's names, or expires soon, is logged (engine.md §4).
+   */
+  static async open(options: {
+    certFile: string;
+    keyFile: string;
+    engineHost: string;
+    log: Logger;
+    onReload: (pair: CertificatePair) => void;
+  }): Promise<StaticCertificateProvider> {
+    const { certFile, keyFile, engineHost, log, onReload } = options;
     const signature = await filesSignature(certFile, keyFile);
     const pair = await loadCertificatePair(certFile, keyFile);
-    return new StaticCertificateProvider(certFile, keyFile, pair, signature, log, onReload);
+    for (const warning of certificateWarnings(pair, engineHost)) log.warn(warning);
+    return new StaticCertificateProvider(certFile, keyFile, pair, signature, engineHost, log, onReload);
   }
 
   get current(): CertificatePair {
@@ -61,6 +68,7 @@ export class StaticCertificateProvider {
         { subject: pair.subject, not_after: pair.notAfter.toISOString(), fingerprint_sha256: pair.fingerprint256 },
         'certificate reloaded',
       );
+      for (const warning of certificateWarnings(pair, this.engineHost)) this.log.warn(warning);
       this.onReload(pair);
     } catch (error) {
       this.failedSignature = signature;

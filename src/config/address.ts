@@ -26,10 +26,11 @@ export function formatListenAddress(address: ListenAddress): string {
 
 const HOST_LABEL = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/i;
 
-/** An LDH DNS name (labels of 1–63 chars, total ≤ 253), not an IP literal. */
+/** An LDH DNS name (labels of 1–63 chars, total ≤ 253), not an IP literal nor all-numeric at the top. */
 export function isHostName(name: string): boolean {
   if (name.length === 0 || name.length > 253 || net.isIP(name) !== 0) return false;
-  return name.split('.').every((label) => HOST_LABEL.test(label));
+  const labels = name.split('.');
+  return labels.every((label) => HOST_LABEL.test(label)) && !/^\d+$/.test(labels.at(-1)!);
 }
 
 /** Loopback per engine.md §3.4: 127.0.0.0/8, ::1, ::ffff:127.0.0.0/104 or the name `localhost`. */

@@ -81,7 +81,6 @@ export function readConfigFile(file: string): Tree {
  */
 export function buildConfig(tree: Tree, env: NodeJS.ProcessEnv): LoadedConfig {
   const errors = structuralErrors(tree, schemaDefinition, '');
-  if (errors.length > 0) throw new ConfigError(errors);
 
   const leaves = schemaLeaves();
   const leafByEnv = new Map(leaves.map(([path, leaf]) => [leaf.env, path]));
@@ -97,25 +96,30 @@ export function buildConfig(tree: Tree, env: NodeJS.ProcessEnv): LoadedConfig {
   }
 
   const store = convict(schemaDefinition as never, { env: overrides, args: [] });
-  store.load(withoutNulls(tree));
+  store.load(knownPart(tree, schemaDefinition));
 
+  // Every leaf is checked even when others failed: all problems are reported at once (engine.md §2).
   const values = new Map<string, unknown>();
+  const failed = new Set<string>();
   for (const [path, leaf] of leaves) {
     const value: unknown = store.get(path as never);
     if (value === undefined || value === null) {
-      if (leaf.required) errors.push(`config error: ${path}: required`);
+      if (leaf.required) {
+        errors.push(`config error: ${path}: required`);
+        failed.add(path);
+      }
       continue;
     }
     const problem = leafProblem(leaf, value);
-    if (problem) errors.push(`config error: ${path}: ${problem}`);
-    else values.set(path, value);
+    if (problem) {
+      errors.push(`config error: ${path}: ${problem}`);
+      failed.add(path);
+    } else values.set(path, value);
   }
+  errors.push(...crossFieldErrors(values, failed));
   if (errors.length > 0) throw new ConfigError(errors);
 
   const config = assemble(values);
-  errors.push(...crossFieldErrors(config, values));
-  if (errors.length > 0) throw new ConfigError(errors);
-
   if (Buffer.byteLength(config.auth.jwt.token_jwt_secret) < 32) {
     warnings.push('auth.jwt.token_jwt_secret is shorter than 32 bytes; use a longer random secret');
   }
@@ -138,11 +142,14 @@ function structuralErrors(tree: Tree, schema: Tree, prefix: string): string[] {
   return errors;
 }
 
-function withoutNulls(tree: Tree): Tree {
+/** The known keys and well-formed sections of the tree, without YAML nulls ("not set"). */
+function knownPart(tree: Tree, schema: Tree): Tree {
   const out: Tree = {};
   for (const [name, value] of Object.entries(tree)) {
-    if (value === null) continue;
-    out[name] = value && typeof value === 'object' && !Array.isArray(value) ? withoutNulls(value as Tree) : value;
+    const node = Object.hasOwn(schema, name) ? (schema[name] as Tree) : undefined;
+    if (value === null || !node) continue;
+    if ('format' in node) out[name] = value;
+    else if (typeof value === 'object' && !Array.isArray(value)) out[name] = knownPart(value as Tree, node);
   }
   return out;
 }
@@ -180,39 +187,41 @@ function assemble(values: Map<string, unknown>): EngineConfig {
       affinity: {
         enabled: get('dataplane.affinity.enabled'),
         port_base: get('dataplane.affinity.port_base'),
-        advertise_host: get<string | undefined>('dataplane.affinity.advertise_host') ?? host,
+        advertise_host: (get<string | undefined>('dataplane.affinity.advertise_host') ?? host).replace(/^\[(.*)\]$/, '$1'),
       },
     },
   };
 }
 
-function crossFieldErrors(config: EngineConfig, values: Map<string, unknown>): string[] {
+/** Rules between keys, judged only on keys that are valid themselves (a broken key was reported already). */
+function crossFieldErrors(values: Map<string, unknown>, failed: Set<string>): string[] {
   const errors: string[] = [];
+  const missing = (path: string): boolean => !values.has(path) && !failed.has(path);
   const mustBeTrue: Array<[string, string]> = [
     ['tls.enabled', 'the TLS listener is required'],
     ['certs.static.enabled', 'the static provider is the only certificate provider'],
     ['auth.jwt.enabled', 'JWT authentication is required'],
   ];
   for (const [path, why] of mustBeTrue) {
-    if (values.get(path) !== true) errors.push(`config error: ${path}: must be true (${why})`);
+    if (values.has(path) && values.get(path) !== true) errors.push(`config error: ${path}: must be true (${why})`);
   }
-  if (config.http.enabled && !config.http.listen_addr) {
+  if (values.get('http.enabled') === true && missing('http.listen_addr')) {
     errors.push('config error: http.listen_addr: required when http.enabled is true');
   }
-  const metrics = config.metrics.prometheus;
-  if (metrics.enabled && !metrics.listen_addr) {
-    errors.push('config error: metrics.prometheus.listen_addr: required when metrics are enabled');
+  if (values.get('metrics.prometheus.enabled') === true) {
+    const address = values.get('metrics.prometheus.listen_addr') as string | undefined;
+    if (missing('metrics.prometheus.listen_addr')) {
+      errors.push('config error: metrics.prometheus.listen_addr: required when metrics are enabled');
+    } else if (address && !isLoopbackHost(parseListenAddress(address)!.host) && missing('metrics.prometheus.bearer_token')) {
+      errors.push('config error: metrics.prometheus.bearer_token: required when listen_addr is not a loopback address');
+    }
   }
-  if (metrics.enabled && metrics.listen_addr && !isLoopbackHost(metrics.listen_addr.host) && !metrics.bearer_token) {
-    errors.push(
-      'config error: metrics.prometheus.bearer_token: required when listen_addr is not a loopback address',
-    );
-  }
-  const affinity = config.dataplane.affinity;
-  if (affinity.enabled) {
-    if (affinity.port_base === undefined) {
+  if (values.get('dataplane.affinity.enabled') === true) {
+    const portBase = values.get('dataplane.affinity.port_base') as number | undefined;
+    const workers = values.get('dataplane.workers') as number | undefined;
+    if (missing('dataplane.affinity.port_base')) {
       errors.push('config error: dataplane.affinity.port_base: required when affinity is enabled');
-    } else if (affinity.port_base + config.dataplane.workers - 1 > 65535) {
+    } else if (portBase !== undefined && workers !== undefined && portBase + workers - 1 > 65535) {
       errors.push('config error: dataplane.affinity.port_base: port_base + workers - 1 must not exceed 65535');
     }
   }

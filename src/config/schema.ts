@@ -1,3 +1,4 @@
+import net from 'node:net';
 import os from 'node:os';
 import convict from 'convict';
 import { isHostName, parseListenAddress } from './address.js';
@@ -26,7 +27,8 @@ type FormatName =
   | 'rivulet-non-empty-string'
   | 'rivulet-log-level'
   | 'rivulet-listen-addr'
-  | 'rivulet-engine-host';
+  | 'rivulet-engine-host'
+  | 'rivulet-host-or-ip';
 
 interface RivuletFormat {
   validate(value: unknown, leaf: SchemaLeaf): void;
@@ -92,6 +94,12 @@ const FORMATS: Record<FormatName, RivuletFormat> = {
   'rivulet-listen-addr': {
     validate(value: unknown) {
       if (typeof value !== 'string' || !parseListenAddress(value)) throw new Error('expected host:port');
+    },
+  },
+  'rivulet-host-or-ip': {
+    validate(value: unknown) {
+      const host = typeof value === 'string' ? value.replace(/^\[(.*)\]$/, '$1') : '';
+      if (!isHostName(host) && net.isIP(host) === 0) throw new Error('must be a DNS name or an IP address');
     },
   },
   'rivulet-engine-host': {
@@ -248,7 +256,7 @@ export const schemaDefinition = {
         doc: 'Worker k listens on port_base + k',
       }),
       advertise_host: leaf('dataplane.affinity.advertise_host', {
-        format: 'rivulet-non-empty-string',
+        format: 'rivulet-host-or-ip',
         default: undefined,
         doc: 'Host agents dial for the affinity ports',
       }),

@@ -3,7 +3,7 @@ import type http from 'node:http';
 import { InternalApiServer } from '../api/internal-server.js';
 import { formatListenAddress } from '../config/address.js';
 import type { EngineConfig } from '../config/load.js';
-import { certificateWarnings, type CertificatePair } from '../certs/certificate-pair.js';
+import type { CertificatePair } from '../certs/certificate-pair.js';
 import { createCertCheckGate } from '../certs/check-gate.js';
 import { StaticCertificateProvider } from '../certs/static-provider.js';
 import type { Logger } from '../log.js';
@@ -45,13 +45,13 @@ export async function startEngine(
   onFatal: (reason: string) => void,
 ): Promise<RunningEngine> {
   let supervisor: WorkerSupervisor | undefined;
-  const certificates = await StaticCertificateProvider.open(
-    config.certs.static.cert_file,
-    config.certs.static.key_file,
+  const certificates = await StaticCertificateProvider.open({
+    certFile: config.certs.static.cert_file,
+    keyFile: config.certs.static.key_file,
+    engineHost: config.engine.host,
     log,
-    (pair: CertificatePair) => supervisor?.broadcastCertificate(pair),
-  );
-  for (const warning of certificateWarnings(certificates.current, config.engine.host)) log.warn(warning);
+    onReload: (pair: CertificatePair) => supervisor?.broadcastCertificate(pair),
+  });
 
   const counterBuffer = createCounterBuffer(config.dataplane.workers);
   const api = await InternalApiServer.start();
@@ -122,10 +122,13 @@ export async function startEngine(
     control,
     shutdown(drainMs = SHUTDOWN_DRAIN_MS) {
       stopped ??= (async () => {
-        log.info({ drain_ms: drainMs }, 'shutting down: no new connections, draining open ones');
+        log.info({ drain_ms: drainMs }, 'shutting down');
         control.beginShutdown();
         redirect?.close();
-        const cut = await supervisor.shutdown(Date.now() + drainMs);
+        const deadline = Date.now() + drainMs;
+        await supervisor.stopAccepting(deadline);
+        log.info('stopped accepting; draining open connections');
+        const cut = await supervisor.drained(deadline);
         await supervisor.release();
         api.close();
         log.info({ connections_cut: cut }, 'stopped');

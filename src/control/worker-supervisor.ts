@@ -47,6 +47,27 @@ interface WorkerSlot {
 
 /** Delay before a replacement worker binds, so a crash loop cannot spin the CPU. */
 const RESTART_DELAY_MS = 500;
+/** A worker that has not started accepting by then is treated as failed. */
+const STARTUP_TIMEOUT_MS = 15_000;
+/** How long past the drain deadline we wait for a worker that does not report back. */
+const DRAIN_SLACK_MS = 2000;
+
+/** `promise`, or undefined once `deadline` (epoch ms) has passed. */
+function withDeadline<T>(promise: Promise<T>, deadline: number): Promise<T | undefined> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => resolve(undefined), Math.max(0, deadline - Date.now()));
+    promise.then(
+      (value) => {
+        clearTimeout(timer);
+        resolve(value);
+      },
+      (error: unknown) => {
+        clearTimeout(timer);
+        reject(error);
+      },
+    );
+  });
+}
 
 /**
  * Runs the data-plane workers on a piscina pool: one never-ending task per thread, each with its own
@@ -107,21 +128,27 @@ export class WorkerSupervisor {
   }
 
   /**
-   * Stops accepting and drains every worker until `deadline`. With a shared descriptor, the owner
-   * closes it only after all other workers stopped dispatching (see dataplane/listener.ts).
+   * Stops every worker accepting; resolves once all of them have (bounded by `deadline`). With a
+   * shared descriptor the owner closes it only after all other workers stopped dispatching (see
+   * dataplane/listener.ts). Workers then drain their connections until `deadline`.
    */
-  async shutdown(deadline: number): Promise<number> {
+  async stopAccepting(deadline: number): Promise<void> {
     this.stopping = true;
     const shutdown = (slot: WorkerSlot): void => this.send(slot, { type: 'shutdown', deadline });
     const owner = this.slots.find((slot) => slot.plan.strategy === 'shared-fd-owner');
     const followers = this.slots.filter((slot) => slot !== owner);
     followers.forEach(shutdown);
     if (owner) {
-      await Promise.all(followers.map((slot) => slot.draining));
+      await withDeadline(Promise.all(followers.map((slot) => slot.draining)), deadline);
       shutdown(owner);
     }
-    const exits = await Promise.allSettled(this.slots.map((slot) => slot.task));
-    return exits.reduce((cut, exit) => cut + (exit.status === 'fulfilled' ? exit.value.connectionsCut : 0), 0);
+    await withDeadline(Promise.all(this.slots.map((slot) => slot.draining)), deadline);
+  }
+
+  /** Waits for the workers to finish draining (a little past `deadline` at most); returns connections cut. */
+  async drained(deadline: number): Promise<number> {
+    const exits = await withDeadline(Promise.allSettled(this.slots.map((slot) => slot.task)), deadline + DRAIN_SLACK_MS);
+    return (exits ?? []).reduce((cut, exit) => cut + (exit.status === 'fulfilled' ? exit.value.connectionsCut : 0), 0);
   }
 
   /**
@@ -171,9 +198,12 @@ export class WorkerSupervisor {
     };
     this.slots[index] = slot;
     return new Promise((resolve, reject) => {
+      const startup = setTimeout(() => reject(new Error(`worker ${index} did not start within ${STARTUP_TIMEOUT_MS} ms`)), STARTUP_TIMEOUT_MS);
       port.on('message', (message: WorkerToMain) => {
-        if (message.type === 'listening') resolve(message);
-        else this.onMessage(slot, message);
+        if (message.type === 'listening') {
+          clearTimeout(startup);
+          resolve(message);
+        } else this.onMessage(slot, message);
       });
       // A finished task also counts as drained: its 'draining' message may still be unread when the
       // task's result (which travels on piscina's own channel) arrives and the port is closed.
@@ -183,6 +213,7 @@ export class WorkerSupervisor {
           port.close();
         },
         (error: Error) => {
+          clearTimeout(startup);
           slot.onDraining();
           port.close();
           reject(error);

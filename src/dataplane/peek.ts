@@ -1,6 +1,12 @@
 import type net from 'node:net';
 import { parseClientHello, type ClientHello } from './client-hello.js';
 
+/**
+ * Real clients send a ClientHello in one to a few segments. Each read re-parses what has arrived, so
+ * a client trickling bytes one at a time could make that quadratic: past this many reads it is dropped.
+ */
+const MAX_READS = 64;
+
 export type PeekResult =
   | { status: 'complete'; hello: ClientHello }
   | { status: 'invalid'; reason: string }
@@ -23,7 +29,12 @@ export function peekClientHello(socket: net.Socket, timeoutMs: number): Promise<
       socket.off('error', onClosed);
       resolve(result);
     };
+    let reads = 0;
     const onData = (chunk: Buffer): void => {
+      if (++reads > MAX_READS) {
+        finish({ status: 'invalid', reason: `ClientHello not complete after ${MAX_READS} reads` });
+        return;
+      }
       chunks.push(chunk);
       length += chunk.length;
       const data = chunks.length === 1 ? chunk : Buffer.concat(chunks, length);

@@ -44,9 +44,18 @@ export class CounterRow {
   private readonly sequence: Int32Array;
   private readonly values: Float64Array;
 
+  /**
+   * A replacement worker takes over its predecessor's row: the sequence is made even again (the old
+   * thread may have died mid-update) and the open-connections gauge restarts from zero, since those
+   * connections died with it. Counters keep counting up.
+   */
   constructor(buffer: SharedArrayBuffer, worker: number) {
     this.sequence = new Int32Array(buffer, worker * ROW_BYTES, 1);
     this.values = new Float64Array(buffer, worker * ROW_BYTES + 8, COUNTER_COLUMNS.length);
+    if (Atomics.load(this.sequence, 0) % 2 !== 0) Atomics.add(this.sequence, 0, 1);
+    Atomics.add(this.sequence, 0, 1);
+    this.values[COLUMN_INDEX.connections_open] = 0;
+    Atomics.add(this.sequence, 0, 1);
   }
 
   add(column: CounterColumn, amount = 1): void {
