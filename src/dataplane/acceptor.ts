@@ -6,7 +6,7 @@ import type { Dataplane } from './dataplane.js';
 import { ALPN_RSTRM, classifyConnection } from './dispatch.js';
 import { peekClientHello } from './peek.js';
 import { serveRstrm } from './rstrm-session.js';
-import { splice } from './splice.js';
+import { endSoon, splice } from './splice.js';
 import type { WorkerCertificates } from './worker-certificates.js';
 
 /** engine.md §6.2: the ClientHello must arrive within 10 s; the rest of the handshake gets as long. */
@@ -147,7 +147,7 @@ export class ConnectionAcceptor {
         return;
       case 'edge':
         // The tunnel edge arrives with its own issue; until then: a clean close.
-        session.end();
+        endSoon(session);
         return;
     }
   }

@@ -11,12 +11,11 @@ import {
   type RstrmError,
 } from '../protocol/messages.js';
 import type { ControlLink } from './control-link.js';
+import { endSoon } from './splice.js';
 import type { ProxyConnRequest } from './streams.js';
 
 /** An agent that stops reading its control channel may not make the engine buffer without limit. */
 const MAX_UNSENT_BYTES = 1024 * 1024;
-/** After CloseControlChannelRsp the socket is closed within this bound (protocol.md §12). */
-const CLOSE_GRACE_MS = 1000;
 /** protocol.md §11: the engine gives a negotiated channel T + 1 s of silence. */
 const LIVENESS_SLACK_MS = 1000;
 
@@ -176,8 +175,7 @@ export class ControlChannel {
     await link.call('close-client', { client_id: this.clientId, reason }).catch(() => undefined);
     if (!how.graceful) return;
     if (how.reply) this.write({ type: 'close_control_channel_rsp' });
-    socket.end();
-    setTimeout(() => socket.destroy(), CLOSE_GRACE_MS).unref();
+    endSoon(socket); // closed within 1 s (protocol.md §12)
   }
 
   private send(message: Message): void {

@@ -1,5 +1,6 @@
 import type { DataplaneSettings, PeerMessage, ProxyVerdict, TunnelRoute } from '../control/thread-messages.js';
 import type { Logger } from '../log.js';
+import type { CounterRow } from '../metrics/counters.js';
 import { ErrorCode, type RstrmError } from '../protocol/messages.js';
 import type { ControlChannel } from './control-channel.js';
 import type { ControlLink } from './control-link.js';
@@ -27,10 +28,11 @@ export class Dataplane {
     readonly workerIndex: number,
     readonly settings: DataplaneSettings,
     readonly link: ControlLink,
+    readonly counters: CounterRow,
     readonly log: Logger,
   ) {
     this.peers = new PeerLinks((from, message) => this.onPeerMessage(from, message));
-    this.relays = new RelayHub((peer, message, transfer) => this.peers.send(peer, message, transfer));
+    this.relays = new RelayHub((peer, message, transfer) => this.peers.send(peer, message, transfer), counters);
     const affinity = settings.affinity;
     this.streams = new StreamBroker({
       workerIndex,

@@ -1,5 +1,6 @@
 import { Duplex } from 'node:stream';
 import type { PeerMessage } from '../control/thread-messages.js';
+import type { CounterRow } from '../metrics/counters.js';
 
 /**
  * Bytes in flight towards the other worker before the writer is held back. With the readable side's
@@ -25,6 +26,7 @@ export class RelayedStream extends Duplex {
     readonly streamId: string,
     private readonly send: (message: RelayMessage, transfer?: ArrayBuffer[]) => void,
     private readonly forget: () => void,
+    private readonly countSent: (bytes: number) => void,
   ) {
     super({ allowHalfOpen: true });
   }
@@ -67,6 +69,7 @@ export class RelayedStream extends Duplex {
     // A copy of exactly these bytes, transferred: cloning the Buffer would copy its whole backing store.
     const bytes = new Uint8Array(chunk);
     this.send({ type: 'relay-data', stream_id: this.streamId, chunk: bytes }, [bytes.buffer]);
+    this.countSent(bytes.length);
     this.inFlight += chunk.length;
     if (this.inFlight < RELAY_WINDOW_BYTES) done();
     else this.heldWrite = done;
@@ -88,13 +91,17 @@ export class RelayedStream extends Duplex {
 export class RelayHub {
   private readonly streams = new Map<string, RelayedStream>();
 
-  constructor(private readonly sendToPeer: (peer: number, message: PeerMessage, transfer?: ArrayBuffer[]) => void) {}
+  constructor(
+    private readonly sendToPeer: (peer: number, message: PeerMessage, transfer?: ArrayBuffer[]) => void,
+    private readonly counters: CounterRow,
+  ) {}
 
   open(streamId: string, peer: number): RelayedStream {
     const stream = new RelayedStream(
       streamId,
       (message, transfer) => this.sendToPeer(peer, message, transfer),
       () => this.streams.delete(streamId),
+      (bytes) => this.counters.add('relay_bytes', bytes),
     );
     this.streams.set(streamId, stream);
     return stream;

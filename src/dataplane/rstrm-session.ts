@@ -6,7 +6,7 @@ import { ErrorCode, type ControlChannelLiveness, type Message, type MessageOf, t
 import { ControlChannel } from './control-channel.js';
 import type { Dataplane } from './dataplane.js';
 import { sourceIpOf } from './source-ip.js';
-import { splice } from './splice.js';
+import { endSoon, splice } from './splice.js';
 import { StreamFailure } from './streams.js';
 import { VERSION } from '../version.js';
 
@@ -98,7 +98,7 @@ async function openControlChannel(
     .catch(() => ({ ok: false as const, error: { code: ErrorCode.Internal, message: 'internal error' } }));
   if (!reply.ok) {
     writeFrame(session, { type: 'open_control_channel_rsp', result: { error: reply.error } });
-    session.end();
+    endSoon(session);
     return;
   }
   const clientId = reply.client_id;
@@ -177,13 +177,16 @@ async function serveProxyConnection(dataplane: Dataplane, session: TLSSocket, re
     if (zeroRtt) session.destroy();
     else {
       writeFrame(session, { type: 'proxy_rsp', error });
-      session.end();
+      endSoon(session);
     }
     return;
   }
   if (!zeroRtt) writeFrame(session, { type: 'proxy_rsp' });
   if (complete) complete(session);
-  else splice(session, proxyEnd!);
+  else {
+    dataplane.counters.add('streams_relayed');
+    splice(session, proxyEnd!);
+  }
 }
 
 /** A private dial (protocol.md §10): authorise, ask the owner's agent for a stream, then splice. */
@@ -194,7 +197,7 @@ async function servePrivateDial(dataplane: Dataplane, connection: RstrmConnectio
     if (zeroRtt) session.destroy();
     else {
       writeFrame(session, { type: 'stream_rsp', result: { error } });
-      session.end();
+      endSoon(session);
     }
   };
   const authorization = await dataplane.link

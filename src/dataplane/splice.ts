@@ -17,3 +17,15 @@ export function splice(a: Duplex, b: Duplex): void {
   a.once('close', destroyBoth);
   b.once('close', destroyBoth);
 }
+
+/** How long a peer gets to close its side after we ended ours, before the socket is destroyed. */
+const END_GRACE_MS = 1000;
+
+/**
+ * Ends our side after a final reply. Sockets here are half-open, so without the timer a peer that
+ * never closes its side would hold the connection for ever.
+ */
+export function endSoon(socket: Duplex): void {
+  socket.end();
+  setTimeout(() => socket.destroy(), END_GRACE_MS).unref();
+}

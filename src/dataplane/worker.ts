@@ -23,12 +23,13 @@ export default async function runWorker(task: WorkerTask): Promise<WorkerExit> {
     post,
   );
   const link = new ControlLink(port);
-  const dataplane = new Dataplane(workerIndex, task.dataplane, link, log);
+  const counters = new CounterRow(task.counters, workerIndex);
+  const dataplane = new Dataplane(workerIndex, task.dataplane, link, counters, log);
   for (const route of task.routes) dataplane.addRoute(route);
   const acceptor = new ConnectionAcceptor({
     engineHost: task.engineHost,
     apiSocketPath: task.apiSocketPath,
-    counters: new CounterRow(task.counters, workerIndex),
+    counters,
     certificates,
     dataplane,
     log,

@@ -19,6 +19,10 @@ export const COUNTER_COLUMNS = [
   /** Raw TCP bytes on the TLS listener's connections, added when each connection closes. */
   'bytes_received',
   'bytes_sent',
+  /** Proxy connections that landed on another worker than their stream and were relayed. */
+  'streams_relayed',
+  /** Stream bytes this worker sent to another worker (0 with perfect affinity). */
+  'relay_bytes',
 ] as const;
 export type CounterColumn = (typeof COUNTER_COLUMNS)[number];
 

@@ -103,16 +103,20 @@ export class RawConnection {
     if (rest.length > 0) this.payload.push(rest);
   }
 
-  /** Waits until `count` payload bytes arrived. */
+  /** Waits until `count` payload bytes arrived and takes them. */
   async readPayload(count: number, timeoutMs = 10_000): Promise<Buffer> {
     const deadline = Date.now() + timeoutMs;
-    while (Buffer.concat(this.payload).length < count) {
-      if (this.socket.destroyed) throw new Error('closed before the payload arrived');
+    for (;;) {
+      const received = Buffer.concat(this.payload);
+      if (received.length >= count) {
+        this.payload.splice(0, this.payload.length, received.subarray(count));
+        return received.subarray(0, count);
+      }
+      if (this.socket.destroyed) throw new Error(`closed after ${received.length} of ${count} payload bytes`);
       const remaining = deadline - Date.now();
       if (remaining <= 0) throw new Error('payload timeout');
       await this.wait(remaining);
     }
-    return Buffer.concat(this.payload);
   }
 
   close(): void {
