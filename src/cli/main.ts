@@ -1,21 +1,13 @@
 #!/usr/bin/env node
-import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
+import { Command, CommanderError, Option } from 'commander';
+import { addAgentCommands } from './agent-commands.js';
+import { collect, positiveInteger } from './option-parsers.js';
 import { runCertsDevCommand } from './certs-command.js';
 import { runEngineCommand } from './engine-command.js';
 import { runTokenMintCommand } from './token-command.js';
-import { UsageError } from './usage-error.js';
+import { CommandError, UsageError } from './usage-error.js';
 import { VERSION } from '../version.js';
 
-
-function positiveInteger(text: string): number {
-  const value = Number(text);
-  if (!/^\d+$/.test(text) || value < 1) throw new InvalidArgumentError('expected a positive integer');
-  return value;
-}
-
-function collect(value: string, previous: string[]): string[] {
-  return [...previous, value];
-}
 
 export function buildProgram(): Command {
   const program = new Command('rivulet')
@@ -56,6 +48,7 @@ export function buildProgram(): Command {
     .addOption(new Option('-o, --output <format>', 'output format').choices(['text', 'json']).default('text'))
     .action((options: Parameters<typeof runTokenMintCommand>[0]) => runTokenMintCommand(options));
 
+  addAgentCommands(program);
   return program;
 }
 
@@ -70,6 +63,10 @@ async function main(): Promise<void> {
     if (error instanceof UsageError) {
       process.stderr.write(`error: ${error.message}\n`);
       process.exit(2);
+    }
+    if (error instanceof CommandError) {
+      process.stderr.write(`${error.message}\n`);
+      process.exit(1);
     }
     throw error;
   }

@@ -124,8 +124,13 @@ export type MainToWorker =
   /** Worker `index`'s end of a worker↔worker channel (transferred). */
   | { type: 'peer'; index: number; port: MessagePort }
   | { type: 'certificate-checked'; requestId: number }
-  /** Stop taking new connections, let open ones finish until the deadline (epoch ms), then resolve. */
-  | { type: 'shutdown'; deadline: number };
+  /**
+   * Stop dispatching new connections and say goodbye to agents; let open connections finish until
+   * the deadline (epoch ms), then resolve the task.
+   */
+  | { type: 'shutdown'; deadline: number }
+  /** Close the listening handle (sent once every worker has stopped dispatching). */
+  | { type: 'close-listener' };
 
 export type WorkerToMain =
   | { type: 'listening'; port: number; fd: number | undefined }

@@ -128,21 +128,15 @@ export class WorkerSupervisor {
   }
 
   /**
-   * Stops every worker accepting; resolves once all of them have (bounded by `deadline`). With a
-   * shared descriptor the owner closes it only after all other workers stopped dispatching (see
-   * dataplane/listener.ts). Workers then drain their connections until `deadline`.
+   * Stops every worker accepting; resolves once all of them have (bounded by `deadline`). First every
+   * worker stops dispatching (so none opens a descriptor any more), then all close their listening
+   * handles together: with a shared descriptor each handle closes the same number (dataplane/listener.ts).
    */
   async stopAccepting(deadline: number): Promise<void> {
     this.stopping = true;
-    const shutdown = (slot: WorkerSlot): void => this.send(slot, { type: 'shutdown', deadline });
-    const owner = this.slots.find((slot) => slot.plan.strategy === 'shared-fd-owner');
-    const followers = this.slots.filter((slot) => slot !== owner);
-    followers.forEach(shutdown);
-    if (owner) {
-      await withDeadline(Promise.all(followers.map((slot) => slot.draining)), deadline);
-      shutdown(owner);
-    }
+    for (const slot of this.slots) this.send(slot, { type: 'shutdown', deadline });
     await withDeadline(Promise.all(this.slots.map((slot) => slot.draining)), deadline);
+    for (const slot of this.slots) this.send(slot, { type: 'close-listener' });
   }
 
   /** Waits for the workers to finish draining (a little past `deadline` at most); returns connections cut. */
@@ -151,16 +145,11 @@ export class WorkerSupervisor {
     return (exits ?? []).reduce((cut, exit) => cut + (exit.status === 'fulfilled' ? exit.value.connectionsCut : 0), 0);
   }
 
-  /**
-   * Lets go of the threads after shutdown. With a shared descriptor the threads are left to process
-   * exit: tearing one down closes its copy of the long-closed descriptor number, which by then may
-   * belong to another socket of this process.
-   */
+  /** Stops the threads (after shutdown, or when startup failed). */
   async release(): Promise<void> {
     this.stopping = true;
     for (const slot of this.slots) slot.port.close();
-    if (this.strategy === 'reuse-port') await this.pool.destroy();
-    else this.pool.threads.forEach((thread) => thread.unref());
+    await this.pool.destroy();
   }
 
   private followerPlan(ownerFd: number | undefined): ListenPlan {

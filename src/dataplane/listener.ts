@@ -10,7 +10,9 @@ import type { ListenPlan } from '../control/thread-messages.js';
  * - `shared-fd` (Node 20, which has no reusePort): the first worker binds and the others accept on its
  *   descriptor. There is one descriptor for all, so the first close stops accepting everywhere and
  *   a dead worker's teardown closes it under the others: the engine then exits for its supervisor to
- *   restart it, and shutdown closes only the owner's handle, after every worker stopped dispatching.
+ *   restart it. Every handle still closes that number once, so a close after the first could hit a
+ *   descriptor some thread opened meanwhile: shutdown therefore first stops every worker dispatching
+ *   (no worker opens a descriptor after that), then has all of them close at once.
  */
 export type ListenerStrategy = 'reuse-port' | 'shared-fd';
 
@@ -29,8 +31,8 @@ export interface WorkerListener {
   port: number;
   /** The shared descriptor, reported by the shared-fd owner only. */
   fd: number | undefined;
-  /** Stops this worker's accepting in the way its strategy allows (see above). */
-  stopAccepting(): void;
+  /** Closes this worker's handle on the listening socket (see above for when it is safe). */
+  close(): void;
 }
 
 export async function openListener(
@@ -51,14 +53,12 @@ export async function openListener(
   });
   const address = server.address();
   const port = typeof address === 'object' && address ? address.port : 0;
-  const ownsSocket = plan.strategy !== 'shared-fd-attach';
   return {
     port,
     // net.Server keeps its libuv handle private; the descriptor is the only way to share it on Node 20.
     fd: plan.strategy === 'shared-fd-owner' ? (server as unknown as { _handle: { fd: number } })._handle.fd : undefined,
-    stopAccepting() {
-      // An attached worker must not close: that would close the owner's descriptor a second time.
-      if (ownsSocket) server.close();
+    close() {
+      server.close();
     },
   };
 }

@@ -42,6 +42,7 @@ export default async function runWorker(task: WorkerTask): Promise<WorkerExit> {
   post({ type: 'listening', port: listener.port, fd: listener.fd });
   log.debug({ strategy: task.listen.strategy, port: listener.port }, 'worker accepting');
 
+  let drainDeadline = Date.now();
   return new Promise<WorkerExit>((resolve) => {
     port.on('message', (message: MainToWorker) => {
       switch (message.type) {
@@ -65,11 +66,15 @@ export default async function runWorker(task: WorkerTask): Promise<WorkerExit> {
           return;
         case 'shutdown':
           acceptor.stopDispatching();
-          listener.stopAccepting();
           affinityListener?.close();
+          drainDeadline = message.deadline;
           post({ type: 'draining' });
           dataplane.shutdownChannels();
-          void acceptor.drain(message.deadline).then((connectionsCut) => resolve({ workerIndex, connectionsCut }));
+          return;
+        case 'close-listener':
+          // Only after every worker stopped dispatching (see listener.ts); then drain and finish.
+          listener.close();
+          void acceptor.drain(drainDeadline).then((connectionsCut) => resolve({ workerIndex, connectionsCut }));
           return;
       }
     });

@@ -1,0 +1,80 @@
+import type { Readable, Writable } from 'node:stream';
+import { FrameDecoder, encodeFrame } from '../protocol/frame.js';
+import type { MessageOf } from '../protocol/messages.js';
+import { clientDetails } from './control-client.js';
+import { connectEngine, type EngineEndpoint } from './engine-connection.js';
+
+export interface DialOptions {
+  engine: EngineEndpoint;
+  token: string;
+  /** Tunnel id or name. */
+  target: string;
+  zeroRtt: boolean;
+  input: Readable;
+  output: Writable;
+  printError: (line: string) => void;
+}
+
+/**
+ * `rivulet nc`: a private dial (protocol.md §10). Input goes to the stream and the stream to output,
+ * with half-close: the end of input ends our write side and we keep reading until the remote ends.
+ * Resolves with the exit status.
+ */
+export async function runDial(options: DialOptions): Promise<number> {
+  let socket;
+  try {
+    socket = await connectEngine(options.engine);
+  } catch (error) {
+    options.printError(`dial failed: ${(error as Error).message}`);
+    return 1;
+  }
+  socket.write(
+    encodeFrame({
+      type: 'stream_req',
+      client_details: clientDetails(options.token),
+      tunnel_id_name: options.target,
+      zero_rtt: options.zeroRtt,
+    }),
+  );
+  if (!options.zeroRtt) {
+    const decoder = new FrameDecoder();
+    const reply = await new Promise<MessageOf<'stream_rsp'> | Error>((resolve) => {
+      const onData = (chunk: Buffer): void => {
+        decoder.push(chunk);
+        try {
+          const message = decoder.next();
+          if (!message) return;
+          socket.off('data', onData);
+          socket.pause();
+          resolve(message.type === 'stream_rsp' ? message : new Error(`unexpected ${message.type}`));
+        } catch (error) {
+          resolve(error as Error);
+        }
+      };
+      socket.on('data', onData);
+      socket.once('close', () => resolve(new Error('engine closed the connection')));
+    });
+    if (reply instanceof Error) {
+      options.printError(`dial failed: ${reply.message}`);
+      socket.destroy();
+      return 1;
+    }
+    if ('error' in reply.result) {
+      options.printError(`dial failed: ${reply.result.error.message ?? 'error'} (code ${reply.result.error.code})`);
+      socket.destroy();
+      return 1;
+    }
+    const early = decoder.takeRemainder();
+    if (early.length > 0) socket.unshift(early);
+  }
+  return new Promise((resolve) => {
+    socket.pipe(options.output, { end: false });
+    options.input.pipe(socket); // the end of input half-closes the stream
+    socket.on('error', () => socket.destroy());
+    socket.once('end', () => {
+      options.input.unpipe(socket);
+      socket.destroy();
+    });
+    socket.once('close', () => resolve(0));
+  });
+}

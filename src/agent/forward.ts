@@ -1,0 +1,140 @@
+import crypto from 'node:crypto';
+import net from 'node:net';
+import type { TunnelProperties } from '../protocol/messages.js';
+import { VERSION } from '../version.js';
+import { ControlClient, EngineRefusal } from './control-client.js';
+import type { EngineEndpoint } from './engine-connection.js';
+import { StreamForwarder, type ForwardTarget } from './stream-forwarder.js';
+
+export interface ForwardOptions {
+  engine: EngineEndpoint;
+  token: string;
+  target: ForwardTarget;
+  properties: TunnelProperties;
+  retry: boolean;
+  retryIntervalMs: number;
+  output: 'text' | 'json';
+  /** Aborted on Ctrl-C / SIGTERM: close the tunnel and the channel, then return 0. */
+  signal: AbortSignal;
+  print: (line: string) => void;
+}
+
+/** A status change as `-o json` prints it (engine.md §17.2); unknown keys are left out. */
+interface Status {
+  status: string;
+  tunnel_id?: string;
+  forwarding?: string;
+  forwarded?: string;
+}
+
+/**
+ * `rivulet forward`: connect → create → serve, and on any failure (connect, create, channel loss,
+ * unsolicited close) wait the retry interval and start again, recreating the same hostname.
+ * Resolves with the exit status.
+ */
+export async function runForward(options: ForwardOptions): Promise<number> {
+  const { signal } = options;
+  const forwarded = `${options.target.host}:${options.target.port}`;
+  const report = (status: Status): void => {
+    if (options.output === 'json') options.print(JSON.stringify({ version: VERSION, ...status, forwarded }));
+    else options.print(status.forwarding ? `${status.status}: ${status.forwarding} -> ${forwarded}` : status.status);
+  };
+  while (!signal.aborted) {
+    report({ status: 'connecting' });
+    const outcome = await serveOnce(options, report);
+    if (outcome === 'stopped' || signal.aborted) return 0;
+    if (!options.retry) return 1;
+    await sleep(options.retryIntervalMs, signal);
+  }
+  return 0;
+}
+
+async function serveOnce(options: ForwardOptions, report: (status: Status) => void): Promise<'stopped' | 'failed'> {
+  const tunnels = new Set<string>();
+  let unsolicited: ((tunnelId: string) => void) | undefined;
+  let forwarder: StreamForwarder | undefined;
+  let opened: { client: ControlClient; clientId: string };
+  try {
+    opened = await ControlClient.open(options.engine, options.token, {
+      onProxyConnReq: (request) => forwarder?.handle(request),
+      onTunnelClosed: (tunnelId) => {
+        if (tunnels.delete(tunnelId)) unsolicited?.(tunnelId);
+      },
+    });
+  } catch (error) {
+    report({ status: `connection failed (${(error as Error).message})` });
+    return 'failed';
+  }
+  const { client } = opened;
+  report({ status: 'connected' });
+  forwarder = new StreamForwarder({
+    client,
+    engine: options.engine,
+    token: options.token,
+    target: options.target,
+    knowsTunnel: (tunnelId) => tunnels.has(tunnelId),
+    onConnection: (sourceIp) => {
+      if (options.output === 'text') options.print(`connection from ${sourceIp}`);
+    },
+  });
+  let tunnel: TunnelProperties;
+  try {
+    tunnel = await client.openTunnel(options.properties);
+  } catch (error) {
+    const message = error instanceof EngineRefusal ? error.message : (error as Error).message;
+    report({ status: `tunnel creation failed (${message})` });
+    await client.close([]);
+    return 'failed';
+  }
+  tunnels.add(tunnel.id!);
+  report({ status: 'online', tunnel_id: tunnel.id!, forwarding: forwardingAddress(tunnel) });
+
+  let onAbort: (() => void) | undefined;
+  const ending = await new Promise<'stopped' | 'lost' | 'closed'>((resolve) => {
+    onAbort = () => resolve('stopped');
+    if (options.signal.aborted) onAbort();
+    options.signal.addEventListener('abort', onAbort, { once: true });
+    void client.closed.then(() => resolve('lost'));
+    unsolicited = () => resolve('closed');
+  });
+  options.signal.removeEventListener('abort', onAbort!);
+  if (ending === 'stopped') {
+    await client.close(tunnels);
+    report({ status: 'disconnected' });
+    return 'stopped';
+  }
+  await client.close([]);
+  report({ status: 'disconnected' });
+  return 'failed';
+}
+
+/** How official clients show a tunnel (protocol.md §8.1). */
+export function forwardingAddress(tunnel: TunnelProperties): string {
+  const hostname = tunnel.hostname ?? tunnel.host;
+  if (!hostname) return `rstrm://${tunnel.name || tunnel.id} (unpublished)`;
+  if (tunnel.protocol === 'tls') return `${hostname}:${tunnel.port} (tls)`;
+  return tunnel.port && tunnel.port !== 443 ? `https://${hostname}:${tunnel.port}` : `https://${hostname}`;
+}
+
+/**
+ * The official CLI's stable hostname (engine.md §17.2): `r<8 hex>-<first label>.t.<rest>` for an
+ * engine host with at least two DNS labels, generated once per process and reused on every reconnect.
+ */
+export function stableHostname(engineHost: string): string | undefined {
+  if (net.isIP(engineHost)) return undefined;
+  const labels = engineHost.toLowerCase().split('.');
+  if (labels.length < 2) return undefined;
+  return `r${crypto.randomBytes(4).toString('hex')}-${labels[0]}.t.${labels.slice(1).join('.')}`;
+}
+
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const done = (): void => {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal.addEventListener('abort', done, { once: true });
+  });
+}
