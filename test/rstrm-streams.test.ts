@@ -81,6 +81,7 @@ describe('private dial', () => {
         echo.options.zeroRtt = zeroRtt;
         echo.options.order = zeroRtt ? 'js' : 'go';
         const relayed = relayedBefore();
+        const relayedBytesBefore = t.engine.counters.totals().relay_bytes;
         const { dialer, reply } = await dial(zeroRtt ? tunnelId : 'echo-db', zeroRtt);
         await roundTrip(dialer, 1024 * 1024);
         const request = echo.requests.at(-1)!;
@@ -91,6 +92,9 @@ describe('private dial', () => {
         assert.equal(request.proxy_endpoint, `localhost:${PORT_BASE + workerOfStream(request.stream_id, 2)!}`);
         if (reply) assert.deepEqual(reply.result, { stream_id: request.stream_id });
         assert.equal(t.engine.counters.totals().streams_relayed - relayed, where === 'cross-worker' ? 1 : 0);
+        const relayedBytes = t.engine.counters.totals().relay_bytes - relayedBytesBefore;
+        if (where === 'cross-worker') assert.ok(relayedBytes >= 2 * 1024 * 1024, `both directions relayed (${relayedBytes} bytes)`);
+        else assert.equal(relayedBytes, 0);
         dialer.close();
       });
     }

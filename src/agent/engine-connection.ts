@@ -28,7 +28,7 @@ export function connectEngine(endpoint: EngineEndpoint): Promise<tls.TLSSocket> 
       host: endpoint.host, // what the certificate is checked against (an IP literal checks IP SANs)
       servername: net.isIP(endpoint.host) ? undefined : endpoint.host,
       ALPNProtocols: ['rstrm/1'],
-      ...(endpoint.caPem ? { ca: [...tls.rootCertificates, ...extraCaCertificates(), endpoint.caPem] } : {}),
+      ...(endpoint.caPem ? { secureContext: contextTrusting(endpoint.caPem) } : {}),
     });
     const timer = setTimeout(() => fail(new Error(`connect to ${endpoint.host}:${endpoint.port} timed out`)), CONNECT_TIMEOUT_MS);
     const fail = (error: Error): void => {
@@ -47,6 +47,21 @@ export function connectEngine(endpoint: EngineEndpoint): Promise<tls.TLSSocket> 
       resolve(socket);
     });
   });
+}
+
+const contexts = new Map<string, tls.SecureContext>();
+
+/**
+ * One client context per private CA: building one parses every system root, far too slow to repeat
+ * for each proxy connection.
+ */
+function contextTrusting(caPem: string): tls.SecureContext {
+  let context = contexts.get(caPem);
+  if (!context) {
+    context = tls.createSecureContext({ ca: [...tls.rootCertificates, ...extraCaCertificates(), caPem] });
+    contexts.set(caPem, context);
+  }
+  return context;
 }
 
 /** Node adds NODE_EXTRA_CA_CERTS to its default store only; an explicit `ca` list must repeat them. */

@@ -4,6 +4,7 @@ import { ErrorCode, type RstrmError } from '../protocol/messages.js';
 import { TokenVerifier, allows } from './auth.js';
 import { PERMISSIONS } from './permissions.js';
 import { Registry, type TunnelRecord } from './registry.js';
+import { StreamSlotAllocator } from './stream-slots.js';
 import type { CloseReason, ControlReply, ControlRequest, MainToWorker, TunnelRoute } from './thread-messages.js';
 import { acceptTunnelRequest } from './tunnel-request.js';
 
@@ -20,7 +21,8 @@ const PROTOCOL_VERSION = /^(\d+)\.(\d+)\.(\d+)(-[0-9A-Za-z.-]+)?$/;
  * route changes to every worker. It never sees a payload byte.
  */
 export class ControlPlane {
-  readonly registry = new Registry();
+  readonly registry: Registry;
+  private readonly streamSlots: StreamSlotAllocator;
   private readonly verifier: TokenVerifier;
   private shuttingDown = false;
   /** Control-channel teardowns by reason (for rivulet_control_channel_closes_total). */
@@ -31,8 +33,13 @@ export class ControlPlane {
     private readonly log: Logger,
     private readonly workers: WorkerBus,
     private readonly publicPort: () => number,
+    streamSlotBuffer: SharedArrayBuffer,
   ) {
     this.verifier = new TokenVerifier(config.auth.jwt.token_jwt_secret);
+    this.streamSlots = new StreamSlotAllocator(streamSlotBuffer);
+    this.registry = new Registry((tunnel) => {
+      if (tunnel.streamSlot !== undefined) this.streamSlots.free(tunnel.streamSlot);
+    });
   }
 
   beginShutdown(): void {
@@ -103,7 +110,12 @@ export class ControlPlane {
       hostnameTaken: (hostname) => this.registry.hostnameTaken(hostname),
     });
     if ('error' in result) return { ok: false, error: result.error };
-    const tunnel = this.registry.reserveTunnel(client, result.ok.properties);
+    let streamSlot: number | undefined;
+    if (this.config.dataplane.max_streams_per_tunnel > 0) {
+      streamSlot = this.streamSlots.allocate();
+      if (streamSlot === undefined) return refuse(ErrorCode.CapacityExhausted, 'engine tunnel capacity reached');
+    }
+    const tunnel = this.registry.reserveTunnel(client, result.ok.properties, streamSlot);
     this.log.info({ client_id: client.id, tunnel_id: tunnel.id, hostname: tunnel.properties.hostname }, 'tunnel opened');
     return { ok: true, tunnel_id: tunnel.id, properties: tunnel.properties };
   }
@@ -146,6 +158,7 @@ export class ControlPlane {
       tunnel_id: tunnel.id,
       client_id: tunnel.clientId,
       owner_worker: this.registry.clients.get(tunnel.clientId)!.worker,
+      stream_slot: tunnel.streamSlot,
       properties: tunnel.properties,
     };
   }

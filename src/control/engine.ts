@@ -9,6 +9,7 @@ import { StaticCertificateProvider } from '../certs/static-provider.js';
 import type { Logger } from '../log.js';
 import { CounterTable, createCounterBuffer } from '../metrics/counters.js';
 import { ControlPlane } from './control-plane.js';
+import { createStreamSlotBuffer } from './stream-slots.js';
 import { startRedirectListener } from './http-redirect.js';
 import type { DataplaneSettings } from './thread-messages.js';
 import { WorkerSupervisor } from './worker-supervisor.js';
@@ -55,13 +56,21 @@ export async function startEngine(
 
   const counterBuffer = createCounterBuffer(config.dataplane.workers);
   const api = await InternalApiServer.start();
-  const control = new ControlPlane(config, log, { broadcast: (message) => supervisor?.broadcast(message) }, () => supervisor!.port);
+  const streamSlots = createStreamSlotBuffer();
+  const control = new ControlPlane(
+    config,
+    log,
+    { broadcast: (message) => supervisor?.broadcast(message) },
+    () => supervisor!.port,
+    streamSlots,
+  );
   supervisor = new WorkerSupervisor({
     config,
     log,
     certificate: () => certificates.current,
     counters: counterBuffer,
     certCheckGate: createCertCheckGate(),
+    streamSlots,
     ticketKeys: crypto.randomBytes(48),
     apiSocketPath: api.socketPath,
     checkCertificate: () => certificates.check(),
@@ -143,6 +152,7 @@ function dataplaneSettings(config: EngineConfig): DataplaneSettings {
   return {
     workers: config.dataplane.workers,
     streamRequestMs: config.timeouts.stream_request_seconds * 1000,
+    maxStreamsPerTunnel: config.dataplane.max_streams_per_tunnel,
     affinity: affinity.enabled
       ? { portBase: affinity.port_base!, host: config.tls.listen_addr.host, advertiseHost: affinity.advertise_host }
       : undefined,

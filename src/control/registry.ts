@@ -25,6 +25,8 @@ export interface TunnelRecord {
   createdAt: Date;
   /** The normalised properties as echoed in OpenTunnelRsp (id, creation_date included). */
   properties: TunnelProperties;
+  /** Its stream-count slot when streams per tunnel are limited. */
+  streamSlot: number | undefined;
 }
 
 export type RegistryEvent =
@@ -44,6 +46,9 @@ export class Registry {
   /** Accepted tunnels whose OpenTunnelRsp is not yet on the wire: reserved, not yet routable. */
   private readonly reserved = new Map<string, TunnelRecord>();
   private readonly listeners = new Set<(event: RegistryEvent) => void>();
+
+  /** `released` hears of every tunnel that goes, announced or only reserved. */
+  constructor(private readonly released: (tunnel: TunnelRecord) => void = () => {}) {}
 
   subscribe(listener: (event: RegistryEvent) => void): () => void {
     this.listeners.add(listener);
@@ -83,12 +88,13 @@ export class Registry {
    * Holds the name and hostname of an accepted tunnel until its reply is written; `publish` then
    * makes it routable and announces it (protocol.md §8.1 ordering rule).
    */
-  reserveTunnel(client: ClientRecord, properties: TunnelProperties, now = new Date()): TunnelRecord {
+  reserveTunnel(client: ClientRecord, properties: TunnelProperties, streamSlot: number | undefined, now = new Date()): TunnelRecord {
     const tunnel: TunnelRecord = {
       id: newId(),
       clientId: client.id,
       userId: client.identity.user_id,
       createdAt: now,
+      streamSlot,
       properties: {
         ...properties,
         creation_date: { seconds: Math.floor(now.getTime() / 1000), nanos: (now.getTime() % 1000) * 1_000_000 },
@@ -121,6 +127,7 @@ export class Registry {
     this.clients.get(tunnel.clientId)?.tunnels.delete(tunnelId);
     if (tunnel.properties.name) this.tunnelByName.delete(tunnel.properties.name.toLowerCase());
     if (tunnel.properties.hostname) this.tunnelByHostname.delete(tunnel.properties.hostname.toLowerCase());
+    this.released(tunnel);
     if (!wasLive) return undefined;
     this.emit({ type: 'tunnel.deleted', tunnel });
     return tunnel;

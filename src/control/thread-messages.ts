@@ -33,6 +33,8 @@ export interface WorkerTask {
   counters: SharedArrayBuffer;
   /** The engine-wide certificate check gate (certs/check-gate.ts). */
   certCheckGate: SharedArrayBuffer;
+  /** Per-tunnel stream counts for max_streams_per_tunnel (control/stream-slots.ts). */
+  streamSlots: SharedArrayBuffer;
   /** TLS session-ticket keys shared by all workers so resumption works whichever worker accepts. */
   ticketKeys: Uint8Array;
   certificate: CertificatePem;
@@ -47,6 +49,8 @@ export interface WorkerTask {
 export interface DataplaneSettings {
   workers: number;
   streamRequestMs: number;
+  /** dataplane.max_streams_per_tunnel; 0 = unlimited. */
+  maxStreamsPerTunnel: number;
   /** Affinity: this worker's own proxy port and what to advertise in ProxyConnReq.proxy_endpoint. */
   affinity: { portBase: number; host: string; advertiseHost: string } | undefined;
 }
@@ -57,6 +61,8 @@ export interface TunnelRoute {
   client_id: string;
   /** The worker holding the owner's control channel, which sends its ProxyConnReqs. */
   owner_worker: number;
+  /** Its counter in the stream-slot buffer when streams per tunnel are limited (control/stream-slots.ts). */
+  stream_slot: number | undefined;
   properties: TunnelProperties;
 }
 

@@ -22,6 +22,7 @@ export interface SupervisorOptions {
   certificate: () => CertificatePem;
   counters: SharedArrayBuffer;
   certCheckGate: SharedArrayBuffer;
+  streamSlots: SharedArrayBuffer;
   ticketKeys: Buffer;
   apiSocketPath: string;
   dataplane: DataplaneSettings;
@@ -171,6 +172,7 @@ export class WorkerSupervisor {
       listen: plan,
       counters: this.options.counters,
       certCheckGate: this.options.certCheckGate,
+      streamSlots: this.options.streamSlots,
       ticketKeys: this.options.ticketKeys,
       certificate: this.options.certificate(),
       apiSocketPath: this.options.apiSocketPath,

@@ -1,6 +1,7 @@
 import type { DataplaneSettings, PeerMessage, ProxyVerdict, TunnelRoute } from '../control/thread-messages.js';
 import type { Logger } from '../log.js';
 import type { CounterRow } from '../metrics/counters.js';
+import type { StreamSlots } from '../control/stream-slots.js';
 import { ErrorCode, type RstrmError } from '../protocol/messages.js';
 import type { ControlChannel } from './control-channel.js';
 import type { ControlLink } from './control-link.js';
@@ -29,6 +30,7 @@ export class Dataplane {
     readonly settings: DataplaneSettings,
     readonly link: ControlLink,
     readonly counters: CounterRow,
+    private readonly streamSlots: StreamSlots,
     readonly log: Logger,
   ) {
     this.peers = new PeerLinks((from, message) => this.onPeerMessage(from, message));
@@ -49,6 +51,21 @@ export class Dataplane {
   removeRoute(tunnelId: string): void {
     this.routes.delete(tunnelId);
     this.streams.failTunnel(tunnelId);
+  }
+
+  /**
+   * Counts a new stream of `route` against max_streams_per_tunnel; returns its release function, or
+   * undefined when the tunnel is at its limit.
+   */
+  acquireStream(route: TunnelRoute): (() => void) | undefined {
+    const slot = route.stream_slot;
+    if (slot === undefined) return () => {};
+    if (!this.streamSlots.tryAcquire(slot, this.settings.maxStreamsPerTunnel)) return undefined;
+    let released = false;
+    return () => {
+      if (!released) this.streamSlots.release(slot);
+      released = true;
+    };
   }
 
   /** A stream's worker index comes from its id; undefined when the id is not one of ours. */

@@ -68,8 +68,8 @@ export class RelayedStream extends Duplex {
   override _write(chunk: Buffer, _encoding: BufferEncoding, done: (error?: Error | null) => void): void {
     // A copy of exactly these bytes, transferred: cloning the Buffer would copy its whole backing store.
     const bytes = new Uint8Array(chunk);
-    this.send({ type: 'relay-data', stream_id: this.streamId, chunk: bytes }, [bytes.buffer]);
-    this.countSent(bytes.length);
+    this.send({ type: 'relay-data', stream_id: this.streamId, chunk: bytes }, [bytes.buffer]); // detaches `bytes`
+    this.countSent(chunk.length);
     this.inFlight += chunk.length;
     if (this.inFlight < RELAY_WINDOW_BYTES) done();
     else this.heldWrite = done;

@@ -211,6 +211,12 @@ async function servePrivateDial(dataplane: Dataplane, connection: RstrmConnectio
     refuse(authorization.error);
     return;
   }
+  const release = dataplane.acquireStream(authorization.route);
+  if (!release) {
+    refuse({ code: ErrorCode.CapacityExhausted, message: `stream limit reached (${dataplane.settings.maxStreamsPerTunnel} per tunnel)` });
+    return;
+  }
+  session.once('close', release);
   const stream = dataplane.streams.open(authorization.route, sourceIpOf(connection.peerAddress));
   const cancel = (): void => dataplane.streams.cancel(stream.id);
   session.once('close', cancel);

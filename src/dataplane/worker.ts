@@ -2,6 +2,7 @@ import { CertCheckGate } from '../certs/check-gate.js';
 import type { MainToWorker, WorkerExit, WorkerTask, WorkerToMain } from '../control/thread-messages.js';
 import { createLogger } from '../log.js';
 import { CounterRow } from '../metrics/counters.js';
+import { StreamSlots } from '../control/stream-slots.js';
 import { ConnectionAcceptor } from './acceptor.js';
 import { ControlLink } from './control-link.js';
 import { Dataplane } from './dataplane.js';
@@ -24,7 +25,7 @@ export default async function runWorker(task: WorkerTask): Promise<WorkerExit> {
   );
   const link = new ControlLink(port);
   const counters = new CounterRow(task.counters, workerIndex);
-  const dataplane = new Dataplane(workerIndex, task.dataplane, link, counters, log);
+  const dataplane = new Dataplane(workerIndex, task.dataplane, link, counters, new StreamSlots(task.streamSlots), log);
   for (const route of task.routes) dataplane.addRoute(route);
   const acceptor = new ConnectionAcceptor({
     engineHost: task.engineHost,

@@ -47,7 +47,7 @@ export class RawConnection {
 
   static connect(port: number, ca: Buffer, options: tls.ConnectionOptions = {}): Promise<RawConnection> {
     return new Promise((resolve, reject) => {
-      const tcp = net.connect({ host: '127.0.0.1', port });
+      const tcp = net.connect({ host: (options.host as string | undefined) ?? '127.0.0.1', port });
       tcp.on('error', () => {});
       const socket = tls.connect({ socket: tcp, servername: 'localhost', ALPNProtocols: ['rstrm/1'], ca, ...options });
       socket.once('secureConnect', () => {

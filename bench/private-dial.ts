@@ -1,0 +1,176 @@
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { ControlClient } from '../src/agent/control-client.js';
+import { connectEngine, type EngineEndpoint } from '../src/agent/engine-connection.js';
+import { StreamForwarder } from '../src/agent/stream-forwarder.js';
+import { writeDevCertificates } from '../src/certs/dev-ca.js';
+import { buildConfig } from '../src/config/load.js';
+import { startEngine } from '../src/control/engine.js';
+import { workerOfStream } from '../src/dataplane/streams.js';
+import { createLogger } from '../src/log.js';
+import { emptyTunnelProperties } from '../src/protocol/messages.js';
+import { encodeFrame } from '../src/protocol/frame.js';
+import { clientDetails } from '../src/agent/control-client.js';
+import { SignJWT } from 'jose';
+
+/**
+ * Private-dial throughput (MB/s, one stream downloading from the upstream) and stream set-up rate
+ * (streams/s: dial, one byte back, close), for three placements of the agent's proxy connection:
+ *   same-worker  – pinned to the dialer's worker (the advertised affinity port),
+ *   cross-worker – pinned to the other worker (every byte relayed worker↔worker),
+ *   main-listener – no hint: wherever the kernel puts it (what you get with affinity off).
+ * Runs are interleaved, medians reported. Usage: node dist/bench/private-dial.js [--runs N] [--mib M]
+ */
+
+const argument = (name: string, fallback: number): number => {
+  const index = process.argv.indexOf(`--${name}`);
+  return index > 0 ? Number(process.argv[index + 1]) : fallback;
+};
+const RUNS = argument('runs', 5);
+const MIB = argument('mib', 256);
+const RATE_SECONDS = argument('seconds', 3);
+const CONCURRENCY = 16;
+const PLACEMENTS = ['same-worker', 'cross-worker', 'main-listener'] as const;
+type Placement = (typeof PLACEMENTS)[number];
+
+const median = (values: number[]): number => {
+  const sorted = [...values].sort((a, b) => a - b);
+  const middle = Math.floor(sorted.length / 2);
+  return sorted.length % 2 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2;
+};
+const summary = (values: number[]) => ({ median: median(values), min: Math.min(...values), max: Math.max(...values) });
+
+async function main(): Promise<void> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rivulet-bench-'));
+  const certs = await writeDevCertificates({ host: 'localhost', extraSans: ['127.0.0.1'], outDir: dir, days: 2, force: true });
+  const secret = 'bench-secret-bench-secret-bench-secret';
+  const portBase = 30000 + Math.floor(Math.random() * 20000);
+  const { config } = buildConfig(
+    {
+      engine: { host: 'localhost', log_level: 'error' },
+      tls: { enabled: true, listen_addr: '127.0.0.1:0' },
+      certs: { static: { enabled: true, cert_file: certs.cert, key_file: certs.key } },
+      auth: { jwt: { enabled: true, token_jwt_secret: secret } },
+      dataplane: { workers: 2, affinity: { enabled: true, port_base: portBase, advertise_host: '127.0.0.1' } },
+    },
+    {},
+  );
+  const engine = await startEngine(config, createLogger('error'), (reason) => {
+    throw new Error(reason);
+  });
+  const token = await new SignJWT({ sub: 'bench' }).setProtectedHeader({ alg: 'HS256' }).sign(Buffer.from(secret));
+  const endpoint: EngineEndpoint = { host: '127.0.0.1', port: engine.publicPort, caPem: fs.readFileSync(certs.caCert, 'utf8') };
+
+  // The upstream: sends `bytesPerStream` bytes on each connection, then ends.
+  let bytesPerStream = 1;
+  const chunk = Buffer.alloc(1024 * 1024, 0x61);
+  const upstream = net.createServer((socket) => {
+    socket.on('error', () => {});
+    let left = bytesPerStream;
+    const pump = (): void => {
+      while (left > 0) {
+        const piece = left >= chunk.length ? chunk : chunk.subarray(0, left);
+        left -= piece.length;
+        if (!socket.write(piece)) {
+          socket.once('drain', pump);
+          return;
+        }
+      }
+      socket.end();
+    };
+    pump();
+  });
+  await new Promise<void>((resolve) => upstream.listen(0, '127.0.0.1', resolve));
+  const upstreamPort = (upstream.address() as net.AddressInfo).port;
+
+  let placement: Placement = 'same-worker';
+  let forwarder: StreamForwarder | undefined;
+  const { client } = await ControlClient.open(endpoint, token, {
+    onProxyConnReq: (request) => {
+      const owner = workerOfStream(request.stream_id, 2)!;
+      const port = placement === 'same-worker' ? portBase + owner : placement === 'cross-worker' ? portBase + 1 - owner : undefined;
+      forwarder!.handle({ ...request, proxy_endpoint: port === undefined ? undefined : `127.0.0.1:${port}` });
+    },
+    onTunnelClosed: () => {},
+  });
+  const tunnel = await client.openTunnel({ ...emptyTunnelProperties(), publish: false, name: 'bench' });
+  forwarder = new StreamForwarder({
+    client,
+    engine: endpoint,
+    token,
+    target: { host: '127.0.0.1', port: upstreamPort },
+    knowsTunnel: (id) => id === tunnel.id,
+    onConnection: () => {},
+  });
+
+  /** One private dial reading everything the upstream sends; resolves with the byte count. */
+  const dialOnce = async (): Promise<number> => {
+    const socket = await connectEngine(endpoint);
+    socket.write(encodeFrame({ type: 'stream_req', client_details: clientDetails(token), tunnel_id_name: 'bench', zero_rtt: true }));
+    return new Promise((resolve) => {
+      let received = 0;
+      socket.on('data', (data: Buffer) => (received += data.length));
+      socket.on('error', () => {});
+      socket.once('end', () => {
+        socket.end();
+        resolve(received);
+      });
+    });
+  };
+
+  const throughput: Record<Placement, number[]> = { 'same-worker': [], 'cross-worker': [], 'main-listener': [] };
+  const rate: Record<Placement, number[]> = { 'same-worker': [], 'cross-worker': [], 'main-listener': [] };
+  const relayBefore = engine.counters.totals().relay_bytes;
+  for (let run = 0; run < RUNS; run++) {
+    for (const current of PLACEMENTS) {
+      placement = current;
+      bytesPerStream = MIB * 1024 * 1024;
+      const started = process.hrtime.bigint();
+      const received = await dialOnce();
+      const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+      if (received !== bytesPerStream) throw new Error(`received ${received} of ${bytesPerStream} bytes`);
+      throughput[current].push(received / seconds / 1e6);
+
+      bytesPerStream = 1;
+      let streams = 0;
+      const deadline = Date.now() + RATE_SECONDS * 1000;
+      await Promise.all(
+        Array.from({ length: CONCURRENCY }, async () => {
+          while (Date.now() < deadline) if ((await dialOnce()) === 1) streams++;
+        }),
+      );
+      rate[current].push(streams / RATE_SECONDS);
+      process.stderr.write(
+        `run ${run + 1}/${RUNS} ${current}: ${throughput[current].at(-1)!.toFixed(0)} MB/s, ${rate[current].at(-1)!.toFixed(0)} streams/s\n`,
+      );
+    }
+  }
+  const relayed = engine.counters.totals().relay_bytes - relayBefore;
+  await client.close([tunnel.id!]);
+  upstream.close();
+  await engine.shutdown(500);
+
+  const result = {
+    scenario: 'private dial: one-stream download throughput and stream set-up rate, by proxy-connection placement',
+    date: new Date().toISOString(),
+    host: os.hostname(),
+    cpus: os.cpus().length,
+    node: process.version,
+    runs: RUNS,
+    mib_per_stream: MIB,
+    rate_seconds: RATE_SECONDS,
+    rate_concurrency: CONCURRENCY,
+    throughput_mb_per_s: Object.fromEntries(PLACEMENTS.map((p) => [p, summary(throughput[p])])),
+    streams_per_s: Object.fromEntries(PLACEMENTS.map((p) => [p, summary(rate[p])])),
+    ratio_cross_to_same_throughput: median(throughput['cross-worker']) / median(throughput['same-worker']),
+    ratio_cross_to_same_rate: median(rate['cross-worker']) / median(rate['same-worker']),
+    relay_bytes_total: relayed,
+  };
+  const out = path.join(path.dirname(new URL(import.meta.url).pathname), '..', '..', 'bench', 'results', 'private-dial.json');
+  fs.writeFileSync(out, JSON.stringify(result, null, 2) + '\n');
+  process.stdout.write(JSON.stringify(result, null, 2) + '\n');
+}
+
+await main();
