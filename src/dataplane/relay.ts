@@ -81,7 +81,9 @@ export class RelayedStream extends Duplex {
   }
 
   override _destroy(error: Error | null, done: (error?: Error | null) => void): void {
-    if (!this.peerClosed) this.send({ type: 'relay-close', stream_id: this.streamId });
+    // After a clean end both ways the other side closes on its own, once it has flushed.
+    const clean = this.readableEnded && this.writableFinished;
+    if (!this.peerClosed && !clean) this.send({ type: 'relay-close', stream_id: this.streamId });
     this.forget();
     done(error);
   }

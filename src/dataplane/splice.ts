@@ -2,20 +2,24 @@ import type { Duplex } from 'node:stream';
 
 /**
  * Joins two byte streams both ways with backpressure (pipe pauses a source whose destination is
- * full). An end on one side ends the writes towards the other; an error or close on either side
- * destroys both, so neither can leak.
+ * full). An end on one side ends the writes towards the other (half-close). A side that errors, or
+ * closes before both of its directions finished, takes the other down with it; a side that closes
+ * cleanly does not, so the other can still flush what it holds.
  */
 export function splice(a: Duplex, b: Duplex): void {
-  const destroyBoth = (): void => {
+  a.pipe(b);
+  b.pipe(a);
+  const abort = (): void => {
     a.destroy();
     b.destroy();
   };
-  a.pipe(b);
-  b.pipe(a);
-  a.once('error', destroyBoth);
-  b.once('error', destroyBoth);
-  a.once('close', destroyBoth);
-  b.once('close', destroyBoth);
+  a.once('error', abort);
+  b.once('error', abort);
+  const closed = (side: Duplex, other: Duplex) => (): void => {
+    if (!(side.readableEnded && side.writableFinished)) other.destroy();
+  };
+  a.once('close', closed(a, b));
+  b.once('close', closed(b, a));
 }
 
 /** How long a peer gets to close its side after we ended ours, before the socket is destroyed. */
