@@ -1,19 +1,13 @@
 import fs from 'node:fs';
 import net from 'node:net';
-import os from 'node:os';
-import path from 'node:path';
-import { ControlClient } from '../src/agent/control-client.js';
+import { SignJWT } from 'jose';
+import { ControlClient, clientDetails } from '../src/agent/control-client.js';
 import { connectEngine, type EngineEndpoint } from '../src/agent/engine-connection.js';
 import { StreamForwarder } from '../src/agent/stream-forwarder.js';
-import { writeDevCertificates } from '../src/certs/dev-ca.js';
-import { buildConfig } from '../src/config/load.js';
-import { startEngine } from '../src/control/engine.js';
 import { workerOfStream } from '../src/dataplane/streams.js';
-import { createLogger } from '../src/log.js';
-import { emptyTunnelProperties } from '../src/protocol/messages.js';
 import { encodeFrame } from '../src/protocol/frame.js';
-import { clientDetails } from '../src/agent/control-client.js';
-import { SignJWT } from 'jose';
+import { emptyTunnelProperties } from '../src/protocol/messages.js';
+import { BENCH_SECRET, benchCertificates, median, numberArgument, startBenchEngine, summary, writeResult } from './harness.js';
 
 /**
  * Private-dial throughput (MB/s, one stream downloading from the upstream) and stream set-up rate
@@ -24,43 +18,22 @@ import { SignJWT } from 'jose';
  * Runs are interleaved, medians reported. Usage: node dist/bench/private-dial.js [--runs N] [--mib M]
  */
 
-const argument = (name: string, fallback: number): number => {
-  const index = process.argv.indexOf(`--${name}`);
-  return index > 0 ? Number(process.argv[index + 1]) : fallback;
-};
-const RUNS = argument('runs', 5);
-const MIB = argument('mib', 256);
-const RATE_SECONDS = argument('seconds', 3);
+const RUNS = numberArgument('runs', 5);
+const MIB = numberArgument('mib', 256);
+const RATE_SECONDS = numberArgument('seconds', 3);
 const CONCURRENCY = 16;
 const PLACEMENTS = ['same-worker', 'cross-worker', 'main-listener'] as const;
 type Placement = (typeof PLACEMENTS)[number];
 
-const median = (values: number[]): number => {
-  const sorted = [...values].sort((a, b) => a - b);
-  const middle = Math.floor(sorted.length / 2);
-  return sorted.length % 2 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2;
-};
-const summary = (values: number[]) => ({ median: median(values), min: Math.min(...values), max: Math.max(...values) });
 
 async function main(): Promise<void> {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rivulet-bench-'));
-  const certs = await writeDevCertificates({ host: 'localhost', extraSans: ['127.0.0.1'], outDir: dir, days: 2, force: true });
-  const secret = 'bench-secret-bench-secret-bench-secret';
+  const certs = await benchCertificates();
   const portBase = 30000 + Math.floor(Math.random() * 20000);
-  const { config } = buildConfig(
-    {
-      engine: { host: 'localhost', log_level: 'error' },
-      tls: { enabled: true, listen_addr: '127.0.0.1:0' },
-      certs: { static: { enabled: true, cert_file: certs.cert, key_file: certs.key } },
-      auth: { jwt: { enabled: true, token_jwt_secret: secret } },
-      dataplane: { workers: 2, affinity: { enabled: true, port_base: portBase, advertise_host: '127.0.0.1' } },
-    },
-    {},
-  );
-  const engine = await startEngine(config, createLogger('error'), (reason) => {
-    throw new Error(reason);
+  const engine = await startBenchEngine(certs, {
+    workers: 2,
+    affinity: { enabled: true, port_base: portBase, advertise_host: '127.0.0.1' },
   });
-  const token = await new SignJWT({ sub: 'bench' }).setProtectedHeader({ alg: 'HS256' }).sign(Buffer.from(secret));
+  const token = await new SignJWT({ sub: 'bench' }).setProtectedHeader({ alg: 'HS256' }).sign(Buffer.from(BENCH_SECRET));
   const endpoint: EngineEndpoint = { host: '127.0.0.1', port: engine.publicPort, caPem: fs.readFileSync(certs.caCert, 'utf8') };
 
   // The upstream: sends `bytesPerStream` bytes on each connection, then ends.
@@ -152,12 +125,8 @@ async function main(): Promise<void> {
   upstream.close();
   await engine.shutdown(500);
 
-  const result = {
+  writeResult('private-dial', {
     scenario: 'private dial: one-stream download throughput and stream set-up rate, by proxy-connection placement',
-    date: new Date().toISOString(),
-    host: os.hostname(),
-    cpus: os.cpus().length,
-    node: process.version,
     runs: RUNS,
     mib_per_stream: MIB,
     rate_seconds: RATE_SECONDS,
@@ -167,10 +136,7 @@ async function main(): Promise<void> {
     ratio_cross_to_same_throughput: median(throughput['cross-worker']) / median(throughput['same-worker']),
     ratio_cross_to_same_rate: median(rate['cross-worker']) / median(rate['same-worker']),
     relay_bytes_total: relayed,
-  };
-  const out = path.join(path.dirname(new URL(import.meta.url).pathname), '..', '..', 'bench', 'results', 'private-dial.json');
-  fs.writeFileSync(out, JSON.stringify(result, null, 2) + '\n');
-  process.stdout.write(JSON.stringify(result, null, 2) + '\n');
+  });
 }
 
 await main();

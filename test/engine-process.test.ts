@@ -70,6 +70,20 @@ describe('startup errors exit 1 with one line naming the key', () => {
     }
   });
 
+  test('an affinity port in use is a listen error naming dataplane.affinity.port_base', async () => {
+    const blocker = net.createServer().listen(0, '127.0.0.1');
+    await new Promise((resolve) => blocker.once('listening', resolve));
+    const port = (blocker.address() as net.AddressInfo).port;
+    try {
+      const file = writeConfig(configTree(certs, { dataplane: { workers: 1, affinity: { enabled: true, port_base: port } } }));
+      const result = await runCli(['engine', '-c', file]);
+      assert.equal(result.code, 1);
+      assert.match(result.stderr, new RegExp(`^listen error: dataplane\\.affinity\\.port_base "127\\.0\\.0\\.1:${port}": EADDRINUSE$`, 'm'));
+    } finally {
+      blocker.close();
+    }
+  });
+
   test('a usage error exits 2', async () => {
     assert.equal((await runCli(['engine', '--no-such-flag'])).code, 2);
   });

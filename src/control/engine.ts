@@ -8,6 +8,7 @@ import { createCertCheckGate } from '../certs/check-gate.js';
 import { StaticCertificateProvider } from '../certs/static-provider.js';
 import type { Logger } from '../log.js';
 import { CounterTable, createCounterBuffer } from '../metrics/counters.js';
+import { AFFINITY_BIND_ERROR } from '../dataplane/listener.js';
 import { ControlPlane } from './control-plane.js';
 import { createStreamSlotBuffer } from './stream-slots.js';
 import { startRedirectListener } from './http-redirect.js';
@@ -93,6 +94,11 @@ export async function startEngine(
     publicPort = await supervisor.start();
   } catch (error) {
     await stopAll();
+    const affinityPort = new RegExp(`${AFFINITY_BIND_ERROR} (\\d+)`).exec((error as Error).message)?.[1];
+    if (affinityPort !== undefined) {
+      const address = formatListenAddress({ host: config.tls.listen_addr.host, port: Number(affinityPort) });
+      throw new ListenError(`listen error: dataplane.affinity.port_base "${address}": ${errorCode(error)}`);
+    }
     const address = formatListenAddress(config.tls.listen_addr);
     throw new ListenError(`listen error: tls.listen_addr "${address}": ${errorCode(error)}`);
   }

@@ -63,6 +63,8 @@ export async function openListener(
   };
 }
 
+export const AFFINITY_BIND_ERROR = 'affinity port';
+
 /**
  * A worker's own affinity port (engine.md §15.2): one socket per worker, so no sharing is needed on
  * any Node version.
@@ -75,11 +77,9 @@ export async function openAffinityListener(
   const server = net.createServer({ noDelay: true, allowHalfOpen: true }, onConnection);
   server.on('error', () => {});
   await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen({ host, port }, () => {
-      server.off('error', reject);
-      resolve();
-    });
+    // The prefix lets the engine name the right config key when the bind fails.
+    server.once('error', (error: NodeJS.ErrnoException) => reject(new Error(`${AFFINITY_BIND_ERROR} ${port}: ${error.code ?? error.message}`)));
+    server.listen({ host, port }, () => resolve());
   });
   return server;
 }

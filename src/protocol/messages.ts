@@ -480,16 +480,23 @@ function readUInt32Value(r: ProtoReader): number {
   return value;
 }
 
+const CLIENT_DETAILS_KEYS = ['agent', 'channel', 'version', 'os', 'arch', 'token', 'protocol_version'] as const;
+const SERVER_DETAILS_KEYS = ['agent', 'channel', 'version', 'plan', 'provider', 'region', 'update'] as const;
+
 function readClientDetails(r: ProtoReader): ClientDetails {
-  const d: ClientDetails = {};
-  const keys = ['agent', 'channel', 'version', 'os', 'arch', 'token', 'protocol_version'] as const;
+  return readStringValueFields(r, CLIENT_DETAILS_KEYS);
+}
+
+/** A message whose fields 1…n are all StringValues named by `keys`. */
+function readStringValueFields<K extends string>(r: ProtoReader, keys: readonly K[]): Partial<Record<K, string>> {
+  const out: Partial<Record<K, string>> = {};
   r.fields((f, wt, x) => {
     const key = keys[f - 1];
     if (!key || wt !== LD) return false;
-    d[key] = readStringValue(x.message());
+    out[key] = readStringValue(x.message());
     return true;
   });
-  return d;
+  return out;
 }
 
 function readOk(r: ProtoReader): { client_id: string; server_details?: ServerDetails; liveness?: ControlChannelLiveness } {
@@ -505,15 +512,7 @@ function readOk(r: ProtoReader): { client_id: string; server_details?: ServerDet
 }
 
 function readServerDetails(r: ProtoReader): ServerDetails {
-  const d: ServerDetails = {};
-  const keys = ['agent', 'channel', 'version', 'plan', 'provider', 'region', 'update'] as const;
-  r.fields((f, wt, x) => {
-    const key = keys[f - 1];
-    if (!key || wt !== LD) return false;
-    d[key] = readStringValue(x.message());
-    return true;
-  });
-  return d;
+  return readStringValueFields(r, SERVER_DETAILS_KEYS);
 }
 
 function readLiveness(r: ProtoReader): ControlChannelLiveness {
