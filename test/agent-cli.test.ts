@@ -4,7 +4,7 @@ import tls from 'node:tls';
 import fs from 'node:fs';
 import { after, before, describe, test } from 'node:test';
 import { spawn } from 'node:child_process';
-import { sleep, startTestEngine, type TestEngine } from './helpers/engine.js';
+import { sleep, startTestEngine, waitFor, type TestEngine } from './helpers/engine.js';
 import { devCertificates } from './helpers/fixtures.js';
 import { CLI, runCli, spawnCli } from './helpers/process.js';
 import { mintToken } from './helpers/rstrm-agent.js';
@@ -52,14 +52,6 @@ function nc(args: string[], input: string, extraEnv: NodeJS.ProcessEnv = {}): Pr
     child.on('close', (code) => resolve({ code, stdout, stderr }));
     child.stdin.end(input);
   });
-}
-
-async function waitFor(condition: () => boolean, timeoutMs = 5000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error('condition not met in time');
-    await sleep(25);
-  }
 }
 
 describe('rivulet forward and rivulet nc', () => {

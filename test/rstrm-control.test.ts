@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { emptyTunnelProperties, type TunnelProperties } from '../src/protocol/messages.js';
-import { sleep, startTestEngine, type TestEngine } from './helpers/engine.js';
+import { sleep, startTestEngine, waitFor, type TestEngine } from './helpers/engine.js';
 import { RawConnection, mintToken, openControlChannel } from './helpers/rstrm-agent.js';
 
 let t: TestEngine;
@@ -19,14 +19,6 @@ const props = (overrides: Partial<TunnelProperties> = {}): TunnelProperties => (
 async function openTunnel(agent: RawConnection, overrides: Partial<TunnelProperties>, requestId = 'r') {
   agent.send({ type: 'open_tunnel_req', request_id: requestId, tunnel_properties: props(overrides) });
   return agent.next('open_tunnel_rsp');
-}
-
-async function waitFor(condition: () => boolean, timeoutMs = 3000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error('condition not met in time');
-    await sleep(20);
-  }
 }
 
 describe('control channel open', () => {

@@ -248,23 +248,16 @@ function writePayload(w: ProtoWriter, m: Exclude<Message, { type: 'unknown' }>):
 }
 
 function writeClientDetails(w: ProtoWriter, d: ClientDetails): void {
-  w.stringValue(1, d.agent)
-    .stringValue(2, d.channel)
-    .stringValue(3, d.version)
-    .stringValue(4, d.os)
-    .stringValue(5, d.arch)
-    .stringValue(6, d.token)
-    .stringValue(7, d.protocol_version);
+  writeStringValueFields(w, CLIENT_DETAILS_KEYS, d);
 }
 
 function writeServerDetails(w: ProtoWriter, d: ServerDetails): void {
-  w.stringValue(1, d.agent)
-    .stringValue(2, d.channel)
-    .stringValue(3, d.version)
-    .stringValue(4, d.plan)
-    .stringValue(5, d.provider)
-    .stringValue(6, d.region)
-    .stringValue(7, d.update);
+  writeStringValueFields(w, SERVER_DETAILS_KEYS, d);
+}
+
+/** A message whose fields 1…n are all StringValues named by `keys`. */
+function writeStringValueFields<K extends string>(w: ProtoWriter, keys: readonly K[], values: Partial<Record<K, string>>): void {
+  keys.forEach((key, index) => w.stringValue(index + 1, values[key]));
 }
 
 function writeLiveness(w: ProtoWriter, l: ControlChannelLiveness): void {
