@@ -3,7 +3,8 @@ import type { Worker } from 'node:worker_threads';
 import { test } from 'node:test';
 import { listenerStrategy } from '../src/dataplane/listener.js';
 import type { WorkerSupervisor } from '../src/control/worker-supervisor.js';
-import { handshake, sleep, startTestEngine } from './helpers/engine.js';
+import { handshake, sleep, startTestEngine, waitFor } from './helpers/engine.js';
+import { mintToken, openControlChannel } from './helpers/rstrm-agent.js';
 
 /** The pool's real threads; terminating one is a worker death as the supervisor sees it. */
 function threadsOf(supervisor: WorkerSupervisor): Worker[] {
@@ -16,9 +17,14 @@ test('shared descriptor (Node 20): a dead worker makes the engine exit for its s
   let fatal: string | undefined;
   const t = await startTestEngine({}, undefined, (reason) => (fatal = reason));
   try {
-    await threadsOf(t.engine.supervisor)[1]!.terminate();
+    const { agent, clientId } = await openControlChannel(t.engine.publicPort, t.ca, await mintToken());
+    await waitFor(() => t.engine.control.registry.clients.has(clientId));
+    const holder = t.engine.control.registry.clients.get(clientId)!.worker;
+    await threadsOf(t.engine.supervisor)[holder]!.terminate();
     for (let waited = 0; fatal === undefined && waited < 3000; waited += 50) await sleep(50);
     assert.match(fatal ?? '', /^worker \d died .*shared listening descriptor/);
+    assert.ok(!t.engine.control.registry.clients.has(clientId), 'its control channels were torn down first');
+    agent.close();
   } finally {
     await t.stop();
   }

@@ -67,6 +67,13 @@ export class ControlPlane {
     }
   }
 
+  /** A worker died: tear down the clients whose control channels it held (engine.md §2). */
+  workerLost(worker: number): void {
+    for (const client of [...this.registry.clients.values()]) {
+      if (client.worker === worker) this.closeClient(client.id, 'eof');
+    }
+  }
+
   /** The OpenTunnelRsp is on the wire: route the tunnel everywhere and announce it. */
   tunnelRoutable(tunnelId: string): void {
     const tunnel = this.registry.publishTunnel(tunnelId);

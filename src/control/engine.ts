@@ -79,6 +79,7 @@ export async function startEngine(
     routes: () => control.routes(),
     onRequest: (worker, request) => control.handle(worker, request),
     onTunnelRoutable: (tunnelId) => control.tunnelRoutable(tunnelId),
+    onWorkerLost: (worker) => control.workerLost(worker),
     onFatal,
   });
 

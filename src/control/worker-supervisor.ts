@@ -33,6 +33,8 @@ export interface SupervisorOptions {
   /** The control plane's answer to a worker's request. */
   onRequest: (worker: number, request: ControlRequest) => Promise<ControlReply<ControlRequest['type']>>;
   onTunnelRoutable: (tunnelId: string) => void;
+  /** A worker died: the control channels it held are gone with it. */
+  onWorkerLost: (worker: number) => void;
   /** Called when the data plane cannot go on (a worker died under the shared-descriptor strategy). */
   onFatal: (reason: string) => void;
 }
@@ -249,6 +251,7 @@ export class WorkerSupervisor {
   private onWorkerDied(slot: WorkerSlot, error: Error): void {
     if (this.stopping || this.boundPort === 0) return; // shutting down, or startup reports the error
     const { log } = this.options;
+    this.options.onWorkerLost(slot.index);
     if (!survivesWorkerDeath(this.strategy)) {
       this.options.onFatal(
         `worker ${slot.index} died (${error.message}); the shared listening descriptor is gone with it`,
