@@ -7,7 +7,9 @@ import { ALPN_RSTRM, classifyConnection } from './dispatch.js';
 import { peekClientHello } from './peek.js';
 import { serveRstrm } from './rstrm-session.js';
 import { endSoon, splice } from './splice.js';
-import type { WorkerCertificates } from './worker-certificates.js';
+import { serveTlsTunnel, tlsPolicyOf } from './tls-tunnel.js';
+import type { TlsPolicy, WorkerCertificates } from './worker-certificates.js';
+import type { TunnelRoute } from '../control/thread-messages.js';
 
 /** engine.md §6.2: the ClientHello must arrive within 10 s; the rest of the handshake gets as long. */
 const CLIENT_HELLO_TIMEOUT_MS = 10_000;
@@ -99,7 +101,34 @@ export class ConnectionAcceptor {
       this.failHandshake(socket, route.reason);
       return;
     }
+    if (route.kind === 'edge') {
+      const tunnel = this.options.dataplane.routeForHostname(peek.hello.serverName!);
+      if (tunnel?.properties.protocol === 'tls') {
+        await this.serveTlsTunnel(socket, tunnel);
+        return;
+      }
+    }
     await this.terminate(socket, route.kind, route.alpn, { proxyOnly: false });
+  }
+
+  /** engine.md §13: trusted_ips before anything else, then passthrough or termination with the tunnel's policy. */
+  private async serveTlsTunnel(socket: net.Socket, tunnel: TunnelRoute): Promise<void> {
+    const { dataplane, counters } = this.options;
+    if (!dataplane.admits(tunnel, socket.remoteAddress)) {
+      dataplane.log.debug({ tunnel_id: tunnel.tunnel_id }, 'peer not in trusted_ips; closed before the handshake');
+      socket.destroy();
+      return;
+    }
+    if (tunnel.properties.tls_mode === 'passthrough') {
+      counters.add('accepted_edge');
+      await serveTlsTunnel(dataplane, tunnel, socket, socket.remoteAddress);
+      return;
+    }
+    await this.terminate(socket, 'edge', tunnel.properties.tls_alpns, {
+      proxyOnly: false,
+      policy: tlsPolicyOf(tunnel),
+      then: (session) => void serveTlsTunnel(dataplane, tunnel, session, socket.remoteAddress),
+    });
   }
 
   /** Terminates TLS with the current certificate and hands the session to the class's handler. */
@@ -107,9 +136,11 @@ export class ConnectionAcceptor {
     socket: net.Socket,
     kind: DispatchKind,
     alpn: readonly string[],
-    options: { proxyOnly: boolean },
+    options: { proxyOnly: boolean; policy?: TlsPolicy; then?: (session: tls.TLSSocket) => void },
   ): Promise<void> {
-    const secureContext = await this.options.certificates.forHandshake();
+    const { certificates } = this.options;
+    const defaultContext = await certificates.forHandshake();
+    const secureContext = options.policy ? certificates.contextFor(options.policy) : defaultContext;
     if (this.draining || socket.destroyed) {
       socket.destroy();
       return;
@@ -132,12 +163,13 @@ export class ConnectionAcceptor {
     session.once('secure', () => {
       settle();
       this.options.counters.add(`accepted_${kind}`);
-      this.handle(kind, session, socket, options.proxyOnly);
+      session.on('error', () => session.destroy());
+      if (options.then) options.then(session);
+      else this.handle(kind, session, socket, options.proxyOnly);
     });
   }
 
   private handle(kind: DispatchKind, session: tls.TLSSocket, raw: net.Socket, proxyOnly: boolean): void {
-    session.on('error', () => session.destroy());
     switch (kind) {
       case 'api':
         splice(session, net.connect({ path: this.options.apiSocketPath, allowHalfOpen: true }));

@@ -1,4 +1,6 @@
+import net from 'node:net';
 import type { DataplaneSettings, PeerMessage, ProxyVerdict, TunnelRoute } from '../control/thread-messages.js';
+import { parseCidr } from '../control/tunnel-request.js';
 import type { Logger } from '../log.js';
 import type { CounterRow } from '../metrics/counters.js';
 import type { StreamSlots } from '../control/stream-slots.js';
@@ -19,6 +21,9 @@ const VERDICT_TIMEOUT_MS = 10_000;
  */
 export class Dataplane {
   readonly routes = new Map<string, TunnelRoute>();
+  private readonly routesByHostname = new Map<string, TunnelRoute>();
+  /** trusted_ips of published tunnels that have them, as lookup structures. */
+  private readonly allowLists = new Map<string, net.BlockList>();
   readonly channels = new Map<string, ControlChannel>();
   readonly peers: PeerLinks;
   readonly relays: RelayHub;
@@ -46,11 +51,32 @@ export class Dataplane {
 
   addRoute(route: TunnelRoute): void {
     this.routes.set(route.tunnel_id, route);
+    const hostname = route.properties.hostname;
+    if (hostname) this.routesByHostname.set(hostname, route);
+    if (route.properties.trusted_ips.length > 0) this.allowLists.set(route.tunnel_id, allowList(route.properties.trusted_ips));
   }
 
   removeRoute(tunnelId: string): void {
+    const route = this.routes.get(tunnelId);
     this.routes.delete(tunnelId);
+    if (route?.properties.hostname) this.routesByHostname.delete(route.properties.hostname);
+    this.allowLists.delete(tunnelId);
     this.streams.failTunnel(tunnelId);
+  }
+
+  /** The live published tunnel at `hostname` (already lowercased, as SNI is). */
+  routeForHostname(hostname: string): TunnelRoute | undefined {
+    return this.routesByHostname.get(hostname);
+  }
+
+  /** trusted_ips against the TCP peer (engine.md §12.8): IPv4-mapped IPv6 counts as IPv4; no list allows all. */
+  admits(route: TunnelRoute, peerAddress: string | undefined): boolean {
+    const list = this.allowLists.get(route.tunnel_id);
+    if (!list) return true;
+    if (!peerAddress) return false;
+    const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(peerAddress)?.[1];
+    const address = mapped ?? peerAddress;
+    return list.check(address, net.isIPv4(address) ? 'ipv4' : 'ipv6');
   }
 
   /**
@@ -135,6 +161,15 @@ export class Dataplane {
 }
 
 const OWNER_GONE: RstrmError = { code: ErrorCode.ServiceUnavailable, message: 'tunnel owner disconnected' };
+
+function allowList(entries: readonly string[]): net.BlockList {
+  const list = new net.BlockList();
+  for (const entry of entries) {
+    const cidr = parseCidr(entry);
+    if (cidr) list.addSubnet(cidr.address, cidr.prefix, cidr.family);
+  }
+  return list;
+}
 
 function endpoint(host: string, port: number): string {
   return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;

@@ -5,9 +5,8 @@ import { FrameDecoder, encodeFrame } from '../protocol/frame.js';
 import { ErrorCode, type ControlChannelLiveness, type Message, type MessageOf, type RstrmError } from '../protocol/messages.js';
 import { ControlChannel } from './control-channel.js';
 import type { Dataplane } from './dataplane.js';
-import { sourceIpOf } from './source-ip.js';
 import { endSoon, splice } from './splice.js';
-import { StreamFailure } from './streams.js';
+import { openTunnelStream } from './tunnel-stream.js';
 import { VERSION } from '../version.js';
 
 /** protocol.md §1: the first frame must arrive within 10 s of the handshake. */
@@ -211,29 +210,11 @@ async function servePrivateDial(dataplane: Dataplane, connection: RstrmConnectio
     refuse(authorization.error);
     return;
   }
-  const release = dataplane.acquireStream(authorization.route);
-  if (!release) {
-    refuse({ code: ErrorCode.CapacityExhausted, message: `stream limit reached (${dataplane.settings.maxStreamsPerTunnel} per tunnel)` });
-    return;
-  }
-  session.once('close', release);
-  const stream = dataplane.streams.open(authorization.route, sourceIpOf(connection.peerAddress));
-  const cancel = (): void => dataplane.streams.cancel(stream.id);
-  session.once('close', cancel);
-  let proxyEnd: Duplex;
-  try {
-    proxyEnd = await stream.connected;
-  } catch (error) {
-    const failure = error as StreamFailure;
-    refuse({ code: failure.code, message: failure.message });
-    return;
-  } finally {
-    session.off('close', cancel);
-  }
-  if (session.destroyed) {
-    proxyEnd.destroy();
+  const stream = await openTunnelStream(dataplane, authorization.route, connection.peerAddress, session);
+  if (!stream.ok) {
+    refuse({ code: stream.failure.code, message: stream.failure.message });
     return;
   }
   if (!zeroRtt) writeFrame(session, { type: 'stream_rsp', result: { stream_id: stream.id } });
-  splice(session, proxyEnd);
+  splice(session, stream.proxyEnd);
 }

@@ -10,8 +10,17 @@ const CHECK_WAIT_MS = 1000;
  * main thread pushes a reloaded pair. Session-ticket keys are the engine's, so resumption works
  * across workers.
  */
+/** A TLS tunnel's own floor and cipher list (engine.md §13); the certificate is the engine's. */
+export interface TlsPolicy {
+  minVersion: tls.SecureVersion;
+  ciphers: string | undefined;
+}
+
 export class WorkerCertificates {
+  private certificate: CertificatePem;
   private context: tls.SecureContext;
+  /** Contexts for TLS tunnels' policies, rebuilt when the certificate changes. */
+  private readonly policyContexts = new Map<string, tls.SecureContext>();
   private readonly pendingChecks = new Map<number, () => void>();
   private nextRequestId = 1;
 
@@ -21,11 +30,25 @@ export class WorkerCertificates {
     private readonly gate: CertCheckGate,
     private readonly post: (message: WorkerToMain) => void,
   ) {
+    this.certificate = certificate;
     this.context = this.build(certificate);
   }
 
   replace(certificate: CertificatePem): void {
+    this.certificate = certificate;
     this.context = this.build(certificate);
+    this.policyContexts.clear();
+  }
+
+  /** The current certificate under a tunnel's TLS policy (call after `forHandshake`). */
+  contextFor(policy: TlsPolicy): tls.SecureContext {
+    const key = `${policy.minVersion}|${policy.ciphers ?? ''}`;
+    let context = this.policyContexts.get(key);
+    if (!context) {
+      context = this.build(this.certificate, policy);
+      this.policyContexts.set(key, context);
+    }
+    return context;
   }
 
   checked(requestId: number): void {
@@ -52,12 +75,13 @@ export class WorkerCertificates {
     return this.context;
   }
 
-  private build(certificate: CertificatePem): tls.SecureContext {
+  private build(certificate: CertificatePem, policy: TlsPolicy = { minVersion: 'TLSv1.2', ciphers: undefined }): tls.SecureContext {
     return tls.createSecureContext({
       cert: certificate.certPem,
       key: certificate.keyPem,
       ticketKeys: this.ticketKeys,
-      minVersion: 'TLSv1.2',
+      minVersion: policy.minVersion,
+      ...(policy.ciphers ? { ciphers: policy.ciphers } : {}),
     });
   }
 }

@@ -1,0 +1,32 @@
+import type { Duplex } from 'node:stream';
+import type { TunnelRoute } from '../control/thread-messages.js';
+import { opensslCipherName } from '../control/tunnel-request.js';
+import type { Dataplane } from './dataplane.js';
+import { endSoon, splice } from './splice.js';
+import { openTunnelStream } from './tunnel-stream.js';
+import type { TlsPolicy } from './worker-certificates.js';
+
+/**
+ * Published TLS tunnels (engine.md §13): the downstream is either the raw connection, ClientHello
+ * included (passthrough: the upstream owns the certificate), or the plaintext of a session the engine
+ * terminated. Either way it is spliced to one stream to the agent, with half-close and no idle
+ * timeout; a stream that cannot be had closes the downstream.
+ */
+export async function serveTlsTunnel(dataplane: Dataplane, route: TunnelRoute, downstream: Duplex, peerAddress: string | undefined): Promise<void> {
+  const stream = await openTunnelStream(dataplane, route, peerAddress, downstream);
+  if (!stream.ok) {
+    dataplane.log.debug({ tunnel_id: route.tunnel_id, reason: stream.failure.reason }, 'TLS tunnel stream failed');
+    endSoon(downstream);
+    return;
+  }
+  splice(downstream, stream.proxyEnd);
+}
+
+/** The tunnel's floor (default TLS 1.2) and cipher list in OpenSSL names. */
+export function tlsPolicyOf(route: TunnelRoute): TlsPolicy {
+  const { tls_min_version: floor, tls_ciphers: ciphers } = route.properties;
+  return {
+    minVersion: floor === 'tls1.3' ? 'TLSv1.3' : 'TLSv1.2',
+    ciphers: ciphers.length > 0 ? ciphers.map((name) => opensslCipherName(name) ?? name).join(':') : undefined,
+  };
+}

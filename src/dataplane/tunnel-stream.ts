@@ -1,0 +1,41 @@
+import type { Duplex } from 'node:stream';
+import type { TunnelRoute } from '../control/thread-messages.js';
+import { ErrorCode } from '../protocol/messages.js';
+import type { Dataplane } from './dataplane.js';
+import { sourceIpOf } from './source-ip.js';
+import { StreamFailure } from './streams.js';
+
+export type TunnelStream = { ok: true; id: string; proxyEnd: Duplex } | { ok: false; failure: StreamFailure };
+
+/**
+ * One stream from `downstream` to the agent that owns `route` (protocol.md §9): counted against the
+ * tunnel's stream limit for as long as the downstream lives, given up if the downstream leaves first.
+ */
+export async function openTunnelStream(
+  dataplane: Dataplane,
+  route: TunnelRoute,
+  peerAddress: string | undefined,
+  downstream: Duplex,
+): Promise<TunnelStream> {
+  const release = dataplane.acquireStream(route);
+  if (!release) {
+    const limit = dataplane.settings.maxStreamsPerTunnel;
+    return { ok: false, failure: new StreamFailure('capacity', ErrorCode.CapacityExhausted, `stream limit reached (${limit} per tunnel)`) };
+  }
+  downstream.once('close', release);
+  const stream = dataplane.streams.open(route, sourceIpOf(peerAddress));
+  const cancel = (): void => dataplane.streams.cancel(stream.id);
+  downstream.once('close', cancel);
+  try {
+    const proxyEnd = await stream.connected;
+    if (downstream.destroyed) {
+      proxyEnd.destroy();
+      return { ok: false, failure: new StreamFailure('refused', ErrorCode.ServiceUnavailable, 'downstream left') };
+    }
+    return { ok: true, id: stream.id, proxyEnd };
+  } catch (error) {
+    return { ok: false, failure: error as StreamFailure };
+  } finally {
+    downstream.off('close', cancel);
+  }
+}
