@@ -97,12 +97,9 @@ export class StreamBroker {
     }
   }
 
-  /** The downstream gave up; a late ProxyReq for this id is then unknown. */
+  /** The downstream gave up: its wait ends now, and a late ProxyReq for this id is unknown. */
   cancel(id: string): void {
-    const stream = this.pending.get(id);
-    if (!stream) return;
-    this.pending.delete(id);
-    clearTimeout(stream.timer);
+    this.fail(id, new StreamFailure('refused', ErrorCode.ServiceUnavailable, 'the downstream left'));
   }
 
   private fail(id: string, failure: StreamFailure): void {
