@@ -267,6 +267,16 @@ describe('tunnels', () => {
     agent.close();
   });
 
+  test('500 pipelined OpenTunnelReqs are all answered (the channel slows a flood instead of buffering it)', async () => {
+    const { agent } = await openControlChannel(port, t.ca, token);
+    const ids = Array.from({ length: 500 }, (_, i) => `flood-${i}`);
+    agent.send(...ids.map((id) => ({ type: 'open_tunnel_req' as const, request_id: id, tunnel_properties: props({ publish: false }) })));
+    const answered = new Set<string>();
+    for (let i = 0; i < ids.length; i++) answered.add((await agent.next('open_tunnel_rsp')).request_id);
+    assert.equal(answered.size, 500);
+    agent.close();
+  });
+
   test('the per-client tunnel limit gives 7000', async () => {
     const { agent } = await openControlChannel(port, t.ca, token);
     for (let i = 0; i < 30; i++) assert.ok('tunnel_properties' in (await openTunnel(agent, { publish: false })).result);

@@ -16,6 +16,11 @@ import type { ProxyConnRequest } from './streams.js';
 
 /** An agent that stops reading its control channel may not make the engine buffer without limit. */
 const MAX_UNSENT_BYTES = 1024 * 1024;
+/**
+ * Tunnel requests one channel may have before the control plane at once; past it the channel stops
+ * reading until one is answered, so an agent that floods requests is slowed, not buffered.
+ */
+const MAX_REQUESTS_IN_FLIGHT = 64;
 /** protocol.md §11: the engine gives a negotiated channel T + 1 s of silence. */
 const LIVENESS_SLACK_MS = 1000;
 
@@ -45,6 +50,7 @@ export class ControlChannel {
   private livenessTimer: NodeJS.Timeout | undefined;
   private lastFrameAt = Date.now();
   private ended = false;
+  private requestsInFlight = 0;
 
   constructor(private readonly options: ControlChannelOptions) {
     this.clientId = options.clientId;
@@ -94,6 +100,10 @@ export class ControlChannel {
 
   private drainFrames(): void {
     for (;;) {
+      if (this.requestsInFlight >= MAX_REQUESTS_IN_FLIGHT) {
+        this.options.socket.pause();
+        return;
+      }
       let message: Message | undefined;
       try {
         message = this.options.decoder.next();
@@ -118,10 +128,10 @@ export class ControlChannel {
         }
         return;
       case 'open_tunnel_req':
-        void this.openTunnel(message);
+        this.track(this.openTunnel(message));
         return;
       case 'close_tunnel_req':
-        void this.closeTunnel(message.tunnel_id);
+        this.track(this.closeTunnel(message.tunnel_id));
         return;
       case 'close_control_channel_req':
         void this.teardown('agent', { graceful: true, reply: true });
@@ -136,6 +146,17 @@ export class ControlChannel {
       default:
         this.options.log.debug({ client_id: this.clientId, type: message.type }, 'ignored message on control channel');
     }
+  }
+
+  /** Counts a request to the control plane; when one finishes, frames held back are read again. */
+  private track(request: Promise<void>): void {
+    this.requestsInFlight++;
+    void request.finally(() => {
+      this.requestsInFlight--;
+      if (this.ended) return;
+      this.drainFrames();
+      if (this.requestsInFlight < MAX_REQUESTS_IN_FLIGHT) this.options.socket.resume();
+    });
   }
 
   private async openTunnel(request: MessageOf<'open_tunnel_req'>): Promise<void> {
