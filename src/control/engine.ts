@@ -159,6 +159,8 @@ function dataplaneSettings(config: EngineConfig): DataplaneSettings {
   return {
     workers: config.dataplane.workers,
     streamRequestMs: config.timeouts.stream_request_seconds * 1000,
+    httpIdleMs: config.timeouts.http_idle_seconds * 1000,
+    tokenSecret: config.auth.jwt.token_jwt_secret,
     maxStreamsPerTunnel: config.dataplane.max_streams_per_tunnel,
     affinity: affinity.enabled
       ? { portBase: affinity.port_base!, host: config.tls.listen_addr.host, advertiseHost: affinity.advertise_host }

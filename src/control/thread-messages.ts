@@ -49,6 +49,10 @@ export interface WorkerTask {
 export interface DataplaneSettings {
   workers: number;
   streamRequestMs: number;
+  /** timeouts.http_idle_seconds: idle keep-alive connections (downstream and pooled upstream) close after it. */
+  httpIdleMs: number;
+  /** auth.jwt.token_jwt_secret: the HTTP edge checks token_auth tokens itself, off the main thread. */
+  tokenSecret: string;
   /** dataplane.max_streams_per_tunnel; 0 = unlimited. */
   maxStreamsPerTunnel: number;
   /** Affinity: this worker's own proxy port and what to advertise in ProxyConnReq.proxy_endpoint. */

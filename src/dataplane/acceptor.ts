@@ -6,7 +6,9 @@ import type { Dataplane } from './dataplane.js';
 import { ALPN_RSTRM, classifyConnection } from './dispatch.js';
 import { peekClientHello } from './peek.js';
 import { serveRstrm } from './rstrm-session.js';
-import { endSoon, splice } from './splice.js';
+import { splice } from './splice.js';
+import { handshakeFailureReason } from './handshake-failure.js';
+import { HttpEdge } from './http/edge-server.js';
 import { serveTlsTunnel, tlsPolicyOf } from './tls-tunnel.js';
 import type { TlsPolicy, WorkerCertificates } from './worker-certificates.js';
 import type { TunnelRoute } from '../control/thread-messages.js';
@@ -20,6 +22,7 @@ export interface AcceptorOptions {
   apiSocketPath: string;
   counters: CounterRow;
   certificates: WorkerCertificates;
+  ticketKeys: Buffer;
   dataplane: Dataplane;
   log: Logger;
 }
@@ -33,8 +36,18 @@ export class ConnectionAcceptor {
   private readonly open = new Set<net.Socket>();
   private draining = false;
   private drained: (() => void) | undefined;
+  private readonly httpEdge: HttpEdge;
 
-  constructor(private readonly options: AcceptorOptions) {}
+  constructor(private readonly options: AcceptorOptions) {
+    this.httpEdge = new HttpEdge({
+      dataplane: options.dataplane,
+      engineHost: options.engineHost,
+      certificates: options.certificates,
+      ticketKeys: options.ticketKeys,
+      counters: options.counters,
+      handshakeFailed: (reason) => options.counters.add(`handshake_failures_${reason}`),
+    });
+  }
 
   readonly accept = (socket: net.Socket): void => {
     if (this.track(socket)) void this.dispatch(socket);
@@ -72,6 +85,7 @@ export class ConnectionAcceptor {
   /** Waits for open connections to finish until `deadline` (epoch ms); returns how many were cut. */
   async drain(deadline: number): Promise<number> {
     this.stopDispatching();
+    this.httpEdge.drain();
     if (this.open.size > 0) {
       await new Promise<void>((resolve) => {
         const timer = setTimeout(resolve, Math.max(0, deadline - Date.now()));
@@ -103,10 +117,10 @@ export class ConnectionAcceptor {
     }
     if (route.kind === 'edge') {
       const tunnel = this.options.dataplane.routeForHostname(peek.hello.serverName!);
-      if (tunnel?.properties.protocol === 'tls') {
-        await this.serveTlsTunnel(socket, tunnel);
-        return;
-      }
+      if (tunnel?.properties.protocol === 'tls') await this.serveTlsTunnel(socket, tunnel);
+      else if (this.draining) socket.destroy();
+      else this.httpEdge.accept(socket);
+      return;
     }
     await this.terminate(socket, route.kind, route.alpn, { proxyOnly: false });
   }
@@ -127,7 +141,7 @@ export class ConnectionAcceptor {
     await this.terminate(socket, 'edge', tunnel.properties.tls_alpns, {
       proxyOnly: false,
       policy: tlsPolicyOf(tunnel),
-      then: (session) => void serveTlsTunnel(dataplane, tunnel, session, socket.remoteAddress),
+      then: (session) => void serveTlsTunnel(dataplane, tunnel, session, socket.remoteAddress, session.alpnProtocol || false),
     });
   }
 
@@ -177,10 +191,6 @@ export class ConnectionAcceptor {
       case 'agent':
         serveRstrm(this.options.dataplane, { session, raw, peerAddress: raw.remoteAddress, proxyOnly });
         return;
-      case 'edge':
-        // The tunnel edge arrives with its own issue; until then: a clean close.
-        endSoon(session);
-        return;
     }
   }
 
@@ -188,10 +198,4 @@ export class ConnectionAcceptor {
     this.options.counters.add(`handshake_failures_${reason}`);
     socket.destroy();
   }
-}
-
-function handshakeFailureReason(error: NodeJS.ErrnoException): HandshakeFailureReason {
-  if (error.code === 'ERR_SSL_NO_APPLICATION_PROTOCOL') return 'alpn';
-  if (error.code?.startsWith('ERR_SSL')) return 'protocol';
-  return 'other';
 }

@@ -29,6 +29,7 @@ export class Dataplane {
   readonly relays: RelayHub;
   readonly streams: StreamBroker;
   private readonly verdictWaiters = new Map<string, (verdict: ProxyVerdict) => void>();
+  private readonly routeRemovedListeners: Array<(tunnelId: string) => void> = [];
 
   constructor(
     readonly workerIndex: number,
@@ -62,6 +63,12 @@ export class Dataplane {
     if (route?.properties.hostname) this.routesByHostname.delete(route.properties.hostname);
     this.allowLists.delete(tunnelId);
     this.streams.failTunnel(tunnelId);
+    for (const listener of this.routeRemovedListeners) listener(tunnelId);
+  }
+
+  /** Whoever keeps per-tunnel state on this worker (the HTTP edge's upstream pools) forgets it here. */
+  onRouteRemoved(listener: (tunnelId: string) => void): void {
+    this.routeRemovedListeners.push(listener);
   }
 
   /** The live published tunnel at `hostname` (already lowercased, as SNI is). */

@@ -6,14 +6,15 @@ import type { DispatchKind } from '../metrics/counters.js';
  * `alpn` is the list the TLS server offers back for that class, in preference order.
  */
 export type Dispatch =
-  | { kind: DispatchKind; alpn: readonly string[] }
+  | { kind: Exclude<DispatchKind, 'edge'>; alpn: readonly string[] }
+  /** The edge negotiates its own ALPN: h2 > http/1.1 (HTTP tunnels), or a TLS tunnel's own list. */
+  | { kind: 'edge' }
   | { kind: 'refuse'; reason: 'unknown_sni' };
 
 export const ALPN_RSTRM = 'rstrm/1';
 const AGENT_ALPN = [ALPN_RSTRM] as const;
 /** The base host speaks HTTP/1.1 only: an h2-only offer fails the handshake (no common protocol). */
 const API_ALPN = ['http/1.1'] as const;
-const EDGE_ALPN = ['h2', 'http/1.1'] as const;
 
 const TUNNEL_LABEL = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/;
 
@@ -23,7 +24,7 @@ export function classifyConnection(hello: ClientHello, engineHost: string): Disp
     if (hello.alpnProtocols?.includes(ALPN_RSTRM)) return { kind: 'agent', alpn: AGENT_ALPN };
     return { kind: 'api', alpn: API_ALPN };
   }
-  if (tunnelLabel(name, engineHost) !== undefined) return { kind: 'edge', alpn: EDGE_ALPN };
+  if (tunnelLabel(name, engineHost) !== undefined) return { kind: 'edge' };
   return { kind: 'refuse', reason: 'unknown_sni' };
 }
 

@@ -4,22 +4,41 @@ import { opensslCipherName } from '../control/tunnel-request.js';
 import type { Dataplane } from './dataplane.js';
 import { endSoon, splice } from './splice.js';
 import { openTunnelStream } from './tunnel-stream.js';
+import { upstreamTls } from './upstream-tls.js';
 import type { TlsPolicy } from './worker-certificates.js';
 
 /**
  * Published TLS tunnels (engine.md §13): the downstream is either the raw connection, ClientHello
  * included (passthrough: the upstream owns the certificate), or the plaintext of a session the engine
  * terminated. Either way it is spliced to one stream to the agent, with half-close and no idle
- * timeout; a stream that cannot be had closes the downstream.
+ * timeout; a stream that cannot be had closes the downstream. A terminated tunnel with upstream_tls
+ * speaks TLS again towards the upstream.
  */
-export async function serveTlsTunnel(dataplane: Dataplane, route: TunnelRoute, downstream: Duplex, peerAddress: string | undefined): Promise<void> {
+export async function serveTlsTunnel(
+  dataplane: Dataplane,
+  route: TunnelRoute,
+  downstream: Duplex,
+  peerAddress: string | undefined,
+  negotiatedAlpn: string | false = false,
+): Promise<void> {
   const stream = await openTunnelStream(dataplane, route, peerAddress, downstream);
   if (!stream.ok) {
     dataplane.log.debug({ tunnel_id: route.tunnel_id, reason: stream.failure.reason }, 'TLS tunnel stream failed');
     endSoon(downstream);
     return;
   }
-  splice(downstream, stream.proxyEnd);
+  if (!route.properties.upstream_tls || route.properties.tls_mode === 'passthrough') {
+    splice(downstream, stream.proxyEnd);
+    return;
+  }
+  // Terminated with upstream_tls: the upstream gets TLS again, offered the protocol the client chose.
+  const secured = await upstreamTls(stream.proxyEnd, route.properties.hostname, negotiatedAlpn ? [negotiatedAlpn] : []);
+  if (!secured) {
+    dataplane.log.debug({ tunnel_id: route.tunnel_id }, 'TLS tunnel: the upstream TLS handshake failed');
+    endSoon(downstream);
+    return;
+  }
+  splice(downstream, secured);
 }
 
 /** The tunnel's floor (default TLS 1.2) and cipher list in OpenSSL names. */

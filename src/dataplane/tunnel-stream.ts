@@ -23,12 +23,33 @@ export async function openTunnelStream(
     return { ok: false, failure: new StreamFailure('capacity', ErrorCode.CapacityExhausted, `stream limit reached (${limit} per tunnel)`) };
   }
   downstream.once('close', release);
+  const downstreamLeft = new AbortController();
+  const abort = (): void => downstreamLeft.abort();
+  downstream.once('close', abort);
+  try {
+    return await requestStream(dataplane, route, peerAddress, downstreamLeft.signal);
+  } finally {
+    downstream.off('close', abort);
+  }
+}
+
+/**
+ * Asks the agent for a stream (ProxyConnReq) and waits for its proxy connection, for at most
+ * stream_request_seconds; `cancelled` ends the wait early. The caller accounts for the stream slot.
+ */
+export async function requestStream(
+  dataplane: Dataplane,
+  route: TunnelRoute,
+  peerAddress: string | undefined,
+  cancelled: AbortSignal,
+): Promise<TunnelStream> {
   const stream = dataplane.streams.open(route, sourceIpOf(peerAddress));
   const cancel = (): void => dataplane.streams.cancel(stream.id);
-  downstream.once('close', cancel);
+  if (cancelled.aborted) cancel();
+  else cancelled.addEventListener('abort', cancel, { once: true });
   try {
     const proxyEnd = await stream.connected;
-    if (downstream.destroyed) {
+    if (cancelled.aborted) {
       proxyEnd.destroy();
       return { ok: false, failure: new StreamFailure('refused', ErrorCode.ServiceUnavailable, 'downstream left') };
     }
@@ -36,6 +57,6 @@ export async function openTunnelStream(
   } catch (error) {
     return { ok: false, failure: error as StreamFailure };
   } finally {
-    downstream.off('close', cancel);
+    cancelled.removeEventListener('abort', cancel);
   }
 }

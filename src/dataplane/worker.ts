@@ -17,9 +17,10 @@ export default async function runWorker(task: WorkerTask): Promise<WorkerExit> {
   const { port, workerIndex } = task;
   const log = createLogger(task.logLevel, { worker: workerIndex });
   const post = (message: WorkerToMain): void => port.postMessage(message);
+  const ticketKeys = Buffer.from(task.ticketKeys);
   const certificates = new WorkerCertificates(
     task.certificate,
-    Buffer.from(task.ticketKeys),
+    ticketKeys,
     new CertCheckGate(task.certCheckGate),
     post,
   );
@@ -32,6 +33,7 @@ export default async function runWorker(task: WorkerTask): Promise<WorkerExit> {
     apiSocketPath: task.apiSocketPath,
     counters,
     certificates,
+    ticketKeys,
     dataplane,
     log,
   });

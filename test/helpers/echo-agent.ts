@@ -93,3 +93,32 @@ export function serveEcho(
   })();
   return { requests, options };
 }
+
+/**
+ * Answers every ProxyConnReq on `control` like `rivulet forward` does: a proxy connection spliced to
+ * a TCP connection to `target` (or a refusal when the target cannot be reached).
+ */
+export function serveForward(control: RawConnection, enginePort: number, ca: Buffer, target: () => number): void {
+  void (async () => {
+    for (;;) {
+      let request: MessageOf<'proxy_conn_req'>;
+      try {
+        request = await control.next('proxy_conn_req', 600_000);
+      } catch {
+        return;
+      }
+      const upstream = net.connect({ host: '127.0.0.1', port: target(), allowHalfOpen: true });
+      upstream.on('error', () => {});
+      upstream.once('connect', () => {
+        void openProxyConnection(control, request, enginePort, ca, { zeroRtt: true, order: 'js' })
+          .then(({ socket }) => {
+            socket.pipe(upstream);
+            upstream.pipe(socket);
+            socket.once('close', () => upstream.destroy());
+            upstream.once('close', () => socket.destroy());
+          })
+          .catch(() => upstream.destroy());
+      });
+    }
+  })();
+}

@@ -1,0 +1,9 @@
+import type { HandshakeFailureReason } from '../metrics/counters.js';
+
+/** The metrics reason of a failed server handshake (engine.md §6.2, §13). */
+export function handshakeFailureReason(error: NodeJS.ErrnoException): HandshakeFailureReason {
+  if (error.code === 'ERR_TLS_HANDSHAKE_TIMEOUT') return 'timeout';
+  if (error.code === 'ERR_SSL_NO_APPLICATION_PROTOCOL') return 'alpn';
+  if (error.code?.startsWith('ERR_SSL')) return 'protocol';
+  return 'other';
+}

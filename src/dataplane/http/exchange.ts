@@ -1,0 +1,143 @@
+import type http from 'node:http';
+import type http2 from 'node:http2';
+import { downstreamResponseHeaders, upstreamRequestHeaders } from './forwarded-headers.js';
+import { sendGenerated, type EdgeRequest, type EdgeResponse } from './generated-response.js';
+import type { H1Upstream } from './upstream-h1.js';
+import type { H2Upstream } from './upstream-h2.js';
+import type { TunnelUpstreams } from './upstream-pool.js';
+
+/** What the pipeline decided about one request before it goes upstream. */
+export interface ForwardPlan {
+  /** Host / :authority as received. */
+  authority: string;
+  /** Path and query, minus what token_auth consumed. */
+  path: string;
+  peerAddress: string | undefined;
+  dropAuthorization: boolean;
+  /** The request carries no body (retry-safe, and the upstream request ends with its headers). */
+  bodyless: boolean;
+}
+
+/** Methods retried once on a fresh stream when a reused idle one fails before any response byte (RD). */
+const RETRIABLE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS']);
+
+type Outcome = 'done' | { failedBeforeResponse: Error };
+
+/**
+ * Sends one downstream request to the tunnel's upstream and streams the response back (engine.md
+ * §12.2 steps 5–6, §12.9): nothing is buffered, a slow reader holds back the upstream through the
+ * pipes, a downstream that leaves destroys the upstream exchange, an upstream that fails after the
+ * response head aborts the downstream.
+ */
+export async function proxyRequest(pool: TunnelUpstreams, req: EdgeRequest, res: EdgeResponse, plan: ForwardPlan): Promise<void> {
+  const downstreamGone = new AbortController();
+  res.once('close', () => downstreamGone.abort());
+  for (let attempt = 0; ; attempt++) {
+    const lease = await pool.lease(plan.peerAddress, downstreamGone.signal, attempt > 0);
+    if (!lease.ok) {
+      if (!downstreamGone.signal.aborted) sendGenerated(req, res, lease.error);
+      return;
+    }
+    const { upstream } = lease;
+    const outcome = upstream.kind === 'h1' ? await exchangeH1(upstream, req, res, plan) : await exchangeH2(upstream, req, res, plan);
+    if (outcome === 'done' || downstreamGone.signal.aborted) return;
+    const retriable = attempt === 0 && lease.reused && upstream.kind === 'h1' && plan.bodyless && RETRIABLE_METHODS.has(req.method ?? '');
+    if (retriable) continue;
+    const parseError = (outcome.failedBeforeResponse as NodeJS.ErrnoException).code?.startsWith('HPE_');
+    sendGenerated(req, res, {
+      reason: parseError ? 'bad_upstream_response' : 'upstream_closed',
+      message: parseError ? 'the upstream sent a response that is not HTTP' : 'the upstream closed before a full response',
+    });
+    return;
+  }
+}
+
+function exchangeH1(upstream: H1Upstream, req: EdgeRequest, res: EdgeResponse, plan: ForwardPlan): Promise<Outcome> {
+  return new Promise((resolve) => {
+    const outgoing = upstream.request({
+      method: req.method ?? 'GET',
+      path: plan.path,
+      headers: upstreamRequestHeaders(req.headers, { ...plan, upstream: 'h1', websocket: false }),
+    });
+    let responded = false;
+    outgoing.once('response', (incoming: http.IncomingMessage) => {
+      responded = true;
+      relayResponse(res, incoming.statusCode ?? 502, incoming.statusMessage, downstreamResponseHeaders(incoming.headers), incoming);
+      incoming.once('end', () => resolve('done'));
+    });
+    outgoing.on('error', (error) => {
+      if (responded) {
+        res.destroy();
+        resolve('done');
+      } else resolve({ failedBeforeResponse: error });
+    });
+    res.once('close', () => {
+      if (!res.writableFinished) outgoing.destroy();
+      resolve('done');
+    });
+    sendBody(req, outgoing, plan.bodyless);
+  });
+}
+
+function exchangeH2(upstream: H2Upstream, req: EdgeRequest, res: EdgeResponse, plan: ForwardPlan): Promise<Outcome> {
+  return new Promise((resolve) => {
+    const headers: http2.OutgoingHttpHeaders = {
+      ...upstreamRequestHeaders(req.headers, { ...plan, upstream: 'h2', websocket: false }),
+      ':method': req.method,
+      ':path': plan.path,
+      ':authority': plan.authority,
+      ':scheme': upstream.scheme,
+    };
+    let outgoing: http2.ClientHttp2Stream;
+    try {
+      outgoing = upstream.request(headers, plan.bodyless);
+    } catch (error) {
+      resolve({ failedBeforeResponse: error as Error });
+      return;
+    }
+    let responded = false;
+    outgoing.once('response', (incoming) => {
+      responded = true;
+      relayResponse(res, Number(incoming[':status']), undefined, downstreamResponseHeaders(incoming), outgoing);
+    });
+    outgoing.once('end', () => resolve('done'));
+    outgoing.once('close', () => {
+      if (!responded) resolve({ failedBeforeResponse: new Error(`upstream stream reset (code ${outgoing.rstCode})`) });
+      else if (!outgoing.readableEnded) res.destroy();
+      resolve('done');
+    });
+    outgoing.on('error', () => {});
+    res.once('close', () => {
+      if (!res.writableFinished) outgoing.destroy();
+      resolve('done');
+    });
+    if (!plan.bodyless) sendBody(req, outgoing, false);
+  });
+}
+
+/** Response head now (so SSE and long polls flush at once), then the body piped with backpressure. */
+function relayResponse(
+  res: EdgeResponse,
+  status: number,
+  statusMessage: string | undefined,
+  headers: http.OutgoingHttpHeaders,
+  body: NodeJS.ReadableStream & { once(event: 'error' | 'aborted', listener: () => void): unknown },
+): void {
+  if (res.destroyed) return;
+  if (res.req.httpVersionMajor === 1 && statusMessage) {
+    (res as http.ServerResponse).writeHead(status, statusMessage, headers);
+  } else res.writeHead(status, headers);
+  if ('flushHeaders' in res) res.flushHeaders(); // h2 sends the head at writeHead already
+  body.once('error', () => res.destroy());
+  body.once('aborted', () => res.destroy());
+  body.pipe(res as NodeJS.WritableStream);
+}
+
+function sendBody(req: EdgeRequest, outgoing: NodeJS.WritableStream & { destroy(): void }, bodyless: boolean): void {
+  if (bodyless) {
+    outgoing.end();
+    return;
+  }
+  req.pipe(outgoing);
+  req.once('error', () => outgoing.destroy());
+}

@@ -1,0 +1,77 @@
+import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
+
+/** Headers that describe one hop, never forwarded in either direction (RFC 9110 §7.6.1, engine.md §12.4). */
+const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'te', 'transfer-encoding', 'upgrade', 'http2-settings']);
+/** Set by the edge from what it saw; incoming values are replaced (X-Forwarded-For is appended to). */
+const FORWARDED = new Set(['host', 'x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host']);
+
+export interface UpstreamHeaderOptions {
+  /** The downstream Host / :authority exactly as received. */
+  authority: string;
+  /** The downstream TCP peer. */
+  peerAddress: string | undefined;
+  /** h1 upstreams get Host and joined cookies; h2 upstreams get :authority (set by the caller) and crumbs. */
+  upstream: 'h1' | 'h2';
+  /** A WebSocket upgrade keeps Connection: Upgrade and Upgrade (engine.md §12.5). */
+  websocket: boolean;
+  /** token_auth consumed a Bearer header: it does not go upstream. */
+  dropAuthorization: boolean;
+}
+
+/** The request headers sent upstream (engine.md §12.4): hop-by-hop removed, X-Forwarded-* set, the rest unchanged. */
+export function upstreamRequestHeaders(incoming: IncomingHttpHeaders, options: UpstreamHeaderOptions): OutgoingHttpHeaders {
+  const headers: OutgoingHttpHeaders = {};
+  const listed = connectionTokens(incoming.connection);
+  for (const [name, value] of Object.entries(incoming)) {
+    if (value === undefined || name.startsWith(':') || FORWARDED.has(name)) continue;
+    if (HOP_BY_HOP.has(name) || listed.has(name)) continue;
+    if (name === 'authorization' && options.dropAuthorization) continue;
+    headers[name] = name === 'cookie' && Array.isArray(value) && options.upstream === 'h1' ? value.join('; ') : value;
+  }
+  if (options.upstream === 'h1') headers.host = options.authority;
+  else if (/\btrailers\b/i.test(String(incoming.te ?? ''))) headers.te = 'trailers';
+  if (options.websocket) {
+    headers.connection = 'Upgrade';
+    headers.upgrade = incoming.upgrade;
+  }
+  const client = plainAddress(options.peerAddress);
+  const previous = incoming['x-forwarded-for'];
+  headers['x-forwarded-for'] = previous ? `${Array.isArray(previous) ? previous.join(', ') : previous}, ${client}` : client;
+  headers['x-forwarded-proto'] = 'https';
+  headers['x-forwarded-host'] = options.authority;
+  return headers;
+}
+
+/** The response headers sent downstream: everything but hop-by-hop headers and pseudo-headers. */
+export function downstreamResponseHeaders(incoming: IncomingHttpHeaders): OutgoingHttpHeaders {
+  const headers: OutgoingHttpHeaders = {};
+  const listed = connectionTokens(incoming.connection);
+  for (const [name, value] of Object.entries(incoming)) {
+    if (value === undefined || name.startsWith(':') || HOP_BY_HOP.has(name) || listed.has(name)) continue;
+    headers[name] = value;
+  }
+  return headers;
+}
+
+/** Whether a downstream h1 request asks for a WebSocket (Connection lists `upgrade`, Upgrade is `websocket`). */
+export function isWebSocketUpgrade(headers: IncomingHttpHeaders): boolean {
+  return connectionTokens(headers.connection).has('upgrade') && String(headers.upgrade ?? '').toLowerCase() === 'websocket';
+}
+
+/** IPv4-mapped IPv6 is written as IPv4 (engine.md §12.4). */
+export function plainAddress(address: string | undefined): string {
+  if (!address) return '';
+  return /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address)?.[1] ?? address;
+}
+
+function connectionTokens(value: string | string[] | undefined): Set<string> {
+  if (!value) return new Set();
+  const text = Array.isArray(value) ? value.join(',') : value;
+  return new Set(
+    text
+      .toLowerCase()
+      .split(',')
+      .map((token) => token.trim())
+      .filter((token) => token !== ''),
+  );
+}

@@ -1,0 +1,79 @@
+import http from 'node:http';
+import type http2 from 'node:http2';
+
+export type EdgeRequest = http.IncomingMessage | http2.Http2ServerRequest;
+export type EdgeResponse = http.ServerResponse | http2.Http2ServerResponse;
+
+/** The `x-rivulet-error` reason tokens of engine.md §12.9, with their status. */
+const STATUS_OF = {
+  bad_request: 400,
+  unauthorized: 401,
+  forbidden_ip: 403,
+  tunnel_not_found: 404,
+  misdirected: 421,
+  headers_too_large: 431,
+  not_implemented: 501,
+  agent_refused: 502,
+  upstream_closed: 502,
+  upstream_tls: 502,
+  bad_upstream_response: 502,
+  agent_gone: 502,
+  capacity: 503,
+  shutting_down: 503,
+  agent_timeout: 504,
+} as const;
+
+export type EdgeErrorReason = keyof typeof STATUS_OF;
+
+export interface EdgeError {
+  reason: EdgeErrorReason;
+  message: string;
+}
+
+/**
+ * An engine-generated response: one line of text (or a small JSON object when the client prefers
+ * JSON) and the reason in `x-rivulet-error`, so an operator can tell the edge's answers from the
+ * upstream's. After response headers went out there is nothing left to say: the response is aborted.
+ */
+export function sendGenerated(req: EdgeRequest, res: EdgeResponse, error: EdgeError, extraHeaders: http.OutgoingHttpHeaders = {}): void {
+  if (res.headersSent) {
+    res.destroy();
+    return;
+  }
+  const status = STATUS_OF[error.reason];
+  const json = prefersJson(req.headers.accept);
+  const body = json
+    ? `${JSON.stringify({ status, error: error.reason, message: error.message })}\n`
+    : `${status} ${error.message}\n`;
+  res.writeHead(status, {
+    ...extraHeaders,
+    'content-type': json ? 'application/json' : 'text/plain; charset=utf-8',
+    'content-length': Buffer.byteLength(body),
+    'cache-control': 'no-store',
+    'x-rivulet-error': error.reason,
+  });
+  if (req.method === 'HEAD') res.end();
+  else res.end(body);
+}
+
+/** The same response as raw HTTP/1.1 bytes, for a connection whose request could not be parsed. */
+export function rawGenerated(error: EdgeError): string {
+  const status = STATUS_OF[error.reason];
+  const body = `${status} ${error.message}\n`;
+  return (
+    `HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\n` +
+    `content-type: text/plain; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\n` +
+    `cache-control: no-store\r\nx-rivulet-error: ${error.reason}\r\nconnection: close\r\n\r\n${body}`
+  );
+}
+
+/** `Accept` names application/json (or a +json type) before any text type. */
+function prefersJson(accept: string | undefined): boolean {
+  if (!accept) return false;
+  for (const range of accept.split(',')) {
+    const type = range.split(';')[0]!.trim().toLowerCase();
+    if (type === 'application/json' || /^application\/[a-z0-9.+-]*\+json$/.test(type)) return true;
+    if (type.startsWith('text/') || type === '*/*') return false;
+  }
+  return false;
+}

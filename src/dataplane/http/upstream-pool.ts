@@ -1,0 +1,204 @@
+import type { Duplex } from 'node:stream';
+import type { TunnelRoute } from '../../control/thread-messages.js';
+import type { Dataplane } from '../dataplane.js';
+import type { StreamFailureReason } from '../streams.js';
+import { requestStream } from '../tunnel-stream.js';
+import { upstreamTls } from '../upstream-tls.js';
+import type { EdgeError, EdgeErrorReason } from './generated-response.js';
+import { H1Upstream } from './upstream-h1.js';
+import { H2Upstream } from './upstream-h2.js';
+
+/** How often a request waiting at the stream limit looks for a slot freed on another worker. */
+const SLOT_POLL_MS = 25;
+const UPSTREAM_ALPN = ['h2', 'http/1.1'] as const;
+const WEBSOCKET_ALPN = ['http/1.1'] as const;
+
+export type Upstream = H1Upstream | H2Upstream;
+export type Lease = { ok: true; upstream: Upstream; reused: boolean } | { ok: false; error: EdgeError };
+export type DedicatedStream = { ok: true; stream: Duplex } | { ok: false; error: EdgeError };
+
+const ERROR_OF_FAILURE: Record<StreamFailureReason, EdgeErrorReason> = {
+  refused: 'agent_refused',
+  timeout: 'agent_timeout',
+  owner_gone: 'agent_gone',
+  capacity: 'capacity',
+};
+
+/**
+ * One tunnel's upstream streams on this worker (engine.md §12.6): idle HTTP/1.1 streams reused last
+ * in, first out; HTTP/2 sessions shared up to their stream limit; every stream counted against
+ * max_streams_per_tunnel from its ProxyConnReq until it closes. At the limit a request waits, for up
+ * to stream_request_seconds, for a pooled stream to come free or a slot to open.
+ */
+export class TunnelUpstreams {
+  private readonly idleH1: H1Upstream[] = [];
+  private readonly sessions = new Set<H2Upstream>();
+  private readonly idleTimers = new Map<Upstream, NodeJS.Timeout>();
+  private readonly waiters = new Set<(upstream: Upstream | undefined) => void>();
+  private closed = false;
+
+  constructor(
+    private readonly dataplane: Dataplane,
+    private readonly route: TunnelRoute,
+  ) {}
+
+  /** An upstream for one request: pooled unless `fresh`, else a new stream. */
+  async lease(peerAddress: string | undefined, cancelled: AbortSignal, fresh: boolean): Promise<Lease> {
+    if (!fresh) {
+      const pooled = this.takePooled();
+      if (pooled) return { ok: true, upstream: pooled, reused: true };
+    }
+    const slot = await this.acquireSlot(cancelled, !fresh);
+    if (!slot.ok) return slot.upstream ? { ok: true, upstream: slot.upstream, reused: true } : { ok: false, error: slot.error ?? capacityError(this.dataplane) };
+    const opened = await this.openStream(peerAddress, slot.release, cancelled, false);
+    if (!opened.ok) return opened;
+    const upstream = opened.protocol === 'h2' ? new H2Upstream(opened.stream, opened.scheme) : new H1Upstream(opened.stream);
+    this.adopt(upstream);
+    return { ok: true, upstream, reused: false };
+  }
+
+  /** A stream of its own, never pooled: a WebSocket relay (engine.md §12.5). */
+  async dedicated(peerAddress: string | undefined, cancelled: AbortSignal): Promise<DedicatedStream> {
+    const slot = await this.acquireSlot(cancelled, false);
+    if (!slot.ok) return { ok: false, error: slot.error ?? capacityError(this.dataplane) };
+    const opened = await this.openStream(peerAddress, slot.release, cancelled, true);
+    return opened.ok ? { ok: true, stream: opened.stream } : opened;
+  }
+
+  /** The tunnel is gone: idle streams close now, busy ones when their exchange ends. */
+  close(): void {
+    this.closed = true;
+    for (const waiter of this.waiters) waiter(undefined);
+    for (const upstream of [...this.idleH1, ...this.sessions]) upstream.close();
+    for (const timer of this.idleTimers.values()) clearTimeout(timer);
+    this.idleTimers.clear();
+  }
+
+  private takePooled(): Upstream | undefined {
+    for (const session of this.sessions) {
+      if (session.hasRoom()) {
+        this.stopIdleTimer(session);
+        return session;
+      }
+    }
+    for (let upstream = this.idleH1.pop(); upstream; upstream = this.idleH1.pop()) {
+      this.stopIdleTimer(upstream);
+      if (upstream.alive) return upstream;
+    }
+    return undefined;
+  }
+
+  private async acquireSlot(
+    cancelled: AbortSignal,
+    acceptHandoff: boolean,
+  ): Promise<{ ok: true; release: () => void } | { ok: false; upstream?: Upstream; error?: EdgeError }> {
+    const deadline = Date.now() + this.dataplane.settings.streamRequestMs;
+    for (;;) {
+      const release = this.dataplane.acquireStream(this.route);
+      if (release) return { ok: true, release };
+      const pooled = acceptHandoff ? this.takePooled() : undefined;
+      if (pooled) return { ok: false, upstream: pooled };
+      const remaining = deadline - Date.now();
+      if (remaining <= 0 || cancelled.aborted || this.closed) return { ok: false, error: capacityError(this.dataplane) };
+      const handed = await this.waitForHandoff(Math.min(SLOT_POLL_MS, remaining), cancelled);
+      if (handed && acceptHandoff) return { ok: false, upstream: handed };
+      if (handed) this.reusable(handed);
+    }
+  }
+
+  /** Waits up to `ms` for a pooled upstream to come free. */
+  private waitForHandoff(ms: number, cancelled: AbortSignal): Promise<Upstream | undefined> {
+    return new Promise((resolve) => {
+      const settle = (upstream: Upstream | undefined): void => {
+        clearTimeout(timer);
+        cancelled.removeEventListener('abort', onAbort);
+        this.waiters.delete(settle);
+        resolve(upstream);
+      };
+      const onAbort = (): void => settle(undefined);
+      const timer = setTimeout(onAbort, ms);
+      cancelled.addEventListener('abort', onAbort, { once: true });
+      this.waiters.add(settle);
+    });
+  }
+
+  private async openStream(
+    peerAddress: string | undefined,
+    release: () => void,
+    cancelled: AbortSignal,
+    websocket: boolean,
+  ): Promise<{ ok: true; stream: Duplex; protocol: 'h1' | 'h2'; scheme: 'http' | 'https' } | { ok: false; error: EdgeError }> {
+    const requested = await requestStream(this.dataplane, this.route, peerAddress, cancelled);
+    if (!requested.ok) {
+      release();
+      return { ok: false, error: { reason: ERROR_OF_FAILURE[requested.failure.reason], message: requested.failure.message } };
+    }
+    const proxyEnd = requested.proxyEnd;
+    proxyEnd.once('close', release);
+    const { properties } = this.route;
+    if (!properties.upstream_tls) {
+      return { ok: true, stream: proxyEnd, protocol: properties.http_version === 'h2c' && !websocket ? 'h2' : 'h1', scheme: 'http' };
+    }
+    const secured = await upstreamTls(proxyEnd, properties.hostname, websocket ? WEBSOCKET_ALPN : UPSTREAM_ALPN);
+    if (!secured) return { ok: false, error: { reason: 'upstream_tls', message: 'the TLS handshake with the upstream failed' } };
+    return { ok: true, stream: secured, protocol: secured.alpnProtocol === 'h2' ? 'h2' : 'h1', scheme: 'https' };
+  }
+
+  private adopt(upstream: Upstream): void {
+    if (upstream.kind === 'h1') {
+      upstream.onReusable = () => this.reusable(upstream);
+      upstream.stream.once('close', () => this.forget(upstream));
+    } else {
+      this.sessions.add(upstream);
+      upstream.onStreamDone = () => this.reusable(upstream);
+      upstream.session.once('close', () => this.forget(upstream));
+    }
+  }
+
+  /** An exchange finished: the upstream goes to a waiting request, else back to the pool. */
+  private reusable(upstream: Upstream): void {
+    if (!upstream.alive) return;
+    if (this.closed) {
+      if (upstream.kind === 'h1' || upstream.idle) upstream.close();
+      return;
+    }
+    if (upstream.kind === 'h2' && !upstream.hasRoom()) return;
+    const waiter = this.waiters.values().next().value;
+    if (waiter) {
+      waiter(upstream);
+      return;
+    }
+    if (upstream.kind === 'h1') this.idleH1.push(upstream);
+    if (upstream.kind === 'h1' || upstream.idle) this.startIdleTimer(upstream);
+  }
+
+  private forget(upstream: Upstream): void {
+    this.stopIdleTimer(upstream);
+    if (upstream.kind === 'h2') this.sessions.delete(upstream);
+    else {
+      const index = this.idleH1.indexOf(upstream);
+      if (index >= 0) this.idleH1.splice(index, 1);
+    }
+  }
+
+  private startIdleTimer(upstream: Upstream): void {
+    this.stopIdleTimer(upstream);
+    this.idleTimers.set(
+      upstream,
+      setTimeout(() => {
+        this.idleTimers.delete(upstream);
+        upstream.close();
+      }, this.dataplane.settings.httpIdleMs),
+    );
+  }
+
+  private stopIdleTimer(upstream: Upstream): void {
+    const timer = this.idleTimers.get(upstream);
+    if (timer) clearTimeout(timer);
+    this.idleTimers.delete(upstream);
+  }
+}
+
+function capacityError(dataplane: Dataplane): EdgeError {
+  return { reason: 'capacity', message: `stream limit reached (${dataplane.settings.maxStreamsPerTunnel} per tunnel)` };
+}

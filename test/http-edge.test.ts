@@ -1,0 +1,229 @@
+import assert from 'node:assert/strict';
+import http from 'node:http';
+import https from 'node:https';
+import net from 'node:net';
+import { after, before, describe, test } from 'node:test';
+import WebSocket, { WebSocketServer } from 'ws';
+import { sleep, startTestEngine, waitFor, type TestEngine } from './helpers/engine.js';
+import { curl, edgeRequest, edgeSession, h2Request } from './helpers/edge-client.js';
+import { spawnCli, type RunningCli } from './helpers/process.js';
+import { mintToken } from './helpers/rstrm-agent.js';
+import { listenUpstream, patternBytes, sha256, upstreamHandler, type SeenRequest } from './helpers/upstream-server.js';
+
+/**
+ * The HTTP tunnel edge (engine.md §12) end to end: real clients (curl, Node's http/https/http2, ws)
+ * against a real engine, `rivulet forward` agents, real upstream servers.
+ */
+let t: TestEngine;
+let env: NodeJS.ProcessEnv;
+let port: number;
+const seen: SeenRequest[] = [];
+let upstream: http.Server;
+let upstreamPort: number;
+const agents: RunningCli[] = [];
+
+before(async () => {
+  t = await startTestEngine({ timeouts: { stream_request_seconds: 3, http_idle_seconds: 2 } });
+  port = t.engine.publicPort;
+  env = {
+    RSTREAM_ENGINE: `127.0.0.1:${port}`,
+    RSTREAM_AUTHENTICATION_TOKEN: await mintToken(),
+    NODE_EXTRA_CA_CERTS: t.certs.caCert,
+    RSTREAM_CONFIG: '/nonexistent/rstream.yaml',
+  };
+  upstream = http.createServer(upstreamHandler(seen));
+  const wss = new WebSocketServer({ server: upstream });
+  wss.on('connection', (socket, req) => {
+    socket.send(`hello ${req.headers['x-forwarded-for']}`);
+    socket.on('message', (data, binary) => socket.send(data, { binary }));
+  });
+  upstreamPort = await listenUpstream(upstream);
+  await forward(upstreamPort, ['--host', 'web']);
+});
+after(async () => {
+  for (const agent of agents) {
+    agent.child.kill('SIGTERM');
+    await agent.exited;
+  }
+  upstream.closeAllConnections();
+  upstream.close();
+  await t.stop();
+});
+
+/** `rivulet forward <port>` as a child process; resolves when its tunnel is live in the engine. */
+async function forward(target: number, flags: string[]): Promise<RunningCli> {
+  const agent = spawnCli(['forward', String(target), '-o', 'json', ...flags], { env });
+  agents.push(agent);
+  const deadline = Date.now() + 15_000;
+  for (;;) {
+    const online = agent.logs.find((line) => line.status === 'online');
+    if (online) {
+      await waitFor(() => t.engine.control.registry.tunnels.has(String(online.tunnel_id)));
+      return agent;
+    }
+    if (Date.now() > deadline) throw new Error(`forward did not come online: ${JSON.stringify(agent.logs)}`);
+    await sleep(50);
+  }
+}
+
+const host = (label: string): string => `${label}.t.localhost`;
+const url = (label: string, path = '/'): string => `https://${host(label)}:${port}${path}`;
+
+describe('HTTP tunnels: requests and responses', () => {
+  test('GET over HTTP/1.1 and h2 (curl): forwarded headers set, Host and hop-by-hop handled', async () => {
+    for (const [flag, version] of [['--http1.1', '1.1'], ['--http2', '2']] as const) {
+      seen.length = 0;
+      const reply = await curl(t.certs.caCert, url('web', '/echo?q=1'), [flag, '-H', 'X-Forwarded-For: 10.9.8.7', '-H', 'Connection: keep-alive, X-Hop', '-H', 'X-Hop: 1', '-H', 'X-Forwarded-Proto: http', '-H', 'Cookie: a=1']);
+      assert.equal(reply.status, 200, reply.body);
+      assert.equal(reply.version, version);
+      assert.equal(JSON.parse(reply.body).url, '/echo?q=1');
+      const headers = seen[0]!.headers;
+      assert.equal(headers.host, `${host('web')}:${port}`);
+      assert.equal(headers['x-forwarded-for'], '10.9.8.7, 127.0.0.1');
+      assert.equal(headers['x-forwarded-proto'], 'https');
+      assert.equal(headers['x-forwarded-host'], `${host('web')}:${port}`);
+      assert.equal(headers.cookie, 'a=1');
+      if (version === '1.1') assert.equal(headers['x-hop'], undefined, 'a header named by Connection is hop-by-hop');
+      assert.equal(headers.forwarded, undefined);
+      assert.equal(headers.via, undefined);
+    }
+  });
+
+  test('50 MiB up (POST) and 50 MiB down (GET) stream intact, over HTTP/1.1 and h2', async () => {
+    const body = patternBytes(50 * 1024 * 1024);
+    const up = await edgeRequest(port, t.ca, host('web'), { method: 'POST', path: '/echo', body });
+    assert.equal(up.status, 200);
+    assert.deepEqual([JSON.parse(up.body.toString()).length, JSON.parse(up.body.toString()).sha256], [body.length, sha256(body)]);
+    const down = await edgeRequest(port, t.ca, host('web'), { path: `/bytes?n=${body.length}` });
+    assert.equal(down.body.length, body.length);
+    assert.equal(sha256(down.body), down.headers['x-sha256']);
+
+    const session = edgeSession(port, t.ca, host('web'));
+    try {
+      const h2Up = await h2Request(session, host('web'), { method: 'POST', path: '/echo', body });
+      assert.equal(JSON.parse(h2Up.body.toString()).sha256, sha256(body));
+      const h2Down = await h2Request(session, host('web'), { path: `/bytes?n=${body.length}` });
+      assert.equal(sha256(h2Down.body), h2Down.headers['x-sha256']);
+    } finally {
+      session.close();
+    }
+  });
+
+  test('SSE: the first event arrives while the response is still open', async () => {
+    const events: string[] = [];
+    const done = new Promise<number>((resolve, reject) => {
+      const req = https.request({ host: '127.0.0.1', port, servername: host('web'), ca: t.ca, path: '/sse', headers: { host: host('web') } }, (res) => {
+        res.setEncoding('utf8');
+        res.on('data', (chunk: string) => events.push(chunk));
+        res.on('end', () => resolve(res.statusCode!));
+      });
+      req.on('error', reject);
+      req.end();
+    });
+    await waitFor(() => events.join('').includes('data: first'));
+    assert.ok(!events.join('').includes('second'));
+    await edgeRequest(port, t.ca, host('web'), { path: '/sse-release' });
+    assert.equal(await done, 200);
+    assert.match(events.join(''), /data: second/);
+  });
+
+  test('WebSocket: upgrade relayed, messages echo both ways', async () => {
+    const socket = new WebSocket(`wss://127.0.0.1:${port}/ws`, { ca: t.ca, servername: host('web'), headers: { host: host('web') } } as WebSocket.ClientOptions);
+    const messages: string[] = [];
+    socket.on('message', (data) => messages.push(data.toString()));
+    await new Promise<void>((resolve, reject) => {
+      socket.once('open', resolve);
+      socket.once('error', reject);
+    });
+    socket.send('ping 1');
+    await waitFor(() => messages.length >= 2);
+    assert.deepEqual(messages, ['hello 127.0.0.1', 'ping 1']);
+    socket.close();
+  });
+
+  test('100 concurrent keep-alive clients on one tunnel', async () => {
+    const agent = new https.Agent({ keepAlive: true, maxSockets: 100 });
+    try {
+      const replies = await Promise.all(
+        Array.from({ length: 100 }, async (_, i) => {
+          const results: number[] = [];
+          for (let round = 0; round < 3; round++) {
+            const reply = await edgeRequest(port, t.ca, host('web'), { path: `/echo?client=${i}&round=${round}`, agent });
+            results.push(reply.status);
+            assert.equal(JSON.parse(reply.body.toString()).url, `/echo?client=${i}&round=${round}`);
+          }
+          return results;
+        }),
+      );
+      assert.deepEqual(replies.flat(), Array(300).fill(200));
+    } finally {
+      agent.destroy();
+    }
+  });
+});
+
+describe('HTTP tunnels: generated responses', () => {
+  test('404 for a name with no tunnel, 421 for a foreign Host and for another host on an h2 connection', async () => {
+    const missing = await curl(t.certs.caCert, url('nobody'));
+    assert.deepEqual([missing.status, missing.error], [404, 'tunnel_not_found']);
+    assert.match(missing.headers, /content-type: text\/plain; charset=utf-8/i);
+    const json = await curl(t.certs.caCert, url('nobody'), ['-H', 'Accept: application/json']);
+    assert.deepEqual(JSON.parse(json.body), { status: 404, error: 'tunnel_not_found', message: `no tunnel is live at ${host('nobody')}` });
+    const foreign = await curl(t.certs.caCert, url('web'), ['-H', 'Host: example.com']);
+    assert.deepEqual([foreign.status, foreign.error], [421, 'misdirected']);
+
+    const session = edgeSession(port, t.ca, host('web'));
+    try {
+      const own = await h2Request(session, host('web'), { path: '/echo' });
+      assert.equal(own.status, 200);
+      const base = await h2Request(session, 'localhost', { path: '/echo' });
+      assert.deepEqual([base.status, base.headers['x-rivulet-error']], [421, 'misdirected']);
+      const other = await h2Request(session, host('nobody'), { path: '/echo' });
+      assert.equal(other.status, 404, 'routing is per request: another tunnel host on the same connection');
+    } finally {
+      session.close();
+    }
+    const connect = await curl(t.certs.caCert, url('web'), ['--http1.1', '-X', 'CONNECT', '--request-target', 'example.com:443']);
+    assert.deepEqual([connect.status, connect.error], [501, 'not_implemented']);
+  });
+
+  test('502 when the agent cannot reach its target', async () => {
+    const closed = net.createServer();
+    const deadPort = await listenUpstream(closed);
+    closed.close();
+    await forward(deadPort, ['--host', 'dead']);
+    const refused = await curl(t.certs.caCert, url('dead'));
+    assert.deepEqual([refused.status, refused.error], [502, 'agent_refused']);
+  });
+
+  test('403 from trusted_ips for a loopback address outside the list', async () => {
+    await forward(upstreamPort, ['--host', 'guarded', '--trusted-ips', '10.0.0.0/8,::1/128']);
+    const forbidden = await curl(t.certs.caCert, url('guarded'));
+    assert.deepEqual([forbidden.status, forbidden.error], [403, 'forbidden_ip']);
+  });
+
+  test('token_auth: 401 without a token, 200 with one (header or query), and the upstream never sees it', async () => {
+    await forward(upstreamPort, ['--host', 'locked', '--token-auth']);
+    const none = await curl(t.certs.caCert, url('locked', '/echo'));
+    assert.deepEqual([none.status, none.error], [401, 'unauthorized']);
+    assert.match(none.headers, /www-authenticate: Bearer/i);
+    const bad = await curl(t.certs.caCert, url('locked', '/echo'), ['-H', 'Authorization: Bearer not.a.token']);
+    assert.equal(bad.status, 401);
+
+    const token = await mintToken({ exp: Math.floor(Date.now() / 1000) + 600 });
+    seen.length = 0;
+    const viaHeader = await curl(t.certs.caCert, url('locked', '/echo?a=1'), ['-H', `Authorization: Bearer ${token}`]);
+    assert.equal(viaHeader.status, 200, viaHeader.body);
+    assert.equal(seen[0]!.headers.authorization, undefined);
+    assert.equal(seen[0]!.url, '/echo?a=1');
+
+    seen.length = 0;
+    const viaQuery = await curl(t.certs.caCert, url('locked', `/echo?a=1&rstream.token=${token}&b=%20&rstream.token=x`), ['-H', 'Authorization: Basic dTpw']);
+    assert.equal(viaQuery.status, 200, viaQuery.body);
+    assert.equal(seen[0]!.url, '/echo?a=1&b=%20');
+    assert.equal(seen[0]!.headers.authorization, 'Basic dTpw', 'a non-Bearer Authorization passes when the query held the proof');
+    const onlyToken = await curl(t.certs.caCert, url('locked', `/echo?rstream.token=${token}`));
+    assert.equal(onlyToken.status, 200);
+    assert.equal(seen[1]!.url, '/echo');
+  });
+});
