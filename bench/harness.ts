@@ -1,4 +1,6 @@
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { writeDevCertificates, type DevCertificateFiles } from '../src/certs/dev-ca.js';
@@ -62,3 +64,103 @@ export function writeResult(name: string, result: Record<string, unknown>): void
   fs.writeFileSync(out, JSON.stringify(full, null, 2) + '\n');
   process.stdout.write(JSON.stringify(full, null, 2) + '\n');
 }
+
+/** A child process whose stdout lines are kept (JSON lines parsed) for `waitForLine`. */
+export interface BenchChild {
+  child: ChildProcess;
+  lines: string[];
+  /** Resolves with the first stdout line (parsed JSON) matching `predicate`. */
+  waitForLine(predicate: (line: Record<string, unknown>) => boolean, timeoutMs?: number): Promise<Record<string, unknown>>;
+  stop(): Promise<void>;
+}
+
+export function spawnNode(args: string[], env: NodeJS.ProcessEnv = {}): BenchChild {
+  const child = spawn(process.execPath, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const lines: string[] = [];
+  let pending = '';
+  const waiters = new Set<() => void>();
+  const onOutput = (chunk: Buffer): void => {
+    pending += chunk.toString();
+    const parts = pending.split('\n');
+    pending = parts.pop()!;
+    lines.push(...parts);
+    for (const waiter of waiters) waiter();
+  };
+  child.stdout!.on('data', onOutput);
+  child.stderr!.on('data', (chunk: Buffer) => process.stderr.write(chunk));
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  return {
+    child,
+    lines,
+    waitForLine(predicate, timeoutMs = 15_000) {
+      return new Promise((resolve, reject) => {
+        const check = (): void => {
+          for (const line of lines) {
+            let parsed: Record<string, unknown>;
+            try {
+              parsed = JSON.parse(line) as Record<string, unknown>;
+            } catch {
+              continue;
+            }
+            if (predicate(parsed)) {
+              clearTimeout(timer);
+              waiters.delete(check);
+              resolve(parsed);
+              return;
+            }
+          }
+        };
+        const timer = setTimeout(() => {
+          waiters.delete(check);
+          reject(new Error(`no matching line from ${args.join(' ')}: ${lines.slice(-5).join(' | ')}`));
+        }, timeoutMs);
+        waiters.add(check);
+        check();
+      });
+    },
+    async stop() {
+      child.kill('SIGTERM');
+      await exited;
+    },
+  };
+}
+
+/** A TCP port free on loopback right now. */
+export async function freePort(): Promise<number> {
+  const server = net.createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as net.AddressInfo;
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
+
+/** Waits until something accepts TCP connections on `port`. */
+export async function waitForPort(port: number, timeoutMs = 15_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const open = await new Promise<boolean>((resolve) => {
+      const socket = net.connect(port, '127.0.0.1');
+      socket.once('connect', () => {
+        socket.destroy();
+        resolve(true);
+      });
+      socket.once('error', () => resolve(false));
+    });
+    if (open) return;
+    if (Date.now() > deadline) throw new Error(`nothing listens on ${port}`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
+
+/** Runs a command to its end and returns its stdout. */
+export function runCommand(command: string, args: string[]): Promise<string> {
+  return new Promise((resolve, reject) => {
+    execFile(command, args, { maxBuffer: 64 * 1024 * 1024 }, (error, stdout, stderr) => {
+      if (error) reject(new Error(`${command} failed: ${stderr || error.message}`));
+      else resolve(stdout);
+    });
+  });
+}
+
+/** The built CLI entry point (`rivulet`). */
+export const CLI_PATH = path.join(path.dirname(new URL(import.meta.url).pathname), '..', 'src', 'cli', 'main.js');

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
@@ -7,7 +7,8 @@ import path from 'node:path';
 import { before, describe, test } from 'node:test';
 import type { DevCertificateFiles } from '../src/certs/dev-ca.js';
 import { SHUTDOWN_DRAIN_MS } from '../src/control/engine.js';
-import { handshake } from './helpers/engine.js';
+import { promisify } from 'node:util';
+import { handshake, waitFor } from './helpers/engine.js';
 import { configTree, devCertificates, tempDir, writeConfig } from './helpers/fixtures.js';
 import { runCli, spawnCli } from './helpers/process.js';
 
@@ -172,4 +173,33 @@ test('the development profile creates its CA, certificate and secret once and se
   assert.ok(!second.logs.some((line) => line.msg === 'created development files'));
   second.child.kill('SIGTERM');
   await second.exited;
+});
+
+test('on the development profile, rivulet forward publishes a local service that curl reaches over the dev CA', async () => {
+  const cwd = tempDir();
+  const env = { RSTREAM_ENGINE_TLS__LISTEN_ADDR: '127.0.0.1:0', RSTREAM_ENGINE_METRICS__PROMETHEUS__ENABLED: 'false' };
+  const engine = spawnCli(['engine'], { cwd, env });
+  const ready = await engine.waitForLog('ready');
+  const dev = path.join(cwd, '.rivulet', 'dev');
+  const service = http.createServer((req, res) => res.end(`hello from ${req.url}\n`));
+  await new Promise<void>((resolve) => service.listen(0, '127.0.0.1', resolve));
+  const minted = await runCli(['token', 'mint', '--secret-file', path.join(dev, 'jwt-secret')], { cwd });
+  const agent = spawnCli(
+    ['forward', String((service.address() as net.AddressInfo).port), '--host', 'devapp', '-o', 'json', '--engine', `localhost:${ready.public_port}`, '--token', minted.stdout.trim(), '--engine-tls-ca-file', path.join(dev, 'ca.crt')],
+    { cwd, env: { RSTREAM_CONFIG: '/nonexistent/rstream.yaml' } },
+  );
+  try {
+    await waitFor(() => agent.logs.some((line) => line.status === 'online'), 15_000);
+    const online = agent.logs.find((line) => line.status === 'online')!;
+    assert.equal(online.forwarding, `https://devapp.t.localhost:${ready.public_port}`);
+    // Not execFileSync: the service answering curl lives in this process.
+    const { stdout } = await promisify(execFile)('curl', ['-sS', '--cacert', path.join(dev, 'ca.crt'), `${String(online.forwarding)}/hi`]);
+    assert.equal(stdout, 'hello from /hi\n');
+  } finally {
+    agent.child.kill('SIGTERM');
+    await agent.exited;
+    engine.child.kill('SIGTERM');
+    await engine.exited;
+    service.close();
+  }
 });

@@ -30,6 +30,7 @@ export class Dataplane {
   readonly streams: StreamBroker;
   private readonly verdictWaiters = new Map<string, (verdict: ProxyVerdict) => void>();
   private readonly routeRemovedListeners: Array<(tunnelId: string) => void> = [];
+  private poolPressureListener: ((tunnelId: string) => void) | undefined;
 
   constructor(
     readonly workerIndex: number,
@@ -64,6 +65,19 @@ export class Dataplane {
     this.allowLists.delete(tunnelId);
     this.streams.failTunnel(tunnelId);
     for (const listener of this.routeRemovedListeners) listener(tunnelId);
+  }
+
+  /**
+   * Slots of a tunnel at its limit can be held by idle pooled streams on other workers: a request that
+   * waits here asks them to give one back (engine.md §12.6).
+   */
+  relievePoolPressure(tunnelId: string): void {
+    this.peers.broadcast({ type: 'pool-pressure', tunnel_id: tunnelId });
+  }
+
+  /** The HTTP edge's pools close an idle stream of the tunnel when another worker waits for a slot. */
+  onPoolPressure(listener: (tunnelId: string) => void): void {
+    this.poolPressureListener = listener;
   }
 
   /** Whoever keeps per-tunnel state on this worker (the HTTP edge's upstream pools) forgets it here. */
@@ -149,6 +163,9 @@ export class Dataplane {
       }
       case 'proxy-verdict':
         this.verdictWaiters.get(message.stream_id)?.(message.verdict);
+        return;
+      case 'pool-pressure':
+        this.poolPressureListener?.(message.tunnel_id);
         return;
       default:
         this.relays.deliver(message);

@@ -21,6 +21,11 @@ export class PeerLinks {
     return true;
   }
 
+  /** To every linked worker. */
+  broadcast(message: PeerMessage): void {
+    for (const port of this.ports.values()) port.postMessage(message);
+  }
+
   close(): void {
     for (const port of this.ports.values()) port.close();
     this.ports.clear();

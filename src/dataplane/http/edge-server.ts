@@ -77,6 +77,7 @@ export class HttpEdge {
     // The HTTP/1.1 side checks header timeouts and idle connections on a timer set up at 'listening';
     // connections arrive from the worker's own listener, so this server never listens itself.
     this.server.emit('listening');
+    dataplane.onPoolPressure((tunnelId) => this.pools.get(tunnelId)?.releaseIdle());
     dataplane.onRouteRemoved((tunnelId) => {
       this.pools.get(tunnelId)?.close();
       this.pools.delete(tunnelId);

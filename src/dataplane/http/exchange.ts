@@ -18,6 +18,9 @@ export interface ForwardPlan {
   bodyless: boolean;
 }
 
+/** A constant abort reason: the default one is a DOMException with a stack, built on every abort. */
+const DOWNSTREAM_LEFT = new Error('the downstream left');
+
 /** Methods retried once on a fresh stream when a reused idle one fails before any response byte (RD). */
 const RETRIABLE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS']);
 
@@ -31,7 +34,9 @@ type Outcome = 'done' | { failedBeforeResponse: Error };
  */
 export async function proxyRequest(pool: TunnelUpstreams, req: EdgeRequest, res: EdgeResponse, plan: ForwardPlan): Promise<void> {
   const downstreamGone = new AbortController();
-  res.once('close', () => downstreamGone.abort());
+  res.once('close', () => {
+    if (!res.writableFinished) downstreamGone.abort(DOWNSTREAM_LEFT);
+  });
   for (let attempt = 0; ; attempt++) {
     const lease = await pool.lease(plan.peerAddress, downstreamGone.signal, attempt > 0);
     if (!lease.ok) {
@@ -115,7 +120,11 @@ function exchangeH2(upstream: H2Upstream, req: EdgeRequest, res: EdgeResponse, p
   });
 }
 
-/** Response head now (so SSE and long polls flush at once), then the body piped with backpressure. */
+/**
+ * The response head, then the body piped with backpressure. The head goes out with the first body
+ * chunk when that arrives in the same turn (one TLS record for a small response), else on its own
+ * right after, so SSE and long polls see their headers at once.
+ */
 function relayResponse(
   res: EdgeResponse,
   status: number,
@@ -127,7 +136,7 @@ function relayResponse(
   if (res.req.httpVersionMajor === 1 && statusMessage) {
     (res as http.ServerResponse).writeHead(status, statusMessage, headers);
   } else res.writeHead(status, headers);
-  if ('flushHeaders' in res) res.flushHeaders(); // h2 sends the head at writeHead already
+  if ('flushHeaders' in res) setImmediate(() => res.flushHeaders()); // no-op once a chunk carried it; h2 sends at writeHead
   body.once('error', () => res.destroy());
   body.once('aborted', () => res.destroy());
   body.pipe(res as NodeJS.WritableStream);

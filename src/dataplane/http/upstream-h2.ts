@@ -1,5 +1,15 @@
 import http2 from 'node:http2';
-import type { Duplex } from 'node:stream';
+import { Duplex } from 'node:stream';
+
+/**
+ * The upstream speaks first in HTTP/2 (its SETTINGS), so bytes are usually already buffered in the
+ * proxy connection's JS stream when the session starts. A session given a native socket would read
+ * the descriptor directly and never see them; through a plain Duplex it reads the JS stream instead.
+ */
+function jsStream(stream: Duplex): Duplex {
+  if (!('_handle' in stream)) return stream;
+  return Duplex.from({ readable: stream, writable: stream });
+}
 
 /** Until the upstream's SETTINGS say otherwise (RFC 9113 recommends at least 100). */
 const DEFAULT_MAX_CONCURRENT_STREAMS = 100;
@@ -20,8 +30,7 @@ export class H2Upstream {
     readonly stream: Duplex,
     readonly scheme: 'http' | 'https',
   ) {
-    stream.resume(); // it arrives paused; the session takes it over synchronously, before any byte can be read
-    this.session = http2.connect(`${scheme}://upstream`, { createConnection: () => stream });
+    this.session = http2.connect(`${scheme}://upstream`, { createConnection: () => jsStream(stream) });
     this.session.on('error', () => this.session.destroy());
     this.session.once('close', () => stream.destroy());
     stream.once('close', () => this.session.destroy());

@@ -36,6 +36,10 @@ export class TunnelUpstreams {
   private readonly idleTimers = new Map<Upstream, NodeJS.Timeout>();
   private readonly waiters = new Set<(upstream: Upstream | undefined) => void>();
   private closed = false;
+  /** An HTTP/2 session being opened: requests arriving meanwhile wait for it rather than open their own. */
+  private openingH2: Promise<unknown> | undefined;
+  /** Upstream TLS negotiated h2 before: expect it again. */
+  private negotiatedH2 = false;
 
   constructor(
     private readonly dataplane: Dataplane,
@@ -47,11 +51,23 @@ export class TunnelUpstreams {
     if (!fresh) {
       const pooled = this.takePooled();
       if (pooled) return { ok: true, upstream: pooled, reused: true };
+      if (this.openingH2) {
+        await this.openingH2;
+        const shared = this.takePooled();
+        if (shared) return { ok: true, upstream: shared, reused: true };
+      }
     }
     const slot = await this.acquireSlot(cancelled, !fresh);
     if (!slot.ok) return slot.upstream ? { ok: true, upstream: slot.upstream, reused: true } : { ok: false, error: slot.error ?? capacityError(this.dataplane) };
-    const opened = await this.openStream(peerAddress, slot.release, cancelled, false);
+    const opening = this.openStream(peerAddress, slot.release, cancelled, false);
+    const multiplexed = this.route.properties.http_version === 'h2c' || this.negotiatedH2;
+    if (multiplexed && !this.openingH2) {
+      this.openingH2 = opening;
+      void opening.finally(() => (this.openingH2 = undefined));
+    }
+    const opened = await opening;
     if (!opened.ok) return opened;
+    if (opened.protocol === 'h2' && opened.scheme === 'https') this.negotiatedH2 = true;
     const upstream = opened.protocol === 'h2' ? new H2Upstream(opened.stream, opened.scheme) : new H1Upstream(opened.stream);
     this.adopt(upstream);
     return { ok: true, upstream, reused: false };
@@ -72,6 +88,15 @@ export class TunnelUpstreams {
     for (const upstream of [...this.idleH1, ...this.sessions]) upstream.close();
     for (const timer of this.idleTimers.values()) clearTimeout(timer);
     this.idleTimers.clear();
+  }
+
+  /** Another worker waits at this tunnel's stream limit: give back the slot of one idle stream, if any. */
+  releaseIdle(): void {
+    const idleSession = [...this.sessions].find((session) => session.idle);
+    const upstream = this.idleH1.shift() ?? idleSession;
+    if (!upstream) return;
+    this.stopIdleTimer(upstream);
+    upstream.close();
   }
 
   private takePooled(): Upstream | undefined {
@@ -100,6 +125,7 @@ export class TunnelUpstreams {
       if (pooled) return { ok: false, upstream: pooled };
       const remaining = deadline - Date.now();
       if (remaining <= 0 || cancelled.aborted || this.closed) return { ok: false, error: capacityError(this.dataplane) };
+      this.dataplane.relievePoolPressure(this.route.tunnel_id);
       const handed = await this.waitForHandoff(Math.min(SLOT_POLL_MS, remaining), cancelled);
       if (handed && acceptHandoff) return { ok: false, upstream: handed };
       if (handed) this.reusable(handed);
