@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import http from 'node:http';
 import https from 'node:https';
 import net from 'node:net';
+import tls from 'node:tls';
 import { after, before, describe, test } from 'node:test';
 import WebSocket, { WebSocketServer } from 'ws';
 import { sleep, startTestEngine, waitFor, type TestEngine } from './helpers/engine.js';
@@ -32,7 +33,10 @@ before(async () => {
     RSTREAM_CONFIG: '/nonexistent/rstream.yaml',
   };
   upstream = http.createServer(upstreamHandler(seen));
-  const wss = new WebSocketServer({ server: upstream });
+  const wss = new WebSocketServer({
+    server: upstream,
+    verifyClient: (info: { req: http.IncomingMessage }) => info.req.url !== '/ws-denied',
+  });
   wss.on('connection', (socket, req) => {
     socket.send(`hello ${req.headers['x-forwarded-for']}`);
     socket.on('message', (data, binary) => socket.send(data, { binary }));
@@ -141,6 +145,62 @@ describe('HTTP tunnels: requests and responses', () => {
     socket.close();
   });
 
+  test('WebSocket: an upgrade the upstream refuses is relayed as a normal response', async () => {
+    const socket = new WebSocket(`wss://127.0.0.1:${port}/ws-denied`, { ca: t.ca, servername: host('web'), headers: { host: host('web') } } as WebSocket.ClientOptions);
+    const status = await new Promise<number>((resolve, reject) => {
+      socket.once('unexpected-response', (_req, res) => resolve(res.statusCode!));
+      socket.once('open', () => reject(new Error('opened')));
+      socket.once('error', () => {});
+    });
+    assert.equal(status, 401);
+  });
+
+  test('backpressure: a client that stops reading holds the upstream back; nothing is lost', async () => {
+    const total = 256 * 1024 * 1024;
+    let written = 0;
+    const firehose = http.createServer((_req, res) => {
+      res.writeHead(200, { 'content-length': total });
+      const chunk = Buffer.alloc(64 * 1024, 0x62);
+      const pump = (): void => {
+        while (written < total) {
+          written += chunk.length;
+          if (!res.write(chunk)) {
+            res.once('drain', pump);
+            return;
+          }
+        }
+        res.end();
+      };
+      pump();
+    });
+    const firehosePort = await listenUpstream(firehose);
+    await forward(firehosePort, ['--host', 'firehose']);
+    let length = 0;
+    let pausedResponse: http.IncomingMessage | undefined;
+    const ended = new Promise<void>((resolve, reject) => {
+      const req = https.request({ host: '127.0.0.1', port, servername: host('firehose'), ca: t.ca, headers: { host: host('firehose') } }, (res) => {
+        res.once('data', (chunk: Buffer) => {
+          length += chunk.length;
+          res.pause();
+          pausedResponse = res;
+        });
+        res.on('end', resolve);
+        res.on('error', reject);
+      });
+      req.on('error', reject);
+      req.end();
+    });
+    await waitFor(() => pausedResponse !== undefined);
+    await sleep(1500);
+    // Socket buffers on three TCP hops, the relay window and stream high-water marks: tens of MiB at most.
+    assert.ok(written < 96 * 1024 * 1024, `the upstream wrote ${written} bytes to a client that read ${length}`);
+    pausedResponse!.on('data', (chunk: Buffer) => (length += chunk.length));
+    pausedResponse!.resume();
+    await ended;
+    assert.equal(length, total);
+    firehose.close();
+  });
+
   test('100 concurrent keep-alive clients on one tunnel', async () => {
     const agent = new https.Agent({ keepAlive: true, maxSockets: 100 });
     try {
@@ -225,5 +285,21 @@ describe('HTTP tunnels: generated responses', () => {
     const onlyToken = await curl(t.certs.caCert, url('locked', `/echo?rstream.token=${token}`));
     assert.equal(onlyToken.status, 200);
     assert.equal(seen[1]!.url, '/echo');
+  });
+});
+
+describe('HTTP tunnels: malformed and unusual requests', () => {
+  test('431 for request headers over 16 KiB; an HTTP/1.0 request without Host is routed by SNI', async () => {
+    const tooLarge = await curl(t.certs.caCert, url('web', '/echo'), ['--http1.1', '-H', `X-Big: ${'a'.repeat(20 * 1024)}`]);
+    assert.deepEqual([tooLarge.status, tooLarge.error], [431, 'headers_too_large']);
+    const reply = await new Promise<string>((resolve, reject) => {
+      const socket = tls.connect({ host: '127.0.0.1', port, servername: host('web'), ca: t.ca }, () => socket.write('GET /echo HTTP/1.0\r\n\r\n'));
+      let text = '';
+      socket.on('data', (chunk: Buffer) => (text += chunk.toString()));
+      socket.on('end', () => resolve(text));
+      socket.on('error', reject);
+    });
+    assert.match(reply, /^HTTP\/1\.[01] 200/);
+    assert.match(reply, /"url":"\/echo"/);
   });
 });

@@ -117,6 +117,26 @@ describe('published TLS tunnels', () => {
     none.destroy();
   });
 
+  test('terminated with upstream_tls: TLS again towards the upstream, SNI the public name, ALPN the negotiated one', async () => {
+    const upstreamPair = await createDevCertificates({ host: 'upstream.internal', extraSans: [], days: 2 });
+    const seen: Array<{ servername: string | false; alpn: string | false | null }> = [];
+    const upstream = tls.createServer({ cert: upstreamPair.leafCertPem, key: upstreamPair.leafKeyPem, ALPNProtocols: ['x-proto'] }, (socket) => {
+      seen.push({ servername: socket.servername ?? false, alpn: socket.alpnProtocol });
+      socket.pipe(socket);
+    });
+    await new Promise<void>((resolve) => upstream.listen(0, '127.0.0.1', resolve));
+    try {
+      await forward((upstream.address() as net.AddressInfo).port, ['--upstream-tls', '--tls-alpn', 'x-proto', '--host', 'retls']);
+      const socket = await connect('retls.t.localhost', { ca: t.ca, ALPNProtocols: ['x-proto'] });
+      assert.equal(socket.getPeerCertificate().fingerprint256, t.engine.certificates.current.fingerprint256, 'the client sees the engine certificate');
+      await echo(socket);
+      assert.deepEqual(seen, [{ servername: 'retls.t.localhost', alpn: 'x-proto' }]);
+      socket.destroy();
+    } finally {
+      upstream.close();
+    }
+  });
+
   test('trusted_ips: a peer outside the list is closed before any TLS byte', async () => {
     await forward((plainEcho.address() as net.AddressInfo).port, ['--trusted-ips', '10.0.0.0/8,2001:db8::/32', '--host', 'guarded']);
     const hello = await new Promise<number>((resolve) => {
