@@ -6,8 +6,7 @@ import { loadUws, type TemplatedApp, type us_listen_socket } from './uws.js';
 /**
  * The main thread's uWS HTTP server. Workers terminate TLS for base-host HTTP connections and splice
  * the plaintext here over a Unix socket in a private directory (design.md: the Engine API lives in
- * the control plane). The Engine API routes arrive with their own issue; until then every request
- * gets the API's JSON 404.
+ * the control plane).
  */
 export class InternalApiServer {
   private constructor(
@@ -16,13 +15,14 @@ export class InternalApiServer {
     readonly socketPath: string,
   ) {}
 
-  static async start(): Promise<InternalApiServer> {
+  /** `routes` register themselves on the app (the Engine API, its event streams). */
+  static async start(routes: ReadonlyArray<{ register(app: TemplatedApp): void }>): Promise<InternalApiServer> {
     const uws = loadUws();
     const directory = fs.mkdtempSync(path.join(os.tmpdir(), 'rivulet-api-'));
     fs.chmodSync(directory, 0o700);
     const socketPath = path.join(directory, 'api.sock');
     const app = uws.App();
-    routeNotFound(app);
+    for (const route of routes) route.register(app);
     const listenSocket = await new Promise<us_listen_socket | false>((resolve) =>
       app.listen_unix((socket) => resolve(socket), socketPath),
     );
@@ -38,17 +38,4 @@ export class InternalApiServer {
     loadUws().us_listen_socket_close(this.listenSocket);
     fs.rmSync(this.directory, { recursive: true, force: true });
   }
-}
-
-function routeNotFound(app: TemplatedApp): void {
-  app.any('/*', (res, req) => {
-    const body = JSON.stringify({ error: 'not_found', message: `no such endpoint: ${req.getUrl()}` });
-    res.cork(() => {
-      res
-        .writeStatus('404 Not Found')
-        .writeHeader('content-type', 'application/json; charset=utf-8')
-        .writeHeader('access-control-allow-origin', '*')
-        .end(body);
-    });
-  });
 }

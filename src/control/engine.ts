@@ -1,6 +1,11 @@
 import crypto from 'node:crypto';
 import type http from 'node:http';
+import { EngineApi } from '../api/engine-api.js';
+import { EventHub } from '../api/event-hub.js';
+import { EventStreams } from '../api/event-streams.js';
 import { InternalApiServer } from '../api/internal-server.js';
+import { buildOpenApiDocument } from '../api/openapi.js';
+import { TokenVerifier } from './auth.js';
 import { formatListenAddress } from '../config/address.js';
 import type { EngineConfig } from '../config/load.js';
 import type { CertificatePair } from '../certs/certificate-pair.js';
@@ -56,7 +61,6 @@ export async function startEngine(
   });
 
   const counterBuffer = createCounterBuffer(config.dataplane.workers);
-  const api = await InternalApiServer.start();
   const streamSlots = createStreamSlotBuffer();
   const control = new ControlPlane(
     config,
@@ -65,6 +69,15 @@ export async function startEngine(
     () => supervisor!.port,
     streamSlots,
   );
+  let openApiDocument: string | undefined;
+  const engineApi = new EngineApi({
+    engineHost: config.engine.host,
+    registry: control.registry,
+    verifier: new TokenVerifier(config.auth.jwt.token_jwt_secret),
+    openApiDocument: () => (openApiDocument ??= JSON.stringify(buildOpenApiDocument(`${config.engine.host}:${supervisor!.port}`))),
+  });
+  const eventStreams = new EventStreams(engineApi, new EventHub(control.registry));
+  const api = await InternalApiServer.start([eventStreams, engineApi]);
   supervisor = new WorkerSupervisor({
     config,
     log,
@@ -86,6 +99,7 @@ export async function startEngine(
   let redirect: http.Server | undefined;
   const stopAll = async (): Promise<void> => {
     redirect?.close();
+    eventStreams.close();
     await supervisor.release();
     api.close();
   };
@@ -140,6 +154,8 @@ export async function startEngine(
       stopped ??= (async () => {
         log.info({ drain_ms: drainMs }, 'shutting down');
         control.beginShutdown();
+        // Event-stream subscribers hold spliced connections: WebSocket 1001 and SSE end let them drain now.
+        eventStreams.close();
         redirect?.close();
         const deadline = Date.now() + drainMs;
         await supervisor.stopAccepting(deadline);

@@ -6,7 +6,7 @@ import type { Dataplane } from './dataplane.js';
 import { ALPN_RSTRM, classifyConnection } from './dispatch.js';
 import { peekClientHello } from './peek.js';
 import { serveRstrm } from './rstrm-session.js';
-import { splice } from './splice.js';
+import { spliceToApi } from './api-connection.js';
 import { handshakeFailureReason } from './handshake-failure.js';
 import { HttpEdge } from './http/edge-server.js';
 import { serveTlsTunnel, tlsPolicyOf } from './tls-tunnel.js';
@@ -186,7 +186,7 @@ export class ConnectionAcceptor {
   private handle(kind: DispatchKind, session: tls.TLSSocket, raw: net.Socket, proxyOnly: boolean): void {
     switch (kind) {
       case 'api':
-        splice(session, net.connect({ path: this.options.apiSocketPath, allowHalfOpen: true }));
+        spliceToApi(session, this.options.apiSocketPath);
         return;
       case 'agent':
         serveRstrm(this.options.dataplane, { session, raw, peerAddress: raw.remoteAddress, proxyOnly });

@@ -1,0 +1,210 @@
+import net from 'node:net';
+import type { TokenVerifier, Identity } from '../control/auth.js';
+import { PERMISSIONS } from '../control/permissions.js';
+import type { Registry } from '../control/registry.js';
+import { apiClient, apiTunnel } from './api-objects.js';
+import { ParamsError, applyList, parseListParams } from './filters.js';
+import type { HttpRequest, HttpResponse, TemplatedApp } from './uws.js';
+
+/** engine.md §10.1: the error codes of the API's JSON error body, with their status line. */
+const STATUS_LINE = {
+  bad_request: '400 Bad Request',
+  unauthorized: '401 Unauthorized',
+  forbidden: '403 Forbidden',
+  not_found: '404 Not Found',
+  method_not_allowed: '405 Method Not Allowed',
+  misdirected: '421 Misdirected Request',
+} as const;
+
+export type ApiErrorCode = keyof typeof STATUS_LINE;
+
+const JSON_TYPE = 'application/json; charset=utf-8';
+const OPENAPI_TYPE = 'application/vnd.oai.openapi+json;version=3.1';
+const ALLOWED_METHODS = 'GET, HEAD, OPTIONS';
+
+export interface EngineApiOptions {
+  engineHost: string;
+  registry: Registry;
+  verifier: TokenVerifier;
+  /** The OpenAPI document, serialised once at startup. */
+  openApiDocument: () => string;
+}
+
+/** What the request handler read from uWS's request object, which lives only during the handler. */
+export interface ApiRequest {
+  method: string;
+  url: string;
+  host: string;
+  authorization: string;
+  params: string | undefined;
+}
+
+/**
+ * The Engine API's request/response routes on the main thread's uWS app (engine.md §10): host check,
+ * CORS, methods, Bearer auth and permissions, the list and get endpoints and the OpenAPI document.
+ * The event streams (§11) register their own routes next to these.
+ */
+export class EngineApi {
+  constructor(private readonly options: EngineApiOptions) {}
+
+  register(app: TemplatedApp): void {
+    app.any('/*', (res, req) => this.onRequest(res, readRequest(req)));
+  }
+
+  /** The checks every /api request passes first; an error response has been sent when it returns false. */
+  precheck(res: HttpResponse, request: ApiRequest): boolean {
+    if (!this.servesHost(request.host)) {
+      sendError(res, request, 'misdirected', `${request.host || 'this host'} is not served here; use ${this.options.engineHost}`);
+      return false;
+    }
+    if (!request.url.startsWith('/api/')) {
+      sendError(res, request, 'not_found', `no such endpoint: ${request.url}`);
+      return false;
+    }
+    if (request.method === 'options') {
+      res
+        .writeStatus('204 No Content')
+        .writeHeader('access-control-allow-origin', '*')
+        .writeHeader('access-control-allow-methods', 'GET, OPTIONS')
+        .writeHeader('access-control-allow-headers', 'Authorization, Content-Type')
+        .writeHeader('access-control-max-age', '600')
+        .endWithoutBody(0);
+      return false;
+    }
+    if (request.method !== 'get' && request.method !== 'head') {
+      sendError(res, request, 'method_not_allowed', `${request.method.toUpperCase()} is not allowed`, { allow: ALLOWED_METHODS });
+      return false;
+    }
+    return true;
+  }
+
+  /** Bearer header only (query tokens are for the event streams): the identity, or an error already sent. */
+  async authorize(res: HttpResponse, request: ApiRequest, token: string | undefined, permission?: string): Promise<Identity | undefined> {
+    const aborted = watchAbort(res);
+    const check = await this.options.verifier.verify(token);
+    if (aborted()) return undefined;
+    if (!check.ok) {
+      res.cork(() => sendError(res, request, 'unauthorized', check.reason, { 'www-authenticate': 'Bearer' }));
+      return undefined;
+    }
+    const { permissions } = check.identity;
+    if (permission && permissions !== null && !permissions.includes(permission)) {
+      res.cork(() => sendError(res, request, 'forbidden', `the token lacks the ${permission} permission`));
+      return undefined;
+    }
+    return check.identity;
+  }
+
+  private onRequest(res: HttpResponse, request: ApiRequest): void {
+    if (!this.precheck(res, request)) return;
+    const path = request.url;
+    if (path === '/api/openapi.json') {
+      sendJson(res, request, this.options.openApiDocument(), OPENAPI_TYPE);
+      return;
+    }
+    const token = bearerToken(request.authorization);
+    if (path === '/api/auth') {
+      void this.authorize(res, request, token).then((identity) => {
+        if (identity) res.cork(() => sendJson(res, request, JSON.stringify({ user_id: identity.user_id, permissions: identity.permissions })));
+      });
+      return;
+    }
+    const route = /^\/api\/(clients|tunnels)(?:\/([^/]+))?$/.exec(path);
+    if (!route) {
+      sendError(res, request, 'not_found', `no such endpoint: ${path}`);
+      return;
+    }
+    const [, collection, encodedId] = route as unknown as [string, 'clients' | 'tunnels', string | undefined];
+    void this.authorize(res, request, token, PERMISSIONS.resourcesReadOnly).then((identity) => {
+      if (identity) res.cork(() => this.serveCollection(res, request, collection, encodedId));
+    });
+  }
+
+  private serveCollection(res: HttpResponse, request: ApiRequest, collection: 'clients' | 'tunnels', encodedId: string | undefined): void {
+    const { registry } = this.options;
+    if (encodedId !== undefined) {
+      let id: string;
+      try {
+        id = decodeURIComponent(encodedId);
+      } catch {
+        sendError(res, request, 'not_found', `no ${collection.slice(0, -1)} ${encodedId}`);
+        return;
+      }
+      const client = collection === 'clients' ? registry.clients.get(id) : undefined;
+      const tunnel = collection === 'tunnels' ? registry.tunnels.get(id) : undefined;
+      const object = client ? apiClient(client) : tunnel ? apiTunnel(tunnel) : undefined;
+      if (!object) sendError(res, request, 'not_found', `no ${collection.slice(0, -1)} ${id}`);
+      else sendJson(res, request, JSON.stringify(object));
+      return;
+    }
+    let params;
+    try {
+      params = parseListParams(request.params, collection);
+    } catch (error) {
+      if (!(error instanceof ParamsError)) throw error;
+      sendError(res, request, 'bad_request', error.message);
+      return;
+    }
+    const objects = collection === 'clients' ? [...registry.clients.values()].map((client) => apiClient(client)) : [...registry.tunnels.values()].map((tunnel) => apiTunnel(tunnel));
+    sendJson(res, request, JSON.stringify(applyList(objects, params)));
+  }
+
+  /** engine.md §6.4, Engine API class: engine.host or an IP literal. */
+  private servesHost(hostHeader: string): boolean {
+    let host = hostHeader.toLowerCase();
+    host = host.startsWith('[') ? host.slice(1, host.indexOf(']')) : host.replace(/:\d+$/, '');
+    host = host.replace(/\.$/, '');
+    return host === this.options.engineHost || net.isIP(host) !== 0;
+  }
+}
+
+export function readRequest(req: HttpRequest): ApiRequest {
+  const query = req.getQuery();
+  return {
+    method: req.getMethod(),
+    url: req.getUrl(),
+    host: req.getHeader('host'),
+    authorization: req.getHeader('authorization'),
+    params: query ? queryParameter(query, 'params') : undefined,
+  };
+}
+
+/** One query parameter, decoded (`+` as space, as forms and Go's encoder write it). */
+export function queryParameter(query: string, name: string): string | undefined {
+  for (const part of query.split('&')) {
+    const equals = part.indexOf('=');
+    const key = equals < 0 ? part : part.slice(0, equals);
+    if (key !== name) continue;
+    try {
+      return decodeURIComponent((equals < 0 ? '' : part.slice(equals + 1)).replace(/\+/g, ' '));
+    } catch {
+      return undefined;
+    }
+  }
+  return undefined;
+}
+
+export function bearerToken(authorization: string): string | undefined {
+  return /^bearer\s+(\S+)\s*$/i.exec(authorization)?.[1];
+}
+
+/** Lets an async handler know the client went away before it answers (uWS requires the handler). */
+export function watchAbort(res: HttpResponse): () => boolean {
+  let aborted = false;
+  res.onAborted(() => (aborted = true));
+  return () => aborted;
+}
+
+export function sendJson(res: HttpResponse, request: ApiRequest, body: string, contentType = JSON_TYPE): void {
+  res.writeStatus('200 OK').writeHeader('content-type', contentType).writeHeader('access-control-allow-origin', '*');
+  if (request.method === 'head') res.endWithoutBody(Buffer.byteLength(body));
+  else res.end(body);
+}
+
+export function sendError(res: HttpResponse, request: ApiRequest, code: ApiErrorCode, message: string, headers: Record<string, string> = {}): void {
+  const body = JSON.stringify({ error: code, message });
+  res.writeStatus(STATUS_LINE[code]).writeHeader('content-type', JSON_TYPE).writeHeader('access-control-allow-origin', '*');
+  for (const [name, value] of Object.entries(headers)) res.writeHeader(name, value);
+  if (request.method === 'head') res.endWithoutBody(Buffer.byteLength(body));
+  else res.end(body);
+}

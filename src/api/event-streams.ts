@@ -1,0 +1,193 @@
+import { PERMISSIONS } from '../control/permissions.js';
+import { bearerToken, queryParameter, readRequest, sendError, type ApiRequest, type EngineApi } from './engine-api.js';
+import { MAX_QUEUED_BYTES, type EventHub, type Subscriber } from './event-hub.js';
+import { ParamsError, parseWatchParams, type WatchParams } from './filters.js';
+import type { HttpResponse, TemplatedApp, WebSocket } from './uws.js';
+
+/** engine.md §11.3 (RD): an SSE comment every 15 s keeps proxies and readers from timing out. */
+const SSE_KEEPALIVE_MS = 15_000;
+/** engine.md §11.4 (RD): uWS pings a quiet peer and closes one that stays silent this long. */
+const WEBSOCKET_IDLE_SECONDS = 60;
+
+interface SocketData {
+  filters: WatchParams;
+  subscriber?: Subscriber;
+}
+
+/**
+ * `GET /api/sse` and `GET /api/websocket` (engine.md §11): auth before the stream starts (Bearer header,
+ * else the `rstream.token` query), `params` filters, `state.initial` first, then the hub's events;
+ * a subscriber with more than 1 MiB queued is cut off without slowing anyone else.
+ */
+export class EventStreams {
+  private readonly sseStreams = new Set<SseStream>();
+  private readonly keepalive: NodeJS.Timeout;
+
+  constructor(
+    private readonly api: EngineApi,
+    private readonly hub: EventHub,
+  ) {
+    this.keepalive = setInterval(() => {
+      for (const stream of this.sseStreams) stream.write(': keepalive\n\n');
+    }, SSE_KEEPALIVE_MS).unref();
+  }
+
+  register(app: TemplatedApp): void {
+    app.any('/api/sse', (res, req) => void this.openSse(res, readRequest(req), req.getQuery() ?? ''));
+    app.ws<SocketData>('/api/websocket', {
+      idleTimeout: WEBSOCKET_IDLE_SECONDS,
+      sendPingsAutomatically: true,
+      maxBackpressure: MAX_QUEUED_BYTES,
+      closeOnBackpressureLimit: 1,
+      maxPayloadLength: 16 * 1024,
+      upgrade: (res, req, context) => {
+        const request = readRequest(req);
+        const key = req.getHeader('sec-websocket-key');
+        const protocol = req.getHeader('sec-websocket-protocol');
+        const extensions = req.getHeader('sec-websocket-extensions');
+        void this.admit(res, request, req.getQuery() ?? '').then((filters) => {
+          if (filters) res.cork(() => res.upgrade<SocketData>({ filters }, key, protocol, extensions, context));
+        });
+      },
+      open: (ws) => {
+        const data = ws.getUserData();
+        const subscriber: Subscriber = {
+          filters: data.filters,
+          // uWS queues up to maxBackpressure and closes the socket past it (closeOnBackpressureLimit).
+          deliver: (json) => ws.send(json, false) !== 2,
+          close: () => ws.end(1001, 'engine shutting down'),
+        };
+        data.subscriber = subscriber;
+        // Not inside this (corked) callback: a large snapshot must not go through uWS's cork buffer.
+        setImmediate(() => {
+          if (data.subscriber === subscriber) this.hub.subscribe(subscriber);
+        });
+      },
+      message: () => {}, // frames from the client are ignored (engine.md §11.4)
+      close: (ws) => {
+        const data = ws.getUserData();
+        if (data.subscriber) this.hub.unsubscribeOne(data.subscriber);
+        data.subscriber = undefined;
+      },
+    });
+  }
+
+  /** Shutdown: WebSocket subscribers get close code 1001, SSE streams end. */
+  close(): void {
+    clearInterval(this.keepalive);
+    this.hub.closeAll();
+  }
+
+  private async openSse(res: HttpResponse, request: ApiRequest, query: string): Promise<void> {
+    const filters = await this.admit(res, request, query);
+    if (!filters) return;
+    const stream = new SseStream(res, () => {
+      this.sseStreams.delete(stream);
+      this.hub.unsubscribeOne(stream);
+    }, filters);
+    res.cork(() => {
+      res
+        .writeStatus('200 OK')
+        .writeHeader('content-type', 'text/event-stream')
+        .writeHeader('cache-control', 'no-cache')
+        .writeHeader('x-accel-buffering', 'no')
+        .writeHeader('access-control-allow-origin', '*');
+    });
+    // Outside that cork: the snapshot may be large, and each write must be its own cork (see SseStream).
+    if (this.hub.subscribe(stream)) this.sseStreams.add(stream);
+  }
+
+  /** The stream endpoints' checks: host, method, token (header or query), permission, params. */
+  private async admit(res: HttpResponse, request: ApiRequest, query: string): Promise<WatchParams | undefined> {
+    if (!this.api.precheck(res, request)) return undefined;
+    const token = bearerToken(request.authorization) ?? queryParameter(query, 'rstream.token');
+    const identity = await this.api.authorize(res, request, token, PERMISSIONS.resourcesReadOnly);
+    if (!identity) return undefined;
+    try {
+      return parseWatchParams(request.params);
+    } catch (error) {
+      if (!(error instanceof ParamsError)) throw error;
+      res.cork(() => sendError(res, request, 'bad_request', error.message));
+      return undefined;
+    }
+  }
+}
+
+/**
+ * uWS 20.30 loses a write that does not fit in its 16 KiB cork buffer when flushing that buffer hits
+ * backpressure (the chunk header goes out without its data: malformed chunked encoding). Every write
+ * here is therefore its own cork, at most this many bytes; an SSE event may span HTTP chunks.
+ */
+const MAX_WRITE_BYTES = 16 * 1024 - 64;
+
+/**
+ * One SSE response as a hub subscriber. When uWS cannot send a write at once it keeps the rest and
+ * later pieces wait here until onWritable; past 1 MiB waiting the stream is cut. With an onWritable
+ * handler registered, uWS drains its own buffer only through our writes, so the handler always writes
+ * (an SSE comment line when nothing waits).
+ */
+class SseStream implements Subscriber {
+  private readonly waiting: Buffer[] = [];
+  private waitingBytes = 0;
+  private backpressured = false;
+  private open = true;
+
+  constructor(
+    private readonly res: HttpResponse,
+    private readonly onGone: () => void,
+    readonly filters: WatchParams,
+  ) {
+    res.onAborted(() => this.gone());
+    res.onWritable(() => this.drain());
+  }
+
+  deliver(json: string): boolean {
+    return this.write(`data: ${json}\n\n`);
+  }
+
+  write(text: string): boolean {
+    if (!this.open) return false;
+    const bytes = Buffer.from(text);
+    for (let offset = 0; offset < bytes.length; offset += MAX_WRITE_BYTES) {
+      const piece = bytes.subarray(offset, offset + MAX_WRITE_BYTES);
+      if (this.backpressured) {
+        this.waiting.push(piece);
+        this.waitingBytes += piece.length;
+      } else this.send(piece);
+    }
+    if (this.waitingBytes <= MAX_QUEUED_BYTES) return true;
+    this.res.close();
+    this.gone();
+    return false;
+  }
+
+  close(): void {
+    if (!this.open) return;
+    this.res.cork(() => this.res.end());
+    this.gone();
+  }
+
+  private drain(): boolean {
+    if (!this.open) return true;
+    this.backpressured = false;
+    if (this.waiting.length === 0) this.waiting.push(Buffer.from(':\n\n'));
+    while (this.waiting.length > 0 && !this.backpressured) {
+      const piece = this.waiting.shift()!;
+      this.waitingBytes -= piece.length;
+      this.send(piece);
+    }
+    return !this.backpressured;
+  }
+
+  private send(piece: Buffer): void {
+    this.res.cork(() => {
+      this.backpressured = !this.res.write(piece);
+    });
+  }
+
+  private gone(): void {
+    if (!this.open) return;
+    this.open = false;
+    this.onGone();
+  }
+}

@@ -1,0 +1,27 @@
+import net from 'node:net';
+import type { Duplex } from 'node:stream';
+import { splice } from './splice.js';
+
+/** A burst of API connections can fill the main thread's accept backlog: retry this long, then give up. */
+const CONNECT_ATTEMPTS = 50;
+const RETRY_DELAY_MS = 20;
+
+/**
+ * Joins a terminated base-host HTTP session to the main thread's Engine API server (its Unix socket).
+ * A Unix socket refuses at once (EAGAIN) when the listener's backlog is full, unlike TCP which would
+ * retry the SYN, so a burst (a thousand event-stream subscribers reconnecting) retries here briefly.
+ */
+export function spliceToApi(session: Duplex, socketPath: string, attempt = 1): void {
+  const api = net.connect({ path: socketPath, allowHalfOpen: true });
+  const retry = (error: NodeJS.ErrnoException): void => {
+    api.destroy();
+    if (error.code === 'EAGAIN' && attempt < CONNECT_ATTEMPTS && !session.destroyed) {
+      setTimeout(() => spliceToApi(session, socketPath, attempt + 1), RETRY_DELAY_MS);
+    } else session.destroy();
+  };
+  api.once('error', retry);
+  api.once('connect', () => {
+    api.off('error', retry);
+    splice(session, api);
+  });
+}
