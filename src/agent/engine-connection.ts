@@ -55,7 +55,7 @@ const contexts = new Map<string, tls.SecureContext>();
  * One client context per private CA: building one parses every system root, far too slow to repeat
  * for each proxy connection.
  */
-function contextTrusting(caPem: string): tls.SecureContext {
+export function contextTrusting(caPem: string): tls.SecureContext {
   let context = contexts.get(caPem);
   if (!context) {
     context = tls.createSecureContext({ ca: [...tls.rootCertificates, ...extraCaCertificates(), caPem] });

@@ -1,6 +1,8 @@
 #!/usr/bin/env node
 import { Command, CommanderError, Option } from 'commander';
 import { addAgentCommands } from './agent-commands.js';
+import { addEventsCommand } from './events-command.js';
+import { addListCommands } from './list-commands.js';
 import { collect, positiveInteger } from './option-parsers.js';
 import { runCertsDevCommand } from './certs-command.js';
 import { runEngineCommand } from './engine-command.js';
@@ -49,6 +51,8 @@ export function buildProgram(): Command {
     .action((options: Parameters<typeof runTokenMintCommand>[0]) => runTokenMintCommand(options));
 
   addAgentCommands(program);
+  addListCommands(program);
+  addEventsCommand(program);
   return program;
 }
 
