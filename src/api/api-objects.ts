@@ -79,3 +79,32 @@ function isSet(value: unknown): boolean {
   if (typeof value === 'number') return value !== 0;
   return true;
 }
+
+/** An online object and its JSON, built once: a record never changes while it is live. */
+export interface CachedObject<T> {
+  object: T;
+  json: string;
+}
+
+const clientCache = new WeakMap<ClientRecord, CachedObject<ApiClient>>();
+const tunnelCache = new WeakMap<TunnelRecord, CachedObject<ApiTunnel>>();
+
+export function cachedClient(client: ClientRecord): CachedObject<ApiClient> {
+  let cached = clientCache.get(client);
+  if (!cached) {
+    const object = apiClient(client);
+    cached = { object, json: JSON.stringify(object) };
+    clientCache.set(client, cached);
+  }
+  return cached;
+}
+
+export function cachedTunnel(tunnel: TunnelRecord): CachedObject<ApiTunnel> {
+  let cached = tunnelCache.get(tunnel);
+  if (!cached) {
+    const object = apiTunnel(tunnel);
+    cached = { object, json: JSON.stringify(object) };
+    tunnelCache.set(tunnel, cached);
+  }
+  return cached;
+}

@@ -2,8 +2,8 @@ import net from 'node:net';
 import type { TokenVerifier, Identity } from '../control/auth.js';
 import { PERMISSIONS } from '../control/permissions.js';
 import type { Registry } from '../control/registry.js';
-import { apiClient, apiTunnel } from './api-objects.js';
-import { ParamsError, applyList, parseListParams } from './filters.js';
+import { cachedClient, cachedTunnel } from './api-objects.js';
+import { ParamsError, listJson, parseListParams } from './filters.js';
 import type { HttpRequest, HttpResponse, TemplatedApp } from './uws.js';
 
 /** engine.md §10.1: the error codes of the API's JSON error body, with their status line. */
@@ -45,7 +45,12 @@ export interface ApiRequest {
  * The event streams (§11) register their own routes next to these.
  */
 export class EngineApi {
-  constructor(private readonly options: EngineApiOptions) {}
+  /** The unfiltered lists as sent, rebuilt after a change: dashboards poll them (10,000 tunnels ≈ 4 MB). */
+  private readonly fullLists = new Map<'clients' | 'tunnels', Buffer>();
+
+  constructor(private readonly options: EngineApiOptions) {
+    options.registry.subscribe(() => this.fullLists.clear());
+  }
 
   register(app: TemplatedApp): void {
     app.any('/*', (res, req) => this.onRequest(res, readRequest(req)));
@@ -132,9 +137,18 @@ export class EngineApi {
       }
       const client = collection === 'clients' ? registry.clients.get(id) : undefined;
       const tunnel = collection === 'tunnels' ? registry.tunnels.get(id) : undefined;
-      const object = client ? apiClient(client) : tunnel ? apiTunnel(tunnel) : undefined;
-      if (!object) sendError(res, request, 'not_found', `no ${collection.slice(0, -1)} ${id}`);
-      else sendJson(res, request, JSON.stringify(object));
+      const cached = client ? cachedClient(client) : tunnel ? cachedTunnel(tunnel) : undefined;
+      if (!cached) sendError(res, request, 'not_found', `no ${collection.slice(0, -1)} ${id}`);
+      else sendJson(res, request, cached.json);
+      return;
+    }
+    if (request.params === undefined) {
+      let full = this.fullLists.get(collection);
+      if (!full) {
+        full = Buffer.from(listJson(this.cachedObjects(collection), { limit: undefined, filter: () => true }));
+        this.fullLists.set(collection, full);
+      }
+      sendJson(res, request, full);
       return;
     }
     let params;
@@ -145,8 +159,12 @@ export class EngineApi {
       sendError(res, request, 'bad_request', error.message);
       return;
     }
-    const objects = collection === 'clients' ? [...registry.clients.values()].map((client) => apiClient(client)) : [...registry.tunnels.values()].map((tunnel) => apiTunnel(tunnel));
-    sendJson(res, request, JSON.stringify(applyList(objects, params)));
+    sendJson(res, request, listJson(this.cachedObjects(collection), params));
+  }
+
+  private cachedObjects(collection: 'clients' | 'tunnels'): Iterable<{ object: object; json: string }> {
+    const { registry } = this.options;
+    return collection === 'clients' ? [...registry.clients.values()].map(cachedClient) : [...registry.tunnels.values()].map(cachedTunnel);
   }
 
   /** engine.md §6.4, Engine API class: engine.host or an IP literal. */
@@ -195,10 +213,40 @@ export function watchAbort(res: HttpResponse): () => boolean {
   return () => aborted;
 }
 
-export function sendJson(res: HttpResponse, request: ApiRequest, body: string, contentType = JSON_TYPE): void {
+export function sendJson(res: HttpResponse, request: ApiRequest, body: string | Buffer, contentType = JSON_TYPE): void {
   res.writeStatus('200 OK').writeHeader('content-type', contentType).writeHeader('access-control-allow-origin', '*');
   if (request.method === 'head') res.endWithoutBody(Buffer.byteLength(body));
-  else res.end(body);
+  else if (Buffer.byteLength(body) <= MAX_CORKED_BYTES) res.end(body);
+  else endInPieces(res, Buffer.from(body));
+}
+
+/** uWS 20.30 can drop a write larger than its 16 KiB cork buffer under backpressure (see event-streams.ts). */
+const MAX_CORKED_BYTES = 16 * 1024 - 512;
+
+/**
+ * A large body (a list of 10,000 tunnels is megabytes) in cork-sized pieces with uWS's tryEnd, resuming
+ * from uWS's write offset when the socket drains.
+ */
+function endInPieces(res: HttpResponse, body: Buffer): void {
+  const start = res.getWriteOffset();
+  let sent = 0;
+  const pump = (): boolean => {
+    while (sent < body.length) {
+      const piece = body.subarray(sent, sent + MAX_CORKED_BYTES);
+      let ok = false;
+      let done = false;
+      res.cork(() => ([ok, done] = res.tryEnd(piece, body.length)));
+      if (done) return true;
+      if (!ok) return false; // uWS kept what it wrote; onWritable says where to resume
+      sent += piece.length;
+    }
+    return true;
+  };
+  res.onWritable((offset) => {
+    sent = offset - start;
+    return pump();
+  });
+  pump();
 }
 
 export function sendError(res: HttpResponse, request: ApiRequest, code: ApiErrorCode, message: string, headers: Record<string, string> = {}): void {

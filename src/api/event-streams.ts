@@ -12,6 +12,19 @@ const WEBSOCKET_IDLE_SECONDS = 60;
 interface SocketData {
   filters: WatchParams;
   subscriber?: Subscriber;
+  /** Bytes this socket may have queued: 1 MiB beyond its snapshot (see queueAllowance). */
+  allowance?: number;
+}
+
+/** Hard stop for uWS's own WebSocket buffer; the 1 MiB rule is enforced below it, per subscriber. */
+const WEBSOCKET_MAX_BACKPRESSURE = 256 * 1024 * 1024;
+
+/**
+ * engine.md §11.2 cuts a subscriber with more than 1 MiB queued. The first event, `state.initial`, can
+ * alone be megabytes (10,000 tunnels ≈ 4 MB) and is queued all at once, so the 1 MiB counts beyond it.
+ */
+function queueAllowance(snapshotBytes: number): number {
+  return MAX_QUEUED_BYTES + snapshotBytes;
 }
 
 /**
@@ -37,8 +50,7 @@ export class EventStreams {
     app.ws<SocketData>('/api/websocket', {
       idleTimeout: WEBSOCKET_IDLE_SECONDS,
       sendPingsAutomatically: true,
-      maxBackpressure: MAX_QUEUED_BYTES,
-      closeOnBackpressureLimit: 1,
+      maxBackpressure: WEBSOCKET_MAX_BACKPRESSURE,
       maxPayloadLength: 16 * 1024,
       upgrade: (res, req, context) => {
         const request = readRequest(req);
@@ -53,8 +65,12 @@ export class EventStreams {
         const data = ws.getUserData();
         const subscriber: Subscriber = {
           filters: data.filters,
-          // uWS queues up to maxBackpressure and closes the socket past it (closeOnBackpressureLimit).
-          deliver: (json) => ws.send(json, false) !== 2,
+          deliver: (json) => {
+            data.allowance ??= queueAllowance(Buffer.byteLength(json));
+            if (ws.send(json, false) !== 2 && ws.getBufferedAmount() <= data.allowance) return true;
+            ws.end(1008, 'too slow: event queue over 1 MiB');
+            return false;
+          },
           close: () => ws.end(1001, 'engine shutting down'),
         };
         data.subscriber = subscriber;
@@ -120,16 +136,23 @@ export class EventStreams {
  */
 const MAX_WRITE_BYTES = 16 * 1024 - 64;
 
+/** How soon a refused SSE stream tries again by itself (see SseStream.send). */
+const SSE_RETRY_MS = 50;
+
+let lastEvent: { json: string; frame: Buffer } = { json: '', frame: Buffer.alloc(0) };
+
 /**
  * One SSE response as a hub subscriber. When uWS cannot send a write at once it keeps the rest and
- * later pieces wait here until onWritable; past 1 MiB waiting the stream is cut. With an onWritable
+ * later pieces wait here until onWritable; past 1 MiB waiting (beyond the snapshot) the stream is cut. With an onWritable
  * handler registered, uWS drains its own buffer only through our writes, so the handler always writes
  * (an SSE comment line when nothing waits).
  */
 class SseStream implements Subscriber {
   private readonly waiting: Buffer[] = [];
   private waitingBytes = 0;
+  private allowance: number | undefined;
   private backpressured = false;
+  private retry: NodeJS.Timeout | undefined;
   private open = true;
 
   constructor(
@@ -142,12 +165,18 @@ class SseStream implements Subscriber {
   }
 
   deliver(json: string): boolean {
-    return this.write(`data: ${json}\n\n`);
+    // The hub hands every subscriber the same string for an event: encode it once.
+    if (json !== lastEvent.json) lastEvent = { json, frame: Buffer.from(`data: ${json}\n\n`) };
+    return this.writeBytes(lastEvent.frame);
   }
 
   write(text: string): boolean {
+    return this.writeBytes(Buffer.from(text));
+  }
+
+  private writeBytes(bytes: Buffer): boolean {
     if (!this.open) return false;
-    const bytes = Buffer.from(text);
+    this.allowance ??= queueAllowance(bytes.length);
     for (let offset = 0; offset < bytes.length; offset += MAX_WRITE_BYTES) {
       const piece = bytes.subarray(offset, offset + MAX_WRITE_BYTES);
       if (this.backpressured) {
@@ -155,7 +184,7 @@ class SseStream implements Subscriber {
         this.waitingBytes += piece.length;
       } else this.send(piece);
     }
-    if (this.waitingBytes <= MAX_QUEUED_BYTES) return true;
+    if (this.waitingBytes <= this.allowance) return true;
     this.res.close();
     this.gone();
     return false;
@@ -183,11 +212,18 @@ class SseStream implements Subscriber {
     this.res.cork(() => {
       this.backpressured = !this.res.write(piece);
     });
+    // uWS can report a refusal for a write it then sends whole, and no writable event follows; so a
+    // refused stream also retries on its own. A stalled reader gains at most one piece per retry.
+    if (this.backpressured) this.retry ??= setTimeout(() => {
+      this.retry = undefined;
+      if (this.backpressured) this.drain();
+    }, SSE_RETRY_MS);
   }
 
   private gone(): void {
     if (!this.open) return;
     this.open = false;
+    clearTimeout(this.retry);
     this.onGone();
   }
 }

@@ -76,14 +76,14 @@ export function parseWatchParams(raw: string | undefined): WatchParams {
   };
 }
 
-/** Filters keep objects first to last, up to `limit`. */
-export function applyList<T extends object>(objects: Iterable<T>, params: ListParams): T[] {
-  const kept: T[] = [];
-  for (const object of objects) {
+/** The JSON array of the objects that pass, first to last, up to `limit`, from their cached JSON. */
+export function listJson(objects: Iterable<{ object: object; json: string }>, params: ListParams): string {
+  const kept: string[] = [];
+  for (const { object, json } of objects) {
     if (params.limit !== undefined && kept.length >= params.limit) break;
-    if (params.filter(object as Record<string, unknown>)) kept.push(object);
+    if (params.filter(object as Record<string, unknown>)) kept.push(json);
   }
-  return kept;
+  return `[${kept.join(',')}]`;
 }
 
 function parseJsonObject(raw: string | undefined): Record<string, unknown> | undefined {
