@@ -197,6 +197,18 @@ describe('WebSocket', () => {
     }
   });
 
+  test('engine shutdown closes WebSocket subscribers with code 1001', async () => {
+    const own = await startTestEngine();
+    const socket = new WebSocket(`wss://127.0.0.1:${own.engine.publicPort}/api/websocket`, { ca: own.ca, servername: 'localhost', headers: { host: 'localhost', authorization: `Bearer ${token}` } } as WebSocket.ClientOptions);
+    await new Promise<void>((resolve, reject) => {
+      socket.once('message', () => resolve());
+      socket.once('error', reject);
+    });
+    const closed = new Promise<number>((resolve) => socket.once('close', (code) => resolve(code)));
+    await own.stop();
+    assert.equal(await closed, 1001);
+  });
+
   test('a bad token gets 401 before any upgrade', async () => {
     const socket = new WebSocket(`wss://127.0.0.1:${port}/api/websocket`, { ca: t.ca, servername: 'localhost', headers: { host: 'localhost', authorization: 'Bearer nope' } } as WebSocket.ClientOptions);
     const status = await new Promise<number>((resolve) => {

@@ -31,10 +31,6 @@ export class EventHub {
     this.unsubscribe = registry.subscribe((event) => this.publish(event));
   }
 
-  get size(): number {
-    return this.subscribers.size;
-  }
-
   /** Adds a subscriber and delivers its `state.initial`; false if it was cut off at once. */
   subscribe(subscriber: Subscriber): boolean {
     const { clients, tunnels } = subscriber.filters;

@@ -2,7 +2,7 @@ import { PERMISSIONS } from '../control/permissions.js';
 import { bearerToken, queryParameter, readRequest, sendError, type ApiRequest, type EngineApi } from './engine-api.js';
 import { MAX_QUEUED_BYTES, type EventHub, type Subscriber } from './event-hub.js';
 import { ParamsError, parseWatchParams, type WatchParams } from './filters.js';
-import type { HttpResponse, TemplatedApp, WebSocket } from './uws.js';
+import type { HttpResponse, TemplatedApp } from './uws.js';
 
 /** engine.md §11.3 (RD): an SSE comment every 15 s keeps proxies and readers from timing out. */
 const SSE_KEEPALIVE_MS = 15_000;

@@ -9,7 +9,7 @@ import type * as UWS from '@trufflesuite/uws-js-unofficial';
  */
 
 export type Uws = typeof UWS;
-export type { HttpRequest, HttpResponse, TemplatedApp, WebSocket, us_listen_socket } from '@trufflesuite/uws-js-unofficial';
+export type { HttpRequest, HttpResponse, TemplatedApp, us_listen_socket } from '@trufflesuite/uws-js-unofficial';
 
 interface UwsBuild {
   packageName: string;
