@@ -285,6 +285,33 @@ describe('HTTP tunnels: generated responses', () => {
     const onlyToken = await curl(t.certs.caCert, url('locked', `/echo?rstream.token=${token}`));
     assert.equal(onlyToken.status, 200);
     assert.equal(seen[1]!.url, '/echo');
+    // A Bearer header is the proof when present: a malformed one fails even with a good query token.
+    const malformed = await curl(t.certs.caCert, url('locked', `/echo?rstream.token=${token}`), ['-H', 'Authorization: Bearer a b']);
+    assert.equal(malformed.status, 401);
+    seen.length = 0;
+    const encodedName = await curl(t.certs.caCert, url('locked', `/echo?rstream%2Etoken=${token}&x=1`));
+    assert.equal(encodedName.status, 200);
+    assert.equal(seen[0]!.url, '/echo?x=1', 'a percent-encoded parameter name is the same parameter, and removed');
+  });
+
+  test('a client that resets during an Upgrade or CONNECT does not take the worker down', async () => {
+    for (const request of [
+      `GET /ws HTTP/1.1\r\nHost: ${host('locked')}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n`,
+      `CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n`,
+    ]) {
+      for (let i = 0; i < 10; i++) {
+        const tcp = net.connect(port, '127.0.0.1');
+        tcp.on('error', () => {});
+        const socket = tls.connect({ socket: tcp, servername: host('locked'), ca: t.ca }, () => {
+          socket.write(request);
+          setTimeout(() => tcp.resetAndDestroy(), i);
+        });
+        socket.on('error', () => {});
+      }
+    }
+    await sleep(500);
+    const still = await curl(t.certs.caCert, url('web', '/echo'));
+    assert.equal(still.status, 200);
   });
 });
 

@@ -230,8 +230,11 @@ const MAX_CORKED_BYTES = 16 * 1024 - 512;
 function endInPieces(res: HttpResponse, body: Buffer): void {
   const start = res.getWriteOffset();
   let sent = 0;
+  // Required by uWS for a response that outlives the handler; also stops the pump.
+  let aborted = false;
+  res.onAborted(() => (aborted = true));
   const pump = (): boolean => {
-    while (sent < body.length) {
+    while (sent < body.length && !aborted) {
       const piece = body.subarray(sent, sent + MAX_CORKED_BYTES);
       let ok = false;
       let done = false;

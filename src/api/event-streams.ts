@@ -150,6 +150,8 @@ let lastEvent: { json: string; frame: Buffer } = { json: '', frame: Buffer.alloc
 class SseStream implements Subscriber {
   private readonly waiting: Buffer[] = [];
   private waitingBytes = 0;
+  /** Bytes handed to uWS since it last accepted a write: they may all sit in its buffer. */
+  private unconfirmedBytes = 0;
   private allowance: number | undefined;
   private backpressured = false;
   private retry: NodeJS.Timeout | undefined;
@@ -184,7 +186,7 @@ class SseStream implements Subscriber {
         this.waitingBytes += piece.length;
       } else this.send(piece);
     }
-    if (this.waitingBytes <= this.allowance) return true;
+    if (this.waitingBytes + this.unconfirmedBytes <= this.allowance) return true;
     this.res.close();
     this.gone();
     return false;
@@ -212,6 +214,12 @@ class SseStream implements Subscriber {
     this.res.cork(() => {
       this.backpressured = !this.res.write(piece);
     });
+    this.unconfirmedBytes = this.backpressured ? this.unconfirmedBytes + piece.length : 0;
+    if (this.unconfirmedBytes > (this.allowance ?? MAX_QUEUED_BYTES)) {
+      this.res.close();
+      this.gone();
+      return;
+    }
     // uWS can report a refusal for a write it then sends whole, and no writable event follows; so a
     // refused stream also retries on its own. A stalled reader gains at most one piece per retry.
     if (this.backpressured) this.retry ??= setTimeout(() => {

@@ -29,6 +29,20 @@ interface EventsFlags extends TargetFlags {
 const FORWARD_TIMEOUT_MS = 10_000;
 const MAX_REDIRECTS = 5;
 const MAX_BACKOFF_MS = 30_000;
+/** The engine sends an SSE comment every 15 s and pings WebSockets: this much silence means a dead link. */
+const SILENCE_LIMIT_MS = 90_000;
+
+/** Calls `onSilence` when `touch` has not been called for SILENCE_LIMIT_MS; `stop` ends the watch. */
+function watchdog(onSilence: () => void): { touch: () => void; stop: () => void } {
+  let timer = setTimeout(onSilence, SILENCE_LIMIT_MS);
+  return {
+    touch: () => {
+      clearTimeout(timer);
+      timer = setTimeout(onSilence, SILENCE_LIMIT_MS);
+    },
+    stop: () => clearTimeout(timer),
+  };
+}
 
 /** Why a stream ended: `fatal` ones (auth, bad params) are not retried. */
 class StreamEnded extends Error {
@@ -140,9 +154,13 @@ class EventWatcher {
         headers: { authorization: `Bearer ${this.target.token}` },
         perMessageDeflate: false,
       } as WebSocket.ClientOptions);
+      const silence = watchdog(() => socket.terminate());
+      socket.on('ping', () => silence.touch());
       socket.on('message', (data, isBinary) => {
+        silence.touch();
         if (!isBinary) onEvent(data.toString());
       });
+      socket.once('close', () => silence.stop());
       socket.once('unexpected-response', (_req, res) => {
         readBody(res).then((body) => reject(new StreamEnded(`${res.statusCode}: ${apiErrorMessage(body)}`, res.statusCode! >= 400 && res.statusCode! < 500)), reject);
       });
@@ -161,8 +179,11 @@ class EventWatcher {
             return;
           }
           let pending = '';
+          const silence = watchdog(() => res.destroy(new Error(`no data for ${SILENCE_LIMIT_MS / 1000} s`)));
+          res.once('close', () => silence.stop());
           res.setEncoding('utf8');
           res.on('data', (chunk: string) => {
+            silence.touch();
             pending += chunk;
             let end: number;
             while ((end = pending.indexOf('\n\n')) >= 0) {
@@ -196,11 +217,12 @@ class EventWatcher {
     if (this.types && !this.types.has(type)) return;
     if (this.secret && !(DELIVERABLE_TYPES as readonly string[]).includes(type)) return;
     const body = this.secret ? webhookBody(event) : JSON.stringify(event);
-    const headers = this.secret ? webhookHeaders(this.secret, this.webhookId, body) : { 'content-type': 'application/json' };
-    process.stdout.write(this.flags.includeWebhookHeaders ? `${JSON.stringify({ headers, body: JSON.parse(body) })}\n` : `${body}\n`);
+    const headersNow = (): Record<string, string> => (this.secret ? webhookHeaders(this.secret, this.webhookId, body) : { 'content-type': 'application/json' });
+    process.stdout.write(this.flags.includeWebhookHeaders ? `${JSON.stringify({ headers: headersNow(), body: JSON.parse(body) })}\n` : `${body}\n`);
     if (this.forwardTo) {
       const url = this.forwardTo;
-      this.delivery = this.delivery.then(() => this.forward(url, body, headers));
+      // Signed when sent, not when received: a delivery that waited behind others still has a fresh t=.
+      this.delivery = this.delivery.then(() => this.forward(url, body, headersNow()));
     }
   }
 

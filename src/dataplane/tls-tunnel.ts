@@ -31,14 +31,19 @@ export async function serveTlsTunnel(
     splice(downstream, stream.proxyEnd);
     return;
   }
+  // The client may leave during the upstream handshake; the relay has no idle timeout to catch that.
+  const downstreamLeft = (): void => void stream.proxyEnd.destroy();
+  downstream.once('close', downstreamLeft);
   // Terminated with upstream_tls: the upstream gets TLS again, offered the protocol the client chose.
   const secured = await upstreamTls(stream.proxyEnd, route.properties.hostname, negotiatedAlpn ? [negotiatedAlpn] : []);
+  downstream.off('close', downstreamLeft);
   if (!secured) {
     dataplane.log.debug({ tunnel_id: route.tunnel_id }, 'TLS tunnel: the upstream TLS handshake failed');
     endSoon(downstream);
     return;
   }
-  splice(downstream, secured);
+  if (downstream.destroyed) secured.destroy();
+  else splice(downstream, secured);
 }
 
 /** The tunnel's floor (default TLS 1.2) and cipher list in OpenSSL names. */

@@ -71,6 +71,7 @@ export class HttpEdge {
     this.server.on('upgrade', (req: http.IncomingMessage, socket: Duplex, head: Buffer) => void this.onUpgrade(req, socket, head));
     // HTTP/1.1 CONNECT never reaches 'request'; h2 CONNECT does, and gets the same 501 there.
     this.server.on('connect', (req: http.IncomingMessage, socket: Duplex) => {
+      socket.on('error', () => socket.destroy());
       sendGenerated(req, detachedResponse(req, socket), { reason: 'not_implemented', message: 'CONNECT is not supported' });
     });
     this.server.on('session', (session: http2.ServerHttp2Session) => this.trackSession(session));
@@ -114,8 +115,14 @@ export class HttpEdge {
 
   /** An HTTP/1.1 Upgrade: WebSockets are relayed; other tokens are dropped and the request proxied normally. */
   private async onUpgrade(req: http.IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
+    // Node's HTTP server takes its error listener off a socket it hands over at an Upgrade.
+    socket.on('error', () => socket.destroy());
     (socket as net.Socket).setTimeout(0);
     const res = detachedResponse(req, socket);
+    if (this.draining) {
+      sendGenerated(req, res, { reason: 'shutting_down', message: 'the engine is shutting down' });
+      return;
+    }
     const admitted = await this.admit(req, res);
     if (!admitted) return;
     if (isWebSocketUpgrade(req.headers)) await relayWebSocket(admitted.pool, req, res, socket, head, admitted.plan);
@@ -151,6 +158,11 @@ export class HttpEdge {
         return undefined;
       }
       ({ path, dropAuthorization } = check);
+      // The tunnel may have gone while the token was checked.
+      if (this.options.dataplane.routeForHostname(host) !== route) {
+        sendGenerated(req, res, { reason: 'tunnel_not_found', message: `no tunnel is live at ${host}` });
+        return undefined;
+      }
     }
     return {
       pool: this.poolOf(route!),
@@ -177,7 +189,9 @@ export class HttpEdge {
 
   /** Parser-level failures on HTTP/1.1 get their generated response; TLS failures were counted already. */
   private onClientError(error: NodeJS.ErrnoException, socket: Duplex): void {
-    if (!error.code?.startsWith('HPE_') || !socket.writable) {
+    // A response already under way on this connection (pipelining) must not get error bytes mid-body.
+    const responding = (socket as Duplex & { _httpMessage?: { headersSent?: boolean } })._httpMessage?.headersSent === true;
+    if (!error.code?.startsWith('HPE_') || !socket.writable || responding) {
       socket.destroy();
       return;
     }

@@ -33,6 +33,8 @@ type Outcome = 'done' | { failedBeforeResponse: Error };
  * response head aborts the downstream.
  */
 export async function proxyRequest(pool: TunnelUpstreams, req: EdgeRequest, res: EdgeResponse, plan: ForwardPlan): Promise<void> {
+  // The client may have left during the checks before this (token verification is asynchronous).
+  if (downstreamClosed(res)) return;
   const downstreamGone = new AbortController();
   res.once('close', () => {
     if (!res.writableFinished) downstreamGone.abort(DOWNSTREAM_LEFT);
@@ -44,6 +46,10 @@ export async function proxyRequest(pool: TunnelUpstreams, req: EdgeRequest, res:
       return;
     }
     const { upstream } = lease;
+    if (downstreamGone.signal.aborted) {
+      pool.giveBack(upstream);
+      return;
+    }
     const outcome = upstream.kind === 'h1' ? await exchangeH1(upstream, req, res, plan) : await exchangeH2(upstream, req, res, plan);
     if (outcome === 'done' || downstreamGone.signal.aborted) return;
     const retriable = attempt === 0 && lease.reused && upstream.kind === 'h1' && plan.bodyless && RETRIABLE_METHODS.has(req.method ?? '');
@@ -130,16 +136,31 @@ function relayResponse(
   status: number,
   statusMessage: string | undefined,
   headers: http.OutgoingHttpHeaders,
-  body: NodeJS.ReadableStream & { once(event: 'error' | 'aborted', listener: () => void): unknown },
+  body: NodeJS.ReadableStream & { once(event: 'error' | 'aborted', listener: () => void): unknown; destroy(): void },
 ): void {
-  if (res.destroyed) return;
-  if (res.req.httpVersionMajor === 1 && statusMessage) {
-    (res as http.ServerResponse).writeHead(status, statusMessage, headers);
-  } else res.writeHead(status, headers);
+  if (downstreamClosed(res)) {
+    body.destroy();
+    return;
+  }
+  try {
+    if (res.req.httpVersionMajor === 1 && statusMessage) {
+      (res as http.ServerResponse).writeHead(status, statusMessage, headers);
+    } else res.writeHead(status, headers);
+  } catch {
+    // A status h2 cannot carry (600–999) or a reason phrase with control characters.
+    body.destroy();
+    sendGenerated(res.req, res, { reason: 'bad_upstream_response', message: 'the upstream sent a status line that cannot be relayed' });
+    return;
+  }
   if ('flushHeaders' in res) setImmediate(() => res.flushHeaders()); // no-op once a chunk carried it; h2 sends at writeHead
   body.once('error', () => res.destroy());
   body.once('aborted', () => res.destroy());
   body.pipe(res as NodeJS.WritableStream);
+}
+
+/** Whether the downstream response can no longer be written (client gone). */
+export function downstreamClosed(res: EdgeResponse): boolean {
+  return 'stream' in res ? res.stream.destroyed : res.destroyed || res.socket === null || res.socket.destroyed;
 }
 
 function sendBody(req: EdgeRequest, outgoing: NodeJS.WritableStream & { destroy(): void }, bodyless: boolean): void {

@@ -25,11 +25,12 @@ export class EdgeTokenAuth {
   }
 
   async check(headers: IncomingHttpHeaders, path: string): Promise<TokenAuthResult> {
-    const bearer = bearerToken(headers.authorization);
-    const token = bearer ?? firstQueryToken(path);
+    // A Bearer header is the proof whenever present, even a malformed one (which then fails).
+    const bearer = /^bearer(?:\s|$)/i.test(headers.authorization ?? '');
+    const token = bearer ? bearerToken(headers.authorization) : firstQueryToken(path);
     const failure = await this.verify(token);
-    if (failure) return { ok: false, reason: failure };
-    return { ok: true, dropAuthorization: bearer !== undefined, path: withoutQueryTokens(path) };
+    if (failure) return { ok: false, reason: bearer && token === undefined ? 'malformed token' : failure };
+    return { ok: true, dropAuthorization: bearer, path: withoutQueryTokens(path) };
   }
 
   private async verify(token: string | undefined): Promise<TokenFailure | undefined> {
@@ -61,8 +62,7 @@ function firstQueryToken(path: string): string | undefined {
   if (query < 0) return undefined;
   for (const parameter of path.slice(query + 1).split('&')) {
     const equals = parameter.indexOf('=');
-    const name = equals < 0 ? parameter : parameter.slice(0, equals);
-    if (name !== QUERY_PARAMETER) continue;
+    if (parameterName(parameter) !== QUERY_PARAMETER) continue;
     try {
       return decodeURIComponent((equals < 0 ? '' : parameter.slice(equals + 1)).replace(/\+/g, ' '));
     } catch {
@@ -79,9 +79,20 @@ export function withoutQueryTokens(path: string): string {
   const kept = path
     .slice(query + 1)
     .split('&')
-    .filter((parameter) => parameter !== QUERY_PARAMETER && !parameter.startsWith(`${QUERY_PARAMETER}=`));
+    .filter((parameter) => parameterName(parameter) !== QUERY_PARAMETER);
   const rest = kept.join('&');
   return rest === '' ? path.slice(0, query) : `${path.slice(0, query)}?${rest}`;
+}
+
+/** A query parameter's name, percent-decoded (`rstream%2Etoken` is the same parameter). */
+function parameterName(parameter: string): string {
+  const equals = parameter.indexOf('=');
+  const raw = equals < 0 ? parameter : parameter.slice(0, equals);
+  try {
+    return decodeURIComponent(raw.replace(/\+/g, ' '));
+  } catch {
+    return raw;
+  }
 }
 
 /** The exp claim in epoch ms, read without checking (the verifier already did). */

@@ -81,6 +81,11 @@ export class TunnelUpstreams {
     return opened.ok ? { ok: true, stream: opened.stream } : opened;
   }
 
+  /** A leased upstream that was not used (the client left meanwhile) goes back to the pool. */
+  giveBack(upstream: Upstream): void {
+    if (upstream.kind === 'h1') this.reusable(upstream);
+  }
+
   /** The tunnel is gone: idle streams close now, busy ones when their exchange ends. */
   close(): void {
     this.closed = true;
@@ -125,6 +130,8 @@ export class TunnelUpstreams {
       if (pooled) return { ok: false, upstream: pooled };
       const remaining = deadline - Date.now();
       if (remaining <= 0 || cancelled.aborted || this.closed) return { ok: false, error: capacityError(this.dataplane) };
+      // A stream of its own (WebSocket, retry) cannot use an idle pooled stream: free a slot, here and elsewhere.
+      if (!acceptHandoff) this.releaseIdle();
       this.dataplane.relievePoolPressure(this.route.tunnel_id);
       const handed = await this.waitForHandoff(Math.min(SLOT_POLL_MS, remaining), cancelled);
       if (handed && acceptHandoff) return { ok: false, upstream: handed };
@@ -167,6 +174,10 @@ export class TunnelUpstreams {
     }
     const secured = await upstreamTls(proxyEnd, properties.hostname, websocket ? WEBSOCKET_ALPN : UPSTREAM_ALPN);
     if (!secured) return { ok: false, error: { reason: 'upstream_tls', message: 'the TLS handshake with the upstream failed' } };
+    if (cancelled.aborted) {
+      secured.destroy();
+      return { ok: false, error: { reason: 'upstream_closed', message: 'the downstream left' } };
+    }
     return { ok: true, stream: secured, protocol: secured.alpnProtocol === 'h2' ? 'h2' : 'h1', scheme: 'https' };
   }
 

@@ -31,6 +31,10 @@ export async function relayWebSocket(
     return;
   }
   const upstreamStream = dedicated.stream;
+  if (downstreamGone.signal.aborted) {
+    upstreamStream.destroy();
+    return;
+  }
   const outgoing = http.request({
     createConnection: () => upstreamStream as never,
     method: req.method,
@@ -48,10 +52,17 @@ export async function relayWebSocket(
     downstream.write(`${head}\r\n`);
     if (upstreamHead.length > 0) downstream.write(upstreamHead);
     if (downstreamHead.length > 0) upgraded.write(downstreamHead);
-    splice(downstream, upgraded);
+    if (downstream.destroyed) upgraded.destroy();
+    else splice(downstream, upgraded);
   });
   outgoing.once('response', (incoming: http.IncomingMessage) => {
-    res.writeHead(incoming.statusCode ?? 502, incoming.statusMessage, downstreamResponseHeaders(incoming.headers));
+    try {
+      res.writeHead(incoming.statusCode ?? 502, incoming.statusMessage, downstreamResponseHeaders(incoming.headers));
+    } catch {
+      upstreamStream.destroy();
+      sendGenerated(req, res, { reason: 'bad_upstream_response', message: 'the upstream sent a status line that cannot be relayed' });
+      return;
+    }
     incoming.pipe(res);
     incoming.once('error', () => res.destroy());
     res.once('finish', () => upstreamStream.destroy());
