@@ -1,12 +1,10 @@
 import fs from 'node:fs';
 import https from 'node:https';
-import os from 'node:os';
-import path from 'node:path';
 import tls from 'node:tls';
 import { SignJWT } from 'jose';
 import { FrameDecoder, encodeFrame } from '../src/protocol/frame.js';
 import { emptyTunnelProperties, type Message } from '../src/protocol/messages.js';
-import { BENCH_SECRET, CLI_PATH, benchCertificates, freePort, numberArgument, spawnNode, summary, waitForPort, writeResult } from './harness.js';
+import { BENCH_SECRET, benchCertificates, numberArgument, startEngineProcess, summary, writeResult } from './harness.js';
 
 /**
  * The control plane and Engine API at scale, against an engine in its own process (2 workers):
@@ -28,26 +26,11 @@ const EVENTS = numberArgument('events', 20);
 
 async function main(): Promise<void> {
   const certs = await benchCertificates();
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rivulet-bench-api-'));
-  const port = await freePort();
-  const configFile = path.join(dir, 'engine.yaml');
-  fs.writeFileSync(
-    configFile,
-    [
-      'engine: { host: localhost, log_level: error }',
-      `tls: { enabled: true, listen_addr: "127.0.0.1:${port}" }`,
-      `certs: { static: { enabled: true, cert_file: "${certs.cert}", key_file: "${certs.key}" } }`,
-      `auth: { jwt: { enabled: true, token_jwt_secret: "${BENCH_SECRET}" } }`,
-      `dataplane: { workers: 2, max_tunnels_per_client: ${Math.ceil(TUNNELS / AGENTS) + EVENTS + 10} }`,
-      '',
-    ].join('\n'),
-  );
-  const engine = spawnNode([CLI_PATH, 'engine', '-c', configFile]);
+  const { port, engine } = await startEngineProcess(certs, () => `{ workers: 2, max_tunnels_per_client: ${Math.ceil(TUNNELS / AGENTS) + EVENTS + 10} }`);
   const ca = fs.readFileSync(certs.caCert);
   const agents: Agent[] = [];
   const subscribers: tls.TLSSocket[] = [];
   try {
-    await waitForPort(port);
     const token = await new SignJWT({ sub: 'bench' }).setProtectedHeader({ alg: 'HS256' }).sign(Buffer.from(BENCH_SECRET));
 
     // Creation: 100 agents, each pipelining its share of OpenTunnelReqs.

@@ -164,3 +164,24 @@ export function runCommand(command: string, args: string[]): Promise<string> {
 
 /** The built CLI entry point (`rivulet`). */
 export const CLI_PATH = path.join(path.dirname(new URL(import.meta.url).pathname), '..', 'src', 'cli', 'main.js');
+
+/** `rivulet engine` in its own process on a free loopback port; `dataplane` gives its YAML dataplane section. */
+export async function startEngineProcess(certs: DevCertificateFiles, dataplane: (port: number) => string): Promise<{ port: number; engine: BenchChild }> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rivulet-bench-engine-'));
+  const port = await freePort();
+  const configFile = path.join(dir, 'engine.yaml');
+  fs.writeFileSync(
+    configFile,
+    [
+      'engine: { host: localhost, log_level: error }',
+      `tls: { enabled: true, listen_addr: "127.0.0.1:${port}" }`,
+      `certs: { static: { enabled: true, cert_file: "${certs.cert}", key_file: "${certs.key}" } }`,
+      `auth: { jwt: { enabled: true, token_jwt_secret: "${BENCH_SECRET}" } }`,
+      `dataplane: ${dataplane(port)}`,
+      '',
+    ].join('\n'),
+  );
+  const engine = spawnNode([CLI_PATH, 'engine', '-c', configFile]);
+  await waitForPort(port);
+  return { port, engine };
+}

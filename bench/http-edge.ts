@@ -3,18 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { createRequire } from 'node:module';
 import { SignJWT } from 'jose';
-import {
-  BENCH_SECRET,
-  CLI_PATH,
-  benchCertificates,
-  freePort,
-  numberArgument,
-  runCommand,
-  spawnNode,
-  summary,
-  waitForPort,
-  writeResult,
-} from './harness.js';
+import { BENCH_SECRET, CLI_PATH, benchCertificates, numberArgument, runCommand, spawnNode, startEngineProcess, summary, writeResult } from './harness.js';
 
 /**
  * The HTTP tunnel edge against its references, every process separate as in production (engine with
@@ -56,25 +45,14 @@ interface LoadFigures {
 async function main(): Promise<void> {
   const certs = await benchCertificates();
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rivulet-bench-http-'));
-  const enginePort = await freePort();
-  const configFile = path.join(dir, 'engine.yaml');
-  fs.writeFileSync(
-    configFile,
-    [
-      'engine: { host: localhost, log_level: error }',
-      `tls: { enabled: true, listen_addr: "127.0.0.1:${enginePort}" }`,
-      `certs: { static: { enabled: true, cert_file: "${certs.cert}", key_file: "${certs.key}" } }`,
-      `auth: { jwt: { enabled: true, token_jwt_secret: "${BENCH_SECRET}" } }`,
-      `dataplane: { workers: ${WORKERS}, affinity: { enabled: ${AFFINITY}, port_base: ${enginePort + 1}, advertise_host: 127.0.0.1 } }`,
-      '',
-    ].join('\n'),
+  const { port: enginePort, engine } = await startEngineProcess(
+    certs,
+    (port) => `{ workers: ${WORKERS}, affinity: { enabled: ${AFFINITY}, port_base: ${port + 1}, advertise_host: 127.0.0.1 } }`,
   );
-  const engine = spawnNode([CLI_PATH, 'engine', '-c', configFile]);
   const upstream = spawnNode([path.join(path.dirname(new URL(import.meta.url).pathname), 'bench-upstream.js'), certs.cert, certs.key]);
   const relayScript = path.join(path.dirname(new URL(import.meta.url).pathname), 'tls-relay.js');
   const children = [engine, upstream];
   try {
-    await waitForPort(enginePort);
     const ports = (await upstream.waitForLine((line) => typeof line.http === 'number')) as { http: number; https: number };
     const token = await new SignJWT({ sub: 'bench' }).setProtectedHeader({ alg: 'HS256' }).sign(Buffer.from(BENCH_SECRET));
     const agent = spawnNode([CLI_PATH, 'forward', String(ports.http), '--host', LABEL, '-o', 'json'], {

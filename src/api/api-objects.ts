@@ -90,21 +90,19 @@ const clientCache = new WeakMap<ClientRecord, CachedObject<ApiClient>>();
 const tunnelCache = new WeakMap<TunnelRecord, CachedObject<ApiTunnel>>();
 
 export function cachedClient(client: ClientRecord): CachedObject<ApiClient> {
-  let cached = clientCache.get(client);
-  if (!cached) {
-    const object = apiClient(client);
-    cached = { object, json: JSON.stringify(object) };
-    clientCache.set(client, cached);
-  }
-  return cached;
+  return cached(clientCache, client, apiClient);
 }
 
 export function cachedTunnel(tunnel: TunnelRecord): CachedObject<ApiTunnel> {
-  let cached = tunnelCache.get(tunnel);
-  if (!cached) {
-    const object = apiTunnel(tunnel);
-    cached = { object, json: JSON.stringify(object) };
-    tunnelCache.set(tunnel, cached);
+  return cached(tunnelCache, tunnel, apiTunnel);
+}
+
+function cached<R extends object, T>(cache: WeakMap<R, CachedObject<T>>, record: R, build: (record: R) => T): CachedObject<T> {
+  let entry = cache.get(record);
+  if (!entry) {
+    const object = build(record);
+    entry = { object, json: JSON.stringify(object) };
+    cache.set(record, entry);
   }
-  return cached;
+  return entry;
 }

@@ -74,24 +74,29 @@ export function serveEcho(
   options: ProxyOptions,
 ): { requests: Array<MessageOf<'proxy_conn_req'>>; options: ProxyOptions } {
   const requests: Array<MessageOf<'proxy_conn_req'>> = [];
+  eachProxyConnReq(control, (request) => {
+    requests.push(request);
+    void openProxyConnection(control, request, options.portFor?.(request) ?? port, ca, options)
+      .then(({ socket, early }) => {
+        if (early.length > 0) socket.write(early);
+        socket.pipe(socket);
+      })
+      .catch(() => undefined);
+  });
+  return { requests, options };
+}
+
+/** Calls `handle` for every ProxyConnReq the engine sends on `control`, until the channel ends. */
+function eachProxyConnReq(control: RawConnection, handle: (request: MessageOf<'proxy_conn_req'>) => void): void {
   void (async () => {
     for (;;) {
-      let request: MessageOf<'proxy_conn_req'>;
       try {
-        request = await control.next('proxy_conn_req', 600_000);
+        handle(await control.next('proxy_conn_req', 600_000));
       } catch {
         return;
       }
-      requests.push(request);
-      void openProxyConnection(control, request, options.portFor?.(request) ?? port, ca, options)
-        .then(({ socket, early }) => {
-          if (early.length > 0) socket.write(early);
-          socket.pipe(socket);
-        })
-        .catch(() => undefined);
     }
   })();
-  return { requests, options };
 }
 
 /**
@@ -99,26 +104,18 @@ export function serveEcho(
  * a TCP connection to `target` (or a refusal when the target cannot be reached).
  */
 export function serveForward(control: RawConnection, enginePort: number, ca: Buffer, target: () => number): void {
-  void (async () => {
-    for (;;) {
-      let request: MessageOf<'proxy_conn_req'>;
-      try {
-        request = await control.next('proxy_conn_req', 600_000);
-      } catch {
-        return;
-      }
-      const upstream = net.connect({ host: '127.0.0.1', port: target(), allowHalfOpen: true });
-      upstream.on('error', () => {});
-      upstream.once('connect', () => {
-        void openProxyConnection(control, request, enginePort, ca, { zeroRtt: true, order: 'js' })
-          .then(({ socket }) => {
-            socket.pipe(upstream);
-            upstream.pipe(socket);
-            socket.once('close', () => upstream.destroy());
-            upstream.once('close', () => socket.destroy());
-          })
-          .catch(() => upstream.destroy());
-      });
-    }
-  })();
+  eachProxyConnReq(control, (request) => {
+    const upstream = net.connect({ host: '127.0.0.1', port: target(), allowHalfOpen: true });
+    upstream.on('error', () => {});
+    upstream.once('connect', () => {
+      void openProxyConnection(control, request, enginePort, ca, { zeroRtt: true, order: 'js' })
+        .then(({ socket }) => {
+          socket.pipe(upstream);
+          upstream.pipe(socket);
+          socket.once('close', () => upstream.destroy());
+          upstream.once('close', () => socket.destroy());
+        })
+        .catch(() => upstream.destroy());
+    });
+  });
 }
