@@ -317,8 +317,10 @@ describe('HTTP tunnels: generated responses', () => {
 
 describe('HTTP tunnels: malformed and unusual requests', () => {
   test('431 for request headers over 16 KiB; an HTTP/1.0 request without Host is routed by SNI', async () => {
-    const tooLarge = await curl(t.certs.caCert, url('web', '/echo'), ['--http1.1', '-H', `X-Big: ${'a'.repeat(20 * 1024)}`]);
-    assert.deepEqual([tooLarge.status, tooLarge.error], [431, 'headers_too_large']);
+    for (const version of ['--http1.1', '--http2']) {
+      const tooLarge = await curl(t.certs.caCert, url('web', '/echo'), [version, '-H', `X-Big: ${'a'.repeat(20 * 1024)}`]);
+      assert.deepEqual([tooLarge.status, tooLarge.error], [431, 'headers_too_large'], version);
+    }
     const reply = await new Promise<string>((resolve, reject) => {
       const socket = tls.connect({ host: '127.0.0.1', port, servername: host('web'), ca: t.ca }, () => socket.write('GET /echo HTTP/1.0\r\n\r\n'));
       let text = '';

@@ -55,7 +55,8 @@ export class HttpEdge {
         SNICallback: (_name, done) => void certificates.forHandshake().then((context) => done(null, context), done),
         ticketKeys: options.ticketKeys,
         handshakeTimeout: HANDSHAKE_TIMEOUT_MS,
-        settings: { enableConnectProtocol: false },
+        // Larger header lists than the 16 KiB limit still arrive, so they get a 431 instead of a reset.
+        settings: { enableConnectProtocol: false, maxHeaderListSize: 4 * MAX_HEADER_BYTES },
       },
       (req, res) => void this.onRequest(req, res),
     );
@@ -106,6 +107,11 @@ export class HttpEdge {
     }
     if (req.method === 'CONNECT') {
       sendGenerated(req, res, { reason: 'not_implemented', message: 'CONNECT is not supported' });
+      return;
+    }
+    // HTTP/1.1's parser enforces the 16 KiB itself (431 from onClientError); h2 headers are counted here.
+    if (req.httpVersionMajor === 2 && headerListSize(req.rawHeaders) > MAX_HEADER_BYTES) {
+      sendGenerated(req, res, { reason: 'headers_too_large', message: 'request headers exceed 16 KiB' });
       return;
     }
     const admitted = await this.admit(req, res);
@@ -231,6 +237,13 @@ function detachedResponse(req: http.IncomingMessage, socket: Duplex): http.Serve
   res.assignSocket(socket as net.Socket);
   res.once('finish', () => endSoon(socket));
   return res;
+}
+
+/** RFC 9113 §6.5.2's SETTINGS_MAX_HEADER_LIST_SIZE measure: name and value octets plus 32 per field. */
+function headerListSize(rawHeaders: readonly string[]): number {
+  let size = 0;
+  for (let i = 0; i < rawHeaders.length; i += 2) size += rawHeaders[i]!.length + rawHeaders[i + 1]!.length + 32;
+  return size;
 }
 
 /** Host (HTTP/1.x) or :authority (h2); an HTTP/1.0 request without Host falls back to the SNI. */
