@@ -34,6 +34,7 @@ function queueAllowance(snapshotBytes: number): number {
  */
 export class EventStreams {
   private readonly sseStreams = new Set<SseStream>();
+  private webSockets = 0;
   private readonly keepalive: NodeJS.Timeout;
 
   constructor(
@@ -62,6 +63,7 @@ export class EventStreams {
         });
       },
       open: (ws) => {
+        this.webSockets++;
         const data = ws.getUserData();
         const subscriber: Subscriber = {
           filters: data.filters,
@@ -81,11 +83,17 @@ export class EventStreams {
       },
       message: () => {}, // frames from the client are ignored (engine.md §11.4)
       close: (ws) => {
+        this.webSockets--;
         const data = ws.getUserData();
         if (data.subscriber) this.hub.unsubscribeOne(data.subscriber);
         data.subscriber = undefined;
       },
     });
+  }
+
+  /** Live subscribers per transport, for rivulet_event_subscribers. */
+  subscriberCounts(): { sse: number; websocket: number } {
+    return { sse: this.sseStreams.size, websocket: this.webSockets };
   }
 
   /** Shutdown: WebSocket subscribers get close code 1001, SSE streams end. */

@@ -6,6 +6,8 @@ import { EventStreams } from '../api/event-streams.js';
 import { InternalApiServer } from '../api/internal-server.js';
 import { buildOpenApiDocument } from '../api/openapi.js';
 import { TokenVerifier } from './auth.js';
+import { buildMetricsRegistry } from '../metrics/collectors.js';
+import { MetricsServer } from '../metrics/metrics-server.js';
 import { formatListenAddress } from '../config/address.js';
 import type { EngineConfig } from '../config/load.js';
 import type { CertificatePair } from '../certs/certificate-pair.js';
@@ -33,6 +35,8 @@ export interface RunningEngine {
   /** The port the TLS listener bound (the public port, engine.md §5.1). */
   readonly publicPort: number;
   readonly httpPort: number | undefined;
+  /** The Prometheus listener's port, when metrics are enabled. */
+  readonly metricsPort: number | undefined;
   readonly counters: CounterTable;
   readonly certificates: StaticCertificateProvider;
   readonly supervisor: WorkerSupervisor;
@@ -97,8 +101,10 @@ export async function startEngine(
   });
 
   let redirect: http.Server | undefined;
+  let metrics: MetricsServer | undefined;
   const stopAll = async (): Promise<void> => {
     redirect?.close();
+    metrics?.close();
     eventStreams.close();
     await supervisor.release();
     api.close();
@@ -126,6 +132,23 @@ export async function startEngine(
       throw new ListenError(`listen error: http.listen_addr "${address}": ${errorCode(error)}`);
     }
   }
+  const counters = new CounterTable(counterBuffer, config.dataplane.workers);
+  const prometheus = config.metrics.prometheus;
+  if (prometheus.enabled && prometheus.listen_addr) {
+    const registry = buildMetricsRegistry({
+      counters,
+      registry: control.registry,
+      closes: control.closes,
+      certificates,
+      eventSubscribers: () => eventStreams.subscriberCounts(),
+    });
+    try {
+      metrics = await MetricsServer.start({ address: prometheus.listen_addr, path: prometheus.path, bearerToken: prometheus.bearer_token, registry });
+    } catch {
+      await stopAll();
+      throw new ListenError(`listen error: metrics.prometheus.listen_addr "${formatListenAddress(prometheus.listen_addr)}": cannot listen`);
+    }
+  }
   const redirectAddress = redirect?.address();
   const httpPort = typeof redirectAddress === 'object' && redirectAddress ? redirectAddress.port : undefined;
 
@@ -134,6 +157,7 @@ export async function startEngine(
       tls: formatListenAddress({ host: config.tls.listen_addr.host, port: publicPort }),
       http: httpPort === undefined ? undefined : formatListenAddress({ host: config.http.listen_addr!.host, port: httpPort }),
       public_port: publicPort,
+      metrics: metrics ? formatListenAddress({ host: prometheus.listen_addr!.host, port: metrics.port }) : undefined,
       engine_host: config.engine.host,
       workers: supervisor.workerCount,
       listener_strategy: supervisor.strategy,
@@ -146,7 +170,8 @@ export async function startEngine(
     config,
     publicPort,
     httpPort,
-    counters: new CounterTable(counterBuffer, config.dataplane.workers),
+    metricsPort: metrics?.port,
+    counters,
     certificates,
     supervisor,
     control,
@@ -157,6 +182,7 @@ export async function startEngine(
         // Event-stream subscribers hold spliced connections: WebSocket 1001 and SSE end let them drain now.
         eventStreams.close();
         redirect?.close();
+        metrics?.close();
         const deadline = Date.now() + drainMs;
         await supervisor.stopAccepting(deadline);
         log.info('stopped accepting; draining open connections');

@@ -1,0 +1,64 @@
+import crypto from 'node:crypto';
+import type { Registry } from 'prom-client';
+import { loadUws, type us_listen_socket } from '../api/uws.js';
+import type { ListenAddress } from '../config/address.js';
+
+const EXPOSITION_TYPE = 'text/plain; version=0.0.4; charset=utf-8';
+
+/**
+ * The Prometheus listener (engine.md §16.1): plain HTTP/1.1 on its own address, served by uWS in the
+ * main thread. `GET`/`HEAD` on the path → the exposition; with a bearer token configured, a scrape
+ * without it (compared in constant time) → 401; other paths → 404; other methods → 405.
+ */
+export class MetricsServer {
+  private constructor(
+    private readonly listenSocket: us_listen_socket,
+    readonly port: number,
+  ) {}
+
+  static async start(options: { address: ListenAddress; path: string; bearerToken: string | undefined; registry: Registry }): Promise<MetricsServer> {
+    const uws = loadUws();
+    const app = uws.App();
+    const expected = options.bearerToken === undefined ? undefined : digest(`Bearer ${options.bearerToken}`);
+    app.any('/*', (res, req) => {
+      const method = req.getMethod();
+      const url = req.getUrl();
+      const authorization = req.getHeader('authorization');
+      if (url !== options.path) {
+        res.writeStatus('404 Not Found').writeHeader('content-type', 'text/plain; charset=utf-8').end('not found\n');
+        return;
+      }
+      if (method !== 'get' && method !== 'head') {
+        res.writeStatus('405 Method Not Allowed').writeHeader('allow', 'GET, HEAD').end();
+        return;
+      }
+      if (expected && !crypto.timingSafeEqual(digest(authorization), expected)) {
+        res.writeStatus('401 Unauthorized').writeHeader('www-authenticate', 'Bearer').writeHeader('content-type', 'text/plain; charset=utf-8').end('unauthorized\n');
+        return;
+      }
+      let aborted = false;
+      res.onAborted(() => (aborted = true));
+      void options.registry.metrics().then((text) => {
+        if (aborted) return;
+        res.cork(() => {
+          res.writeStatus('200 OK').writeHeader('content-type', EXPOSITION_TYPE);
+          if (method === 'head') res.endWithoutBody(Buffer.byteLength(text));
+          else res.end(text);
+        });
+      });
+    });
+    const listenSocket = await new Promise<us_listen_socket | false>((resolve) => app.listen(options.address.host, options.address.port, (socket) => resolve(socket)));
+    if (!listenSocket) throw new Error('cannot listen');
+    return new MetricsServer(listenSocket, uws.us_socket_local_port(listenSocket as never));
+  }
+
+  /** Must run before the thread exits (uWS). */
+  close(): void {
+    loadUws().us_listen_socket_close(this.listenSocket);
+  }
+}
+
+/** Fixed-length digests, so the comparison takes the same time whatever the offered token's length. */
+function digest(text: string): Buffer {
+  return crypto.createHash('sha256').update(text).digest();
+}
