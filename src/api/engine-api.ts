@@ -4,6 +4,7 @@ import { PERMISSIONS } from '../control/permissions.js';
 import type { Registry } from '../control/registry.js';
 import { cachedClient, cachedTunnel } from './api-objects.js';
 import { ParamsError, listJson, parseListParams } from './filters.js';
+import { endpointOf, type ApiEndpoint, type ApiRequestCounts } from './request-counts.js';
 import type { HttpRequest, HttpResponse, TemplatedApp } from './uws.js';
 
 /** engine.md §10.1: the error codes of the API's JSON error body, with their status line. */
@@ -28,6 +29,7 @@ export interface EngineApiOptions {
   verifier: TokenVerifier;
   /** The OpenAPI document, serialised once at startup. */
   openApiDocument: () => string;
+  requestCounts: ApiRequestCounts;
 }
 
 /** What the request handler read from uWS's request object, which lives only during the handler. */
@@ -37,6 +39,9 @@ export interface ApiRequest {
   host: string;
   authorization: string;
   params: string | undefined;
+  endpoint: ApiEndpoint;
+  /** Counts the request by the status it is answered with; called once, where the status line is written. */
+  answered: (status: number) => void;
 }
 
 /**
@@ -53,7 +58,24 @@ export class EngineApi {
   }
 
   register(app: TemplatedApp): void {
-    app.any('/*', (res, req) => this.onRequest(res, readRequest(req)));
+    app.any('/*', (res, req) => this.onRequest(res, this.readRequest(req)));
+  }
+
+  /** What the request handler needs from uWS's request object, which lives only during the handler. */
+  readRequest(req: HttpRequest): ApiRequest {
+    const query = req.getQuery();
+    const url = req.getUrl();
+    const endpoint = endpointOf(url);
+    const counts = this.options.requestCounts;
+    return {
+      method: req.getMethod(),
+      url,
+      host: req.getHeader('host'),
+      authorization: req.getHeader('authorization'),
+      params: query ? queryParameter(query, 'params') : undefined,
+      endpoint,
+      answered: (status) => counts.record(endpoint, status),
+    };
   }
 
   /** The checks every /api request passes first; an error response has been sent when it returns false. */
@@ -67,6 +89,7 @@ export class EngineApi {
       return false;
     }
     if (request.method === 'options') {
+      request.answered(204);
       res
         .writeStatus('204 No Content')
         .writeHeader('access-control-allow-origin', '*')
@@ -176,17 +199,6 @@ export class EngineApi {
   }
 }
 
-export function readRequest(req: HttpRequest): ApiRequest {
-  const query = req.getQuery();
-  return {
-    method: req.getMethod(),
-    url: req.getUrl(),
-    host: req.getHeader('host'),
-    authorization: req.getHeader('authorization'),
-    params: query ? queryParameter(query, 'params') : undefined,
-  };
-}
-
 /** One query parameter, decoded (`+` as space, as forms and Go's encoder write it). */
 export function queryParameter(query: string, name: string): string | undefined {
   for (const part of query.split('&')) {
@@ -214,6 +226,7 @@ export function watchAbort(res: HttpResponse): () => boolean {
 }
 
 export function sendJson(res: HttpResponse, request: ApiRequest, body: string | Buffer, contentType = JSON_TYPE): void {
+  request.answered(200);
   res.writeStatus('200 OK').writeHeader('content-type', contentType).writeHeader('access-control-allow-origin', '*');
   if (request.method === 'head') res.endWithoutBody(Buffer.byteLength(body));
   else if (Buffer.byteLength(body) <= MAX_CORKED_BYTES) res.end(body);
@@ -254,6 +267,7 @@ function endInPieces(res: HttpResponse, body: Buffer): void {
 
 export function sendError(res: HttpResponse, request: ApiRequest, code: ApiErrorCode, message: string, headers: Record<string, string> = {}): void {
   const body = JSON.stringify({ error: code, message });
+  request.answered(parseInt(STATUS_LINE[code], 10));
   res.writeStatus(STATUS_LINE[code]).writeHeader('content-type', JSON_TYPE).writeHeader('access-control-allow-origin', '*');
   for (const [name, value] of Object.entries(headers)) res.writeHeader(name, value);
   if (request.method === 'head') res.endWithoutBody(Buffer.byteLength(body));

@@ -1,5 +1,5 @@
 import { PERMISSIONS } from '../control/permissions.js';
-import { bearerToken, queryParameter, readRequest, sendError, type ApiRequest, type EngineApi } from './engine-api.js';
+import { bearerToken, queryParameter, sendError, type ApiRequest, type EngineApi } from './engine-api.js';
 import { MAX_QUEUED_BYTES, type EventHub, type Subscriber } from './event-hub.js';
 import { ParamsError, parseWatchParams, type WatchParams } from './filters.js';
 import type { HttpResponse, TemplatedApp } from './uws.js';
@@ -47,19 +47,21 @@ export class EventStreams {
   }
 
   register(app: TemplatedApp): void {
-    app.any('/api/sse', (res, req) => void this.openSse(res, readRequest(req), req.getQuery() ?? ''));
+    app.any('/api/sse', (res, req) => void this.openSse(res, this.api.readRequest(req), req.getQuery() ?? ''));
     app.ws<SocketData>('/api/websocket', {
       idleTimeout: WEBSOCKET_IDLE_SECONDS,
       sendPingsAutomatically: true,
       maxBackpressure: WEBSOCKET_MAX_BACKPRESSURE,
       maxPayloadLength: 16 * 1024,
       upgrade: (res, req, context) => {
-        const request = readRequest(req);
+        const request = this.api.readRequest(req);
         const key = req.getHeader('sec-websocket-key');
         const protocol = req.getHeader('sec-websocket-protocol');
         const extensions = req.getHeader('sec-websocket-extensions');
         void this.admit(res, request, req.getQuery() ?? '').then((filters) => {
-          if (filters) res.cork(() => res.upgrade<SocketData>({ filters }, key, protocol, extensions, context));
+          if (!filters) return;
+          request.answered(101);
+          res.cork(() => res.upgrade<SocketData>({ filters }, key, protocol, extensions, context));
         });
       },
       open: (ws) => {
@@ -109,6 +111,7 @@ export class EventStreams {
       this.sseStreams.delete(stream);
       this.hub.unsubscribeOne(stream);
     }, filters);
+    request.answered(200);
     res.cork(() => {
       res
         .writeStatus('200 OK')

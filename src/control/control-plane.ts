@@ -13,6 +13,17 @@ export interface WorkerBus {
   broadcast(message: MainToWorker): void;
 }
 
+type OpenResult = 'ok' | 'unauthorized' | 'invalid' | 'unavailable';
+type TunnelRequestResult = OpenResult | 'capacity';
+
+/** The metric label of a refusal: its error code's class, everything else being the request's fault. */
+function resultOf(code: number): Exclude<TunnelRequestResult, 'ok'> {
+  if (code === ErrorCode.Unauthorized) return 'unauthorized';
+  if (code === ErrorCode.ServiceUnavailable || code === ErrorCode.Internal) return 'unavailable';
+  if (code === ErrorCode.CapacityExhausted) return 'capacity';
+  return 'invalid';
+}
+
 const PROTOCOL_VERSION = /^(\d+)\.(\d+)\.(\d+)(-[0-9A-Za-z.-]+)?$/;
 
 /**
@@ -27,6 +38,10 @@ export class ControlPlane {
   private shuttingDown = false;
   /** Control-channel teardowns by reason (for rivulet_control_channel_closes_total). */
   readonly closes: Record<CloseReason, number> = { agent: 0, eof: 0, liveness: 0, protocol_error: 0, shutdown: 0 };
+  /** OpenControlChannelReq outcomes (rivulet_control_channel_opens_total). */
+  readonly opens: Record<OpenResult, number> = { ok: 0, unauthorized: 0, invalid: 0, unavailable: 0 };
+  /** OpenTunnelReq outcomes (rivulet_tunnel_requests_total). */
+  readonly tunnelRequests: Record<TunnelRequestResult, number> = { ok: 0, unauthorized: 0, unavailable: 0, invalid: 0, capacity: 0 };
 
   constructor(
     private readonly config: EngineConfig,
@@ -52,10 +67,17 @@ export class ControlPlane {
 
   async handle(worker: number, request: ControlRequest): Promise<ControlReply<ControlRequest['type']>> {
     switch (request.type) {
-      case 'open-client':
-        return this.openClient(worker, request);
-      case 'open-tunnel':
-        return this.openTunnel(request);
+      case 'open-client': {
+        const reply = await this.openClient(worker, request);
+        const result = reply.ok ? 'ok' : resultOf(reply.error.code);
+        this.opens[result === 'capacity' ? 'unavailable' : result]++; // no capacity limit on clients
+        return reply;
+      }
+      case 'open-tunnel': {
+        const reply = this.openTunnel(request);
+        this.tunnelRequests[reply.ok ? 'ok' : resultOf(reply.error.code)]++;
+        return reply;
+      }
       case 'close-tunnel':
         this.closeTunnel(request.client_id, request.tunnel_id);
         return { ok: true };

@@ -1,6 +1,7 @@
 import crypto from 'node:crypto';
 import type http from 'node:http';
 import { EngineApi } from '../api/engine-api.js';
+import { ApiRequestCounts } from '../api/request-counts.js';
 import { EventHub } from '../api/event-hub.js';
 import { EventStreams } from '../api/event-streams.js';
 import { InternalApiServer } from '../api/internal-server.js';
@@ -74,7 +75,9 @@ export async function startEngine(
     streamSlots,
   );
   let openApiDocument: string | undefined;
+  const apiRequests = new ApiRequestCounts();
   const engineApi = new EngineApi({
+    requestCounts: apiRequests,
     engineHost: config.engine.host,
     registry: control.registry,
     verifier: new TokenVerifier(config.auth.jwt.token_jwt_secret),
@@ -137,8 +140,8 @@ export async function startEngine(
   if (prometheus.enabled && prometheus.listen_addr) {
     const registry = buildMetricsRegistry({
       counters,
-      registry: control.registry,
-      closes: control.closes,
+      control,
+      apiRequests,
       certificates,
       eventSubscribers: () => eventStreams.subscriberCounts(),
     });

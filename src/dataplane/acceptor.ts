@@ -129,6 +129,7 @@ export class ConnectionAcceptor {
   private async serveTlsTunnel(socket: net.Socket, tunnel: TunnelRoute): Promise<void> {
     const { dataplane, counters } = this.options;
     if (!dataplane.admits(tunnel, socket.remoteAddress)) {
+      counters.add('access_denied_trusted_ips');
       dataplane.log.debug({ tunnel_id: tunnel.tunnel_id }, 'peer not in trusted_ips; closed before the handshake');
       socket.destroy();
       return;

@@ -9,6 +9,7 @@ import type { ControlChannel } from './control-channel.js';
 import type { ControlLink } from './control-link.js';
 import { PeerLinks } from './peers.js';
 import { RelayHub } from './relay.js';
+import { StreamMeter } from './stream-meter.js';
 import { StreamBroker, workerOfStream, type ProxyConnRequest } from './streams.js';
 
 /** How long the worker that received a ProxyReq waits for the stream's worker to judge it. */
@@ -28,6 +29,7 @@ export class Dataplane {
   readonly peers: PeerLinks;
   readonly relays: RelayHub;
   readonly streams: StreamBroker;
+  readonly meter: StreamMeter;
   private readonly verdictWaiters = new Map<string, (verdict: ProxyVerdict) => void>();
   private readonly routeRemovedListeners: Array<(tunnelId: string) => void> = [];
   private poolPressureListener: ((tunnelId: string) => void) | undefined;
@@ -41,6 +43,7 @@ export class Dataplane {
     readonly log: Logger,
   ) {
     this.peers = new PeerLinks((from, message) => this.onPeerMessage(from, message));
+    this.meter = new StreamMeter(counters);
     this.relays = new RelayHub((peer, message, transfer) => this.peers.send(peer, message, transfer), counters);
     const affinity = settings.affinity;
     this.streams = new StreamBroker({

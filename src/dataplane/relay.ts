@@ -21,6 +21,9 @@ export class RelayedStream extends Duplex {
   private heldWrite: (() => void) | undefined;
   private unacknowledged = 0;
   private peerClosed = false;
+  /** Payload bytes through this end, like a socket's (read by the stream metrics). */
+  bytesRead = 0;
+  bytesWritten = 0;
 
   constructor(
     readonly streamId: string,
@@ -36,6 +39,7 @@ export class RelayedStream extends Duplex {
     switch (message.type) {
       case 'relay-data': {
         const chunk = Buffer.from(message.chunk.buffer, message.chunk.byteOffset, message.chunk.byteLength);
+        this.bytesRead += chunk.length;
         if (this.push(chunk)) this.send({ type: 'relay-ack', stream_id: this.streamId, bytes: chunk.length });
         else this.unacknowledged += chunk.length;
         return;
@@ -70,6 +74,7 @@ export class RelayedStream extends Duplex {
     const bytes = new Uint8Array(chunk);
     this.send({ type: 'relay-data', stream_id: this.streamId, chunk: bytes }, [bytes.buffer]); // detaches `bytes`
     this.countSent(chunk.length);
+    this.bytesWritten += chunk.length;
     this.inFlight += chunk.length;
     if (this.inFlight < RELAY_WINDOW_BYTES) done();
     else this.heldWrite = done;

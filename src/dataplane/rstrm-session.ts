@@ -210,7 +210,7 @@ async function servePrivateDial(dataplane: Dataplane, connection: RstrmConnectio
     refuse(authorization.error);
     return;
   }
-  const stream = await openTunnelStream(dataplane, authorization.route, connection.peerAddress, session);
+  const stream = await openTunnelStream(dataplane, authorization.route, connection.peerAddress, session, 'private');
   if (!stream.ok) {
     refuse({ code: stream.failure.code, message: stream.failure.message });
     return;

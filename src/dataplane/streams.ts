@@ -4,7 +4,7 @@ import type { PeerMessage, ProxyVerdict, TunnelRoute } from '../control/thread-m
 import { ErrorCode, type IpAddress, type RstrmError } from '../protocol/messages.js';
 
 /** What went wrong, for the edge's status mapping (protocol.md §9.1) and the stream metrics. */
-export type StreamFailureReason = 'refused' | 'timeout' | 'owner_gone' | 'capacity';
+export type StreamFailureReason = 'refused' | 'timeout' | 'owner_gone' | 'capacity' | 'cancelled';
 
 /** Why a stream could not be set up; `code` is the rstrm/1 error code a private dial reports. */
 export class StreamFailure extends Error {
@@ -99,7 +99,7 @@ export class StreamBroker {
 
   /** The downstream gave up: its wait ends now, and a late ProxyReq for this id is unknown. */
   cancel(id: string): void {
-    this.fail(id, new StreamFailure('refused', ErrorCode.ServiceUnavailable, 'the downstream left'));
+    this.fail(id, new StreamFailure('cancelled', ErrorCode.ServiceUnavailable, 'the downstream left'));
   }
 
   private fail(id: string, failure: StreamFailure): void {

@@ -21,7 +21,7 @@ export async function serveTlsTunnel(
   peerAddress: string | undefined,
   negotiatedAlpn: string | false = false,
 ): Promise<void> {
-  const stream = await openTunnelStream(dataplane, route, peerAddress, downstream);
+  const stream = await openTunnelStream(dataplane, route, peerAddress, downstream, 'tls');
   if (!stream.ok) {
     dataplane.log.debug({ tunnel_id: route.tunnel_id, reason: stream.failure.reason }, 'TLS tunnel stream failed');
     endSoon(downstream);

@@ -1,9 +1,10 @@
 import type { Duplex } from 'node:stream';
 import type { TunnelRoute } from '../control/thread-messages.js';
+import type { StreamKind, StreamOutcome } from '../metrics/counters.js';
 import { ErrorCode } from '../protocol/messages.js';
 import type { Dataplane } from './dataplane.js';
 import { sourceIpOf } from './source-ip.js';
-import { StreamFailure } from './streams.js';
+import { StreamFailure, type StreamFailureReason } from './streams.js';
 
 export type TunnelStream = { ok: true; id: string; proxyEnd: Duplex } | { ok: false; failure: StreamFailure };
 
@@ -16,9 +17,11 @@ export async function openTunnelStream(
   route: TunnelRoute,
   peerAddress: string | undefined,
   downstream: Duplex,
+  kind: Exclude<StreamKind, 'http'>,
 ): Promise<TunnelStream> {
   const release = dataplane.acquireStream(route);
   if (!release) {
+    dataplane.meter.failed(kind, 'capacity');
     const limit = dataplane.settings.maxStreamsPerTunnel;
     return { ok: false, failure: new StreamFailure('capacity', ErrorCode.CapacityExhausted, `stream limit reached (${limit} per tunnel)`) };
   }
@@ -27,7 +30,7 @@ export async function openTunnelStream(
   const abort = (): void => downstreamLeft.abort();
   downstream.once('close', abort);
   try {
-    return await requestStream(dataplane, route, peerAddress, downstreamLeft.signal);
+    return await requestStream(dataplane, route, peerAddress, downstreamLeft.signal, kind);
   } finally {
     downstream.off('close', abort);
   }
@@ -42,6 +45,7 @@ export async function requestStream(
   route: TunnelRoute,
   peerAddress: string | undefined,
   cancelled: AbortSignal,
+  kind: StreamKind,
 ): Promise<TunnelStream> {
   const stream = dataplane.streams.open(route, sourceIpOf(peerAddress));
   const cancel = (): void => dataplane.streams.cancel(stream.id);
@@ -51,12 +55,24 @@ export async function requestStream(
     const proxyEnd = await stream.connected;
     if (cancelled.aborted) {
       proxyEnd.destroy();
-      return { ok: false, failure: new StreamFailure('refused', ErrorCode.ServiceUnavailable, 'downstream left') };
+      dataplane.meter.failed(kind, 'failed');
+      return { ok: false, failure: new StreamFailure('cancelled', ErrorCode.ServiceUnavailable, 'downstream left') };
     }
+    dataplane.meter.connected(kind, proxyEnd);
     return { ok: true, id: stream.id, proxyEnd };
   } catch (error) {
-    return { ok: false, failure: error as StreamFailure };
+    const failure = error as StreamFailure;
+    dataplane.meter.failed(kind, OUTCOME_OF_FAILURE[failure.reason]);
+    return { ok: false, failure };
   } finally {
     cancelled.removeEventListener('abort', cancel);
   }
 }
+
+const OUTCOME_OF_FAILURE: Record<StreamFailureReason, Exclude<StreamOutcome, 'connected'>> = {
+  refused: 'refused',
+  timeout: 'timeout',
+  capacity: 'capacity',
+  owner_gone: 'failed',
+  cancelled: 'failed',
+};

@@ -1,118 +1,133 @@
-import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Registry, collectDefaultMetrics, type LabelValues } from 'prom-client';
+import type { ApiRequestCounts } from '../api/request-counts.js';
 import type { StaticCertificateProvider } from '../certs/static-provider.js';
-import type { Registry as ControlRegistry } from '../control/registry.js';
+import type { ControlPlane } from '../control/control-plane.js';
 import { VERSION } from '../version.js';
-import { HANDSHAKE_FAILURE_REASONS, type CounterTable } from './counters.js';
+import {
+  ACCESS_DENIAL_REASONS,
+  HANDSHAKE_FAILURE_REASONS,
+  RESPONSE_CLASSES,
+  RESPONSE_ORIGINS,
+  STREAM_DIRECTIONS,
+  STREAM_KINDS,
+  STREAM_OUTCOMES,
+  type CounterTable,
+  type CounterValues,
+} from './counters.js';
 
 export interface MetricSources {
   counters: CounterTable;
-  registry: ControlRegistry;
-  /** Control-channel teardowns by reason (ControlPlane.closes). */
-  closes: Readonly<Record<string, number>>;
+  /** The registry and the outcome tallies (opens, closes, tunnel requests) of the main thread. */
+  control: ControlPlane;
+  apiRequests: ApiRequestCounts;
   certificates: StaticCertificateProvider;
   eventSubscribers: () => { sse: number; websocket: number };
 }
 
+type Sample = [labels: LabelValues<string>, value: number];
+
 /**
  * The engine's one prom-client registry (engine.md §16.2), in the main thread. Nothing is counted per
- * event: every value is read at scrape time, the data-path ones from the workers' SharedArrayBuffer rows,
- * the rest from the control plane's own state. No label takes per-tenant values.
+ * event here: every value is read at scrape time, the data-path ones from the workers' SharedArrayBuffer
+ * rows, the rest from the control plane's own state. No label takes per-tenant values. Full metric
+ * table: docs/metrics.md.
  */
 export function buildMetricsRegistry(sources: MetricSources): Registry {
   const registry = new Registry();
   const registers = [registry];
   collectDefaultMetrics({ register: registry, prefix: 'rivulet_' });
+  // Gauges named like counters (promtool rejects them); the same figures remain, by type, without `_total`.
+  for (const kind of ['handles', 'requests', 'resources']) registry.removeSingleMetric(`rivulet_nodejs_active_${kind}_total`);
 
-  new Gauge({ name: 'rivulet_build_info', help: 'Rivulet build; always 1', labelNames: ['version'], registers }).set({ version: VERSION }, 1);
-  new Gauge({
-    name: 'rivulet_clients_connected',
-    help: 'Live control channels',
-    registers,
-    collect() {
-      this.set(sources.registry.clients.size);
-    },
+  // One consistent sum of the workers' rows per scrape (prom-client collects every metric in one turn).
+  let scrapeTotals: CounterValues | undefined;
+  const totals = (): CounterValues => {
+    if (!scrapeTotals) {
+      scrapeTotals = sources.counters.totals();
+      setImmediate(() => (scrapeTotals = undefined));
+    }
+    return scrapeTotals;
+  };
+
+  const counter = (name: string, help: string, labelNames: string[], samples: () => Iterable<Sample>): void => {
+    new Counter({
+      name,
+      help,
+      labelNames,
+      registers,
+      collect() {
+        this.reset();
+        for (const [labels, value] of samples()) this.inc(labels, value);
+      },
+    });
+  };
+  const gauge = (name: string, help: string, labelNames: string[], samples: () => Iterable<Sample>): void => {
+    new Gauge({
+      name,
+      help,
+      labelNames,
+      registers,
+      collect() {
+        this.reset();
+        for (const [labels, value] of samples()) this.set(labels, value);
+      },
+    });
+  };
+  const tallies = (labelName: string, record: Readonly<Record<string, number>>): Sample[] =>
+    Object.entries(record).map(([value, count]) => [{ [labelName]: value }, count]);
+
+  gauge('rivulet_build_info', 'Rivulet build; always 1', ['version'], () => [[{ version: VERSION }, 1]]);
+  gauge('rivulet_clients_connected', 'Live control channels', [], () => [[{}, sources.control.registry.clients.size]]);
+  counter('rivulet_control_channel_opens_total', 'Control-channel open requests by outcome', ['result'], () => tallies('result', sources.control.opens));
+  counter('rivulet_control_channel_closes_total', 'Control-channel teardowns by reason', ['reason'], () => tallies('reason', sources.control.closes));
+  gauge('rivulet_tunnels', 'Live tunnels by protocol and publish', ['protocol', 'publish'], () => {
+    const live = new Map<string, number>();
+    for (const protocol of ['http', 'tls', 'none']) for (const publish of ['true', 'false']) live.set(`${protocol} ${publish}`, 0);
+    for (const tunnel of sources.control.registry.tunnels.values()) {
+      const key = `${tunnel.properties.protocol || 'none'} ${tunnel.properties.publish !== false}`;
+      live.set(key, live.get(key)! + 1);
+    }
+    return [...live].map(([key, count]) => {
+      const [protocol, publish] = key.split(' ');
+      return [{ protocol, publish }, count] as Sample;
+    });
   });
-  new Gauge({
-    name: 'rivulet_tunnels',
-    help: 'Live tunnels by protocol and publish',
-    labelNames: ['protocol', 'publish'],
-    registers,
-    collect() {
-      this.reset();
-      for (const protocol of ['http', 'tls', 'none']) for (const publish of ['true', 'false']) this.set({ protocol, publish }, 0);
-      for (const tunnel of sources.registry.tunnels.values()) {
-        this.inc({ protocol: tunnel.properties.protocol || 'none', publish: String(tunnel.properties.publish !== false) });
-      }
-    },
-  });
-  new Counter({
-    name: 'rivulet_control_channel_closes_total',
-    help: 'Control-channel teardowns by reason',
-    labelNames: ['reason'],
-    registers,
-    collect() {
-      this.reset();
-      for (const [reason, count] of Object.entries(sources.closes)) this.inc({ reason }, count);
-    },
-  });
-  new Counter({
-    name: 'rivulet_tls_handshake_failures_total',
-    help: 'Failed or aborted TLS handshakes on the public listener, by reason',
-    labelNames: ['reason'],
-    registers,
-    collect() {
-      this.reset();
-      const totals = sources.counters.totals();
-      for (const reason of HANDSHAKE_FAILURE_REASONS) this.inc({ reason }, totals[`handshake_failures_${reason}`]);
-    },
-  });
-  new Gauge({
-    name: 'rivulet_worker_connections',
-    help: 'Open TCP connections on the public listener, per data-plane worker',
-    labelNames: ['worker'],
-    registers,
-    collect() {
-      for (let worker = 0; worker < sources.counters.workers; worker++) this.set({ worker: String(worker) }, sources.counters.row(worker).connections_open);
-    },
-  });
-  new Counter({
-    name: 'rivulet_worker_relay_bytes_total',
-    help: 'Stream bytes relayed between workers (0 with perfect affinity)',
-    registers,
-    collect() {
-      this.reset();
-      this.inc(sources.counters.totals().relay_bytes);
-    },
-  });
-  new Counter({
-    name: 'rivulet_cert_reloads_total',
-    help: 'Certificate reload attempts, by result',
-    labelNames: ['result'],
-    registers,
-    collect() {
-      this.reset();
-      this.inc({ result: 'ok' }, sources.certificates.reloads.ok);
-      this.inc({ result: 'failed' }, sources.certificates.reloads.failed);
-    },
-  });
-  new Gauge({
-    name: 'rivulet_cert_expiry_timestamp_seconds',
-    help: 'notAfter of the certificate in use, unix seconds',
-    registers,
-    collect() {
-      this.set(Math.floor(sources.certificates.current.notAfter.getTime() / 1000));
-    },
-  });
-  new Gauge({
-    name: 'rivulet_event_subscribers',
-    help: 'Live event streams, by transport',
-    labelNames: ['transport'],
-    registers,
-    collect() {
-      const { sse, websocket } = sources.eventSubscribers();
-      this.set({ transport: 'sse' }, sse);
-      this.set({ transport: 'websocket' }, websocket);
-    },
-  });
+  counter('rivulet_tunnel_requests_total', 'OpenTunnelReq outcomes', ['result'], () => tallies('result', sources.control.tunnelRequests));
+  gauge('rivulet_streams_active', 'Spliced or pooled proxy connections open, by kind', ['kind'], () =>
+    STREAM_KINDS.map((kind) => [{ kind }, totals()[`streams_active_${kind}`]]),
+  );
+  counter('rivulet_streams_total', 'Stream attempts by kind and outcome', ['kind', 'outcome'], () =>
+    STREAM_KINDS.flatMap((kind) => STREAM_OUTCOMES.map((outcome): Sample => [{ kind, outcome }, totals()[`streams_${kind}_${outcome}`]])),
+  );
+  counter(
+    'rivulet_stream_bytes_total',
+    'Payload bytes written to (upstream) and read from (downstream) agent proxy connections, by kind; sampled each second',
+    ['kind', 'direction'],
+    () => STREAM_KINDS.flatMap((kind) => STREAM_DIRECTIONS.map((direction): Sample => [{ kind, direction }, totals()[`stream_bytes_${kind}_${direction}`]])),
+  );
+  counter('rivulet_http_responses_total', 'Responses sent downstream on HTTP tunnels, by status class and origin', ['class', 'origin'], () =>
+    RESPONSE_CLASSES.flatMap((klass) => RESPONSE_ORIGINS.map((origin): Sample => [{ class: klass, origin }, totals()[`http_responses_${klass}_${origin}`]])),
+  );
+  counter('rivulet_access_denied_total', 'Edge policy refusals by reason', ['reason'], () =>
+    ACCESS_DENIAL_REASONS.map((reason) => [{ reason }, totals()[`access_denied_${reason}`]]),
+  );
+  counter('rivulet_tls_handshake_failures_total', 'Failed or aborted TLS handshakes on the public listener, by reason', ['reason'], () =>
+    HANDSHAKE_FAILURE_REASONS.map((reason) => [{ reason }, totals()[`handshake_failures_${reason}`]]),
+  );
+  gauge('rivulet_worker_connections', 'Open TCP connections on the public listener, per data-plane worker', ['worker'], () =>
+    Array.from({ length: sources.counters.workers }, (_, worker): Sample => [{ worker: String(worker) }, sources.counters.row(worker).connections_open]),
+  );
+  counter('rivulet_worker_relayed_streams_total', 'Proxy connections that landed on another worker than their stream and were relayed', [], () => [
+    [{}, totals().streams_relayed],
+  ]);
+  counter('rivulet_worker_relay_bytes_total', 'Stream bytes relayed between workers (0 with perfect affinity)', [], () => [[{}, totals().relay_bytes]]);
+  counter('rivulet_cert_reloads_total', 'Certificate reload attempts, by result', ['result'], () => tallies('result', sources.certificates.reloads));
+  gauge('rivulet_cert_expiry_timestamp_seconds', 'notAfter of the certificate in use, unix seconds', [], () => [
+    [{}, Math.floor(sources.certificates.current.notAfter.getTime() / 1000)],
+  ]);
+  gauge('rivulet_event_subscribers', 'Live event streams, by transport', ['transport'], () => tallies('transport', sources.eventSubscribers()));
+  counter('rivulet_api_requests_total', 'Engine API requests by endpoint and status class', ['endpoint', 'class'], () =>
+    [...sources.apiRequests.entries()].map((entry): Sample => [{ endpoint: entry.endpoint, class: entry.class }, entry.count]),
+  );
   return registry;
 }

@@ -11,9 +11,27 @@ export type DispatchKind = (typeof DISPATCH_KINDS)[number];
 export const HANDSHAKE_FAILURE_REASONS = ['unknown_sni', 'alpn', 'protocol', 'timeout', 'other'] as const;
 export type HandshakeFailureReason = (typeof HANDSHAKE_FAILURE_REASONS)[number];
 
+export const STREAM_KINDS = ['http', 'tls', 'private'] as const;
+export type StreamKind = (typeof STREAM_KINDS)[number];
+
+export const STREAM_OUTCOMES = ['connected', 'refused', 'timeout', 'capacity', 'failed'] as const;
+export type StreamOutcome = (typeof STREAM_OUTCOMES)[number];
+
+export const STREAM_DIRECTIONS = ['upstream', 'downstream'] as const;
+
+export const RESPONSE_CLASSES = ['1xx', '2xx', '3xx', '4xx', '5xx'] as const;
+export const RESPONSE_ORIGINS = ['upstream', 'edge'] as const;
+export type ResponseOrigin = (typeof RESPONSE_ORIGINS)[number];
+
+export const ACCESS_DENIAL_REASONS = ['trusted_ips', 'token_auth'] as const;
+export type AccessDenialReason = (typeof ACCESS_DENIAL_REASONS)[number];
+
+/** Columns that are gauges of what a worker holds: they die with it (see CounterRow). */
+const GAUGE_COLUMNS = ['connections_open', ...STREAM_KINDS.map((kind) => `streams_active_${kind}` as const)] as const;
+
 export const COUNTER_COLUMNS = [
-  /** Gauge: TCP connections this worker holds on the TLS listener. */
-  'connections_open',
+  /** Gauges: TCP connections this worker holds on the TLS listener; spliced proxy connections by kind. */
+  ...GAUGE_COLUMNS,
   ...DISPATCH_KINDS.map((kind) => `accepted_${kind}` as const),
   ...HANDSHAKE_FAILURE_REASONS.map((reason) => `handshake_failures_${reason}` as const),
   /** Raw TCP bytes on the TLS listener's connections, added when each connection closes. */
@@ -23,6 +41,13 @@ export const COUNTER_COLUMNS = [
   'streams_relayed',
   /** Stream bytes this worker sent to another worker (0 with perfect affinity). */
   'relay_bytes',
+  /** Stream attempts by the worker that asked for the stream, by kind and outcome. */
+  ...STREAM_KINDS.flatMap((kind) => STREAM_OUTCOMES.map((outcome) => `streams_${kind}_${outcome}` as const)),
+  /** Payload bytes written to (`upstream`) and read from (`downstream`) agent proxy connections. */
+  ...STREAM_KINDS.flatMap((kind) => STREAM_DIRECTIONS.map((direction) => `stream_bytes_${kind}_${direction}` as const)),
+  /** Responses sent downstream on HTTP tunnels, by status class and by who made them. */
+  ...RESPONSE_CLASSES.flatMap((klass) => RESPONSE_ORIGINS.map((origin) => `http_responses_${klass}_${origin}` as const)),
+  ...ACCESS_DENIAL_REASONS.map((reason) => `access_denied_${reason}` as const),
 ] as const;
 export type CounterColumn = (typeof COUNTER_COLUMNS)[number];
 
@@ -50,15 +75,15 @@ export class CounterRow {
 
   /**
    * A replacement worker takes over its predecessor's row: the sequence is made even again (the old
-   * thread may have died mid-update) and the open-connections gauge restarts from zero, since those
-   * connections died with it. Counters keep counting up.
+   * thread may have died mid-update) and the gauges restart from zero, since the connections and
+   * streams they counted died with it. Counters keep counting up.
    */
   constructor(buffer: SharedArrayBuffer, worker: number) {
     this.sequence = new Int32Array(buffer, worker * ROW_BYTES, 1);
     this.values = new Float64Array(buffer, worker * ROW_BYTES + 8, COUNTER_COLUMNS.length);
     if (Atomics.load(this.sequence, 0) % 2 !== 0) Atomics.add(this.sequence, 0, 1);
     Atomics.add(this.sequence, 0, 1);
-    this.values[COLUMN_INDEX.connections_open] = 0;
+    for (const gauge of GAUGE_COLUMNS) this.values[COLUMN_INDEX[gauge]] = 0;
     Atomics.add(this.sequence, 0, 1);
   }
 

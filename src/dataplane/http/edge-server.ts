@@ -12,7 +12,8 @@ import { endSoon } from '../splice.js';
 import type { WorkerCertificates } from '../worker-certificates.js';
 import { proxyRequest, type ForwardPlan } from './exchange.js';
 import { isWebSocketUpgrade } from './forwarded-headers.js';
-import { sendGenerated, rawGenerated, type EdgeRequest, type EdgeResponse } from './generated-response.js';
+import { sendGenerated, rawGenerated, statusOf, type EdgeError, type EdgeRequest, type EdgeResponse } from './generated-response.js';
+import { countResponse, countWhenDone } from './response-metrics.js';
 import { EdgeTokenAuth } from './token-auth.js';
 import { TunnelUpstreams } from './upstream-pool.js';
 import { relayWebSocket } from './websocket-relay.js';
@@ -73,7 +74,9 @@ export class HttpEdge {
     // HTTP/1.1 CONNECT never reaches 'request'; h2 CONNECT does, and gets the same 501 there.
     this.server.on('connect', (req: http.IncomingMessage, socket: Duplex) => {
       socket.on('error', () => socket.destroy());
-      sendGenerated(req, detachedResponse(req, socket), { reason: 'not_implemented', message: 'CONNECT is not supported' });
+      const res = detachedResponse(req, socket);
+      countWhenDone(options.counters, res);
+      sendGenerated(req, res, { reason: 'not_implemented', message: 'CONNECT is not supported' });
     });
     this.server.on('session', (session: http2.ServerHttp2Session) => this.trackSession(session));
     // The HTTP/1.1 side checks header timeouts and idle connections on a timer set up at 'listening';
@@ -100,6 +103,7 @@ export class HttpEdge {
   }
 
   private async onRequest(req: EdgeRequest, res: EdgeResponse): Promise<void> {
+    countWhenDone(this.options.counters, res);
     if (this.draining) {
       if (res.req.httpVersionMajor === 1) res.setHeader('connection', 'close');
       sendGenerated(req, res, { reason: 'shutting_down', message: 'the engine is shutting down' });
@@ -125,13 +129,14 @@ export class HttpEdge {
     socket.on('error', () => socket.destroy());
     (socket as net.Socket).setTimeout(0);
     const res = detachedResponse(req, socket);
+    countWhenDone(this.options.counters, res);
     if (this.draining) {
       sendGenerated(req, res, { reason: 'shutting_down', message: 'the engine is shutting down' });
       return;
     }
     const admitted = await this.admit(req, res);
     if (!admitted) return;
-    if (isWebSocketUpgrade(req.headers)) await relayWebSocket(admitted.pool, req, res, socket, head, admitted.plan);
+    if (isWebSocketUpgrade(req.headers)) await relayWebSocket(admitted.pool, req, res, socket, head, admitted.plan, this.options.counters);
     // The parser let go of this connection at the Upgrade: any body is not read (see docs/http-edge.md).
     else await proxyRequest(admitted.pool, req, res, { ...admitted.plan, bodyless: true });
   }
@@ -152,6 +157,7 @@ export class HttpEdge {
     }
     const peerAddress = req.socket.remoteAddress;
     if (!this.options.dataplane.admits(route!, peerAddress)) {
+      this.options.counters.add('access_denied_trusted_ips');
       sendGenerated(req, res, { reason: 'forbidden_ip', message: 'your address is not allowed to reach this tunnel' });
       return undefined;
     }
@@ -160,6 +166,7 @@ export class HttpEdge {
     if (route!.properties.token_auth) {
       const check = await this.tokenAuth.check(req.headers, path);
       if (!check.ok) {
+        this.options.counters.add('access_denied_token_auth');
         sendGenerated(req, res, { reason: 'unauthorized', message: `token required: ${check.reason}` }, { 'www-authenticate': 'Bearer' });
         return undefined;
       }
@@ -202,7 +209,9 @@ export class HttpEdge {
       return;
     }
     const tooLarge = error.code === 'HPE_HEADER_OVERFLOW';
-    socket.end(rawGenerated(tooLarge ? { reason: 'headers_too_large', message: 'request headers exceed 16 KiB' } : { reason: 'bad_request', message: 'malformed request' }));
+    const refusal: EdgeError = tooLarge ? { reason: 'headers_too_large', message: 'request headers exceed 16 KiB' } : { reason: 'bad_request', message: 'malformed request' };
+    countResponse(this.options.counters, statusOf(refusal.reason), 'edge');
+    socket.end(rawGenerated(refusal));
     endSoon(socket);
   }
 

@@ -1,5 +1,6 @@
 import http from 'node:http';
 import type http2 from 'node:http2';
+import { markGenerated } from './response-metrics.js';
 
 export type EdgeRequest = http.IncomingMessage | http2.Http2ServerRequest;
 export type EdgeResponse = http.ServerResponse | http2.Http2ServerResponse;
@@ -41,6 +42,7 @@ export function sendGenerated(req: EdgeRequest, res: EdgeResponse, error: EdgeEr
     return;
   }
   const status = STATUS_OF[error.reason];
+  markGenerated(res);
   const json = prefersJson(req.headers.accept);
   const body = json
     ? `${JSON.stringify({ status, error: error.reason, message: error.message })}\n`
@@ -54,6 +56,10 @@ export function sendGenerated(req: EdgeRequest, res: EdgeResponse, error: EdgeEr
   });
   if (req.method === 'HEAD') res.end();
   else res.end(body);
+}
+
+export function statusOf(reason: EdgeErrorReason): number {
+  return STATUS_OF[reason];
 }
 
 /** The same response as raw HTTP/1.1 bytes, for a connection whose request could not be parsed. */

@@ -22,6 +22,7 @@ const ERROR_OF_FAILURE: Record<StreamFailureReason, EdgeErrorReason> = {
   timeout: 'agent_timeout',
   owner_gone: 'agent_gone',
   capacity: 'capacity',
+  cancelled: 'agent_refused', // never sent: the downstream is gone
 };
 
 /**
@@ -161,7 +162,7 @@ export class TunnelUpstreams {
     cancelled: AbortSignal,
     websocket: boolean,
   ): Promise<{ ok: true; stream: Duplex; protocol: 'h1' | 'h2'; scheme: 'http' | 'https' } | { ok: false; error: EdgeError }> {
-    const requested = await requestStream(this.dataplane, this.route, peerAddress, cancelled);
+    const requested = await requestStream(this.dataplane, this.route, peerAddress, cancelled, 'http');
     if (!requested.ok) {
       release();
       return { ok: false, error: { reason: ERROR_OF_FAILURE[requested.failure.reason], message: requested.failure.message } };
@@ -236,6 +237,8 @@ export class TunnelUpstreams {
   }
 }
 
+/** A request that found no stream within the limit: counted as the stream attempt it could not make. */
 function capacityError(dataplane: Dataplane): EdgeError {
+  dataplane.meter.failed('http', 'capacity');
   return { reason: 'capacity', message: `stream limit reached (${dataplane.settings.maxStreamsPerTunnel} per tunnel)` };
 }

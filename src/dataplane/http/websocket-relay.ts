@@ -1,9 +1,11 @@
 import http from 'node:http';
 import type { Duplex } from 'node:stream';
+import type { CounterRow } from '../../metrics/counters.js';
 import { splice } from '../splice.js';
 import type { ForwardPlan } from './exchange.js';
 import { downstreamResponseHeaders, upstreamRequestHeaders } from './forwarded-headers.js';
 import { sendGenerated } from './generated-response.js';
+import { countResponse } from './response-metrics.js';
 import type { TunnelUpstreams } from './upstream-pool.js';
 
 /** Response headers of a 101 that belong to one hop only; Connection and Upgrade are the handshake itself. */
@@ -22,6 +24,7 @@ export async function relayWebSocket(
   downstream: Duplex,
   downstreamHead: Buffer,
   plan: ForwardPlan,
+  counters: CounterRow,
 ): Promise<void> {
   const downstreamGone = new AbortController();
   downstream.once('close', () => downstreamGone.abort());
@@ -44,7 +47,8 @@ export async function relayWebSocket(
   });
   outgoing.once('socket', (socket: Duplex) => socket.resume()); // proxy connections arrive paused
   outgoing.once('upgrade', (incoming: http.IncomingMessage, upgraded: Duplex, upstreamHead: Buffer) => {
-    res.detachSocket(downstream as never);
+    res.detachSocket(downstream as never); // its 'close' (which counts a response) will not come now
+    countResponse(counters, 101, 'upstream');
     let head = `HTTP/1.1 ${incoming.statusCode} ${incoming.statusMessage}\r\n`;
     for (let i = 0; i < incoming.rawHeaders.length; i += 2) {
       if (!NOT_RELAYED_ON_101.has(incoming.rawHeaders[i]!.toLowerCase())) head += `${incoming.rawHeaders[i]}: ${incoming.rawHeaders[i + 1]}\r\n`;

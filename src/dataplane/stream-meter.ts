@@ -1,0 +1,69 @@
+import type { Duplex } from 'node:stream';
+import type { CounterRow, StreamKind, StreamOutcome } from '../metrics/counters.js';
+
+/** How stale the byte counters of a long-lived stream may get in a scrape. */
+const FLUSH_INTERVAL_MS = 1000;
+
+/** A proxy connection's end here: the agent's TLS socket, or a RelayedStream to the worker that holds it. */
+type CountedEnd = Duplex & { readonly bytesRead: number; readonly bytesWritten: number };
+
+interface LiveStream {
+  readonly kind: StreamKind;
+  readonly end: CountedEnd;
+  read: number;
+  written: number;
+}
+
+/**
+ * Stream metrics of one worker, counted by the worker that asked for each stream (it knows the kind).
+ * Bytes are not counted per chunk: each live stream's socket counters are sampled once a second and
+ * when it closes, so the byte path gains no work and a scrape lags by at most a second.
+ */
+export class StreamMeter {
+  private readonly live = new Set<LiveStream>();
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(private readonly counters: CounterRow) {}
+
+  failed(kind: StreamKind, outcome: Exclude<StreamOutcome, 'connected'>): void {
+    this.counters.add(`streams_${kind}_${outcome}`);
+  }
+
+  /**
+   * `proxyEnd` is now this stream's. Bytes it already holds unread are payload; what it read or wrote
+   * before (the rstrm/1 frames that set it up) is not.
+   */
+  connected(kind: StreamKind, proxyEnd: Duplex): void {
+    const end = proxyEnd as CountedEnd;
+    const stream: LiveStream = { kind, end, read: end.bytesRead - end.readableLength, written: end.bytesWritten };
+    this.counters.addPair(`streams_${kind}_connected`, 1, `streams_active_${kind}`, 1);
+    this.live.add(stream);
+    this.timer ??= setInterval(() => this.flushLive(), FLUSH_INTERVAL_MS).unref();
+    end.once('close', () => {
+      this.flush(stream);
+      this.counters.add(`streams_active_${kind}`, -1);
+      this.live.delete(stream);
+      if (this.live.size === 0) {
+        clearInterval(this.timer);
+        this.timer = undefined;
+      }
+    });
+  }
+
+  private flushLive(): void {
+    for (const stream of this.live) this.flush(stream);
+  }
+
+  private flush(stream: LiveStream): void {
+    const { bytesRead, bytesWritten } = stream.end;
+    if (bytesRead === stream.read && bytesWritten === stream.written) return;
+    this.counters.addPair(
+      `stream_bytes_${stream.kind}_downstream`,
+      bytesRead - stream.read,
+      `stream_bytes_${stream.kind}_upstream`,
+      bytesWritten - stream.written,
+    );
+    stream.read = bytesRead;
+    stream.written = bytesWritten;
+  }
+}
