@@ -165,8 +165,15 @@ export function runCommand(command: string, args: string[]): Promise<string> {
 /** The built CLI entry point (`rivulet`). */
 export const CLI_PATH = path.join(path.dirname(new URL(import.meta.url).pathname), '..', 'src', 'cli', 'main.js');
 
-/** `rivulet engine` in its own process on a free loopback port; `dataplane` gives its YAML dataplane section. */
-export async function startEngineProcess(certs: DevCertificateFiles, dataplane: (port: number) => string): Promise<{ port: number; engine: BenchChild }> {
+/**
+ * `rivulet engine` in its own process on a free loopback port; `dataplane` gives its YAML dataplane
+ * section, `extraYaml` further top-level sections.
+ */
+export async function startEngineProcess(
+  certs: DevCertificateFiles,
+  dataplane: (port: number) => string,
+  extraYaml: string[] = [],
+): Promise<{ port: number; engine: BenchChild }> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rivulet-bench-engine-'));
   const port = await freePort();
   const configFile = path.join(dir, 'engine.yaml');
@@ -178,6 +185,7 @@ export async function startEngineProcess(certs: DevCertificateFiles, dataplane: 
       `certs: { static: { enabled: true, cert_file: "${certs.cert}", key_file: "${certs.key}" } }`,
       `auth: { jwt: { enabled: true, token_jwt_secret: "${BENCH_SECRET}" } }`,
       `dataplane: ${dataplane(port)}`,
+      ...extraYaml,
       '',
     ].join('\n'),
   );

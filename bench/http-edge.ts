@@ -1,9 +1,6 @@
-import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
-import { createRequire } from 'node:module';
-import { SignJWT } from 'jose';
-import { BENCH_SECRET, CLI_PATH, benchCertificates, numberArgument, runCommand, spawnNode, startEngineProcess, summary, writeResult } from './harness.js';
+import { benchCertificates, numberArgument, runCommand, spawnNode, startEngineProcess, summary, writeResult } from './harness.js';
+import { load, localTarget, startBenchUpstream, startForwardAgent, summarize, tunnelTarget, type LoadFigures, type Target } from './load.js';
 
 /**
  * The HTTP tunnel edge against its references, every process separate as in production (engine with
@@ -22,47 +19,20 @@ const SECONDS = numberArgument('seconds', 5);
 const BULK_MIB = numberArgument('mib', 1024);
 const WORKERS = numberArgument('workers', 2);
 const AFFINITY = process.argv.includes('--affinity');
-const AUTOCANNON = createRequire(import.meta.url).resolve('autocannon/autocannon.js');
 const LABEL = 'bench';
-
-interface Target {
-  name: string;
-  /** URL curl can use (it resolves *.localhost itself). */
-  url: string;
-  /** What autocannon dials, with the SNI and Host it must send. */
-  dial: string;
-  servername: string;
-  host: string;
-}
-
-interface LoadFigures {
-  rps: number;
-  p50: number;
-  p99: number;
-  errors: number;
-}
 
 async function main(): Promise<void> {
   const certs = await benchCertificates();
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rivulet-bench-http-'));
   const { port: enginePort, engine } = await startEngineProcess(
     certs,
     (port) => `{ workers: ${WORKERS}, affinity: { enabled: ${AFFINITY}, port_base: ${port + 1}, advertise_host: 127.0.0.1 } }`,
   );
-  const upstream = spawnNode([path.join(path.dirname(new URL(import.meta.url).pathname), 'bench-upstream.js'), certs.cert, certs.key]);
+  const upstream = await startBenchUpstream(certs);
   const relayScript = path.join(path.dirname(new URL(import.meta.url).pathname), 'tls-relay.js');
-  const children = [engine, upstream];
+  const ports = upstream;
+  const children = [engine, upstream.child];
   try {
-    const ports = (await upstream.waitForLine((line) => typeof line.http === 'number')) as { http: number; https: number };
-    const token = await new SignJWT({ sub: 'bench' }).setProtectedHeader({ alg: 'HS256' }).sign(Buffer.from(BENCH_SECRET));
-    const agent = spawnNode([CLI_PATH, 'forward', String(ports.http), '--host', LABEL, '-o', 'json'], {
-      RSTREAM_ENGINE: `127.0.0.1:${enginePort}`,
-      RSTREAM_AUTHENTICATION_TOKEN: token,
-      NODE_EXTRA_CA_CERTS: certs.caCert,
-      RSTREAM_CONFIG: path.join(dir, 'no-rstream-config.yaml'),
-    });
-    children.push(agent);
-    await agent.waitForLine((line) => line.status === 'online');
+    children.push(await startForwardAgent(certs, enginePort, ports.http, LABEL));
     const secondHop = spawnNode([relayScript, certs.cert, certs.key, `127.0.0.1:${ports.http}`]);
     children.push(secondHop);
     const secondPort = (await secondHop.waitForLine((line) => typeof line.port === 'number')).port as number;
@@ -70,16 +40,9 @@ async function main(): Promise<void> {
     children.push(firstHop);
     const relayPort = (await firstHop.waitForLine((line) => typeof line.port === 'number')).port as number;
 
-    const tunnelHost = `${LABEL}.t.localhost`;
-    const tunnel: Target = {
-      name: 'tunnel',
-      url: `https://${tunnelHost}:${enginePort}`,
-      dial: `https://127.0.0.1:${enginePort}`,
-      servername: tunnelHost,
-      host: `${tunnelHost}:${enginePort}`,
-    };
-    const direct: Target = { name: 'direct', url: `https://localhost:${ports.https}`, dial: `https://127.0.0.1:${ports.https}`, servername: 'localhost', host: `localhost:${ports.https}` };
-    const relay: Target = { name: 'relay', url: `https://localhost:${relayPort}`, dial: `https://127.0.0.1:${relayPort}`, servername: 'localhost', host: `localhost:${relayPort}` };
+    const tunnel = tunnelTarget('tunnel', LABEL, enginePort);
+    const direct = localTarget('direct', ports.https);
+    const relay = localTarget('relay', relayPort);
 
     // Warm-up: the tunnel's pool and both JITs.
     await load(tunnel, 50, 2);
@@ -120,40 +83,12 @@ async function main(): Promise<void> {
   }
 }
 
-/** autocannon in its own process against `target`: req/s and latency percentiles (ms). */
-async function load(target: Target, connections: number, seconds: number, overallRate?: number): Promise<LoadFigures> {
-  const args = [AUTOCANNON, '-j', '-n', '-c', String(connections), '-d', String(seconds), '-s', target.servername, '-H', `host=${target.host}`];
-  if (overallRate) args.push('-R', String(overallRate));
-  const output = await runCommand(process.execPath, [...args, `${target.dial}/small`]);
-  const result = JSON.parse(output) as {
-    requests: { average: number };
-    latency: { p50: number; p99: number };
-    errors: number;
-    non2xx: number;
-  };
-  return { rps: result.requests.average, p50: result.latency.p50, p99: result.latency.p99, errors: result.errors + result.non2xx };
-}
-
 /** One download with curl over HTTP/1.1; MB/s (10^6 bytes). */
 async function download(target: Target, caFile: string, mib: number): Promise<number> {
   const output = await runCommand('curl', ['-sS', '--http1.1', '--cacert', caFile, '-o', '/dev/null', '-w', '%{speed_download} %{size_download}', `${target.url}/bytes?n=${mib * 1024 * 1024}`]);
   const [speed, size] = output.trim().split(' ').map(Number);
   if (size !== mib * 1024 * 1024) throw new Error(`${target.name}: downloaded ${size} bytes`);
   return round(speed! / 1e6);
-}
-
-function summarize(figures: Record<string, LoadFigures[]>): Record<string, Record<keyof LoadFigures, ReturnType<typeof summary>>> {
-  return Object.fromEntries(
-    Object.entries(figures).map(([name, runs]) => [
-      name,
-      {
-        rps: summary(runs.map((run) => run.rps)),
-        p50: summary(runs.map((run) => run.p50)),
-        p99: summary(runs.map((run) => run.p99)),
-        errors: summary(runs.map((run) => run.errors)),
-      },
-    ]),
-  );
 }
 
 const round = (value: number): number => Math.round(value * 100) / 100;

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import https from 'node:https';
 import { after, before, describe, test } from 'node:test';
 import { Validator } from '@seriousme/openapi-schema-validator';
 import { emptyTunnelProperties, type TunnelProperties } from '../src/protocol/messages.js';
@@ -42,7 +43,7 @@ after(async () => {
   await t.stop();
 });
 
-const get = (path: string, options: { token?: string; method?: string; headers?: Record<string, string> } = {}) => apiRequest(port, t.ca, path, options);
+const get = (path: string, options: { token?: string; method?: string; headers?: Record<string, string>; agent?: https.Agent } = {}) => apiRequest(port, t.ca, path, options);
 const params = (value: unknown): string => `params=${encodeURIComponent(JSON.stringify(value))}`;
 
 describe('OpenAPI document', () => {
@@ -188,6 +189,16 @@ describe('HTTP rules', () => {
     const head = await get('/api/tunnels', { method: 'HEAD', token });
     assert.equal(head.status, 200);
     assert.equal(head.text, '');
+    assert.equal(Number(head.headers['content-length']), Buffer.byteLength((await get('/api/tunnels', { token })).text));
+    // The connection serves the next request after a HEAD.
+    const keepAlive = new https.Agent({ keepAlive: true, maxSockets: 1, ca: t.ca });
+    try {
+      const first = await get('/api/tunnels', { method: 'HEAD', token, agent: keepAlive });
+      const second = await get('/api/tunnels', { token, agent: keepAlive });
+      assert.deepEqual([first.status, second.status, second.reused], [200, 200, true]);
+    } finally {
+      keepAlive.destroy();
+    }
     assert.equal((await get('/.well-known/rstream/engine')).status, 404);
     const foreign = await get('/api/openapi.json', { headers: { host: 'example.com' } });
     assert.equal(foreign.status, 421);

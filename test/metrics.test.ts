@@ -52,13 +52,18 @@ async function httpTunnel(t: TestEngine, hostname: string, properties: { trusted
   serveForward(agent, t.engine.publicPort, t.ca, () => upstreamPort);
 }
 
-function scrape(port: number, path: string, options: { method?: string; token?: string } = {}): Promise<{ status: number; headers: http.IncomingHttpHeaders; body: string }> {
+function scrape(
+  port: number,
+  path: string,
+  options: { method?: string; token?: string; agent?: http.Agent } = {},
+): Promise<{ status: number; headers: http.IncomingHttpHeaders; body: string; reused: boolean }> {
   return new Promise((resolve, reject) => {
-    const req = http.request({ host: '127.0.0.1', port, path, agent: false, method: options.method ?? 'GET', headers: options.token ? { authorization: `Bearer ${options.token}` } : {} }, (res) => {
+    const headers = options.token ? { authorization: `Bearer ${options.token}` } : {};
+    const req = http.request({ host: '127.0.0.1', port, path, agent: options.agent ?? false, method: options.method ?? 'GET', headers }, (res) => {
       let body = '';
       res.setEncoding('utf8');
       res.on('data', (chunk: string) => (body += chunk));
-      res.on('end', () => resolve({ status: res.statusCode!, headers: res.headers, body }));
+      res.on('end', () => resolve({ status: res.statusCode!, headers: res.headers, body, reused: req.reusedSocket }));
     });
     req.on('error', reject);
     req.end();
@@ -91,6 +96,16 @@ describe('emitter rules', () => {
     assert.equal(post.status, 405);
     const head = await scrape(port, '/stats', { method: 'HEAD' });
     assert.deepEqual([head.status, head.body], [200, '']);
+    assert.ok(Number(head.headers['content-length']) > 1000, 'HEAD reports the length GET would send');
+    // The connection stays usable after a HEAD (uWS 20.30's endWithoutBody(length) used to drop it).
+    const keepAlive = new http.Agent({ keepAlive: true, maxSockets: 1 });
+    try {
+      const first = await scrape(port, '/stats', { method: 'HEAD', agent: keepAlive });
+      const second = await scrape(port, '/stats', { agent: keepAlive });
+      assert.deepEqual([first.status, second.status, second.reused], [200, 200, true]);
+    } finally {
+      keepAlive.destroy();
+    }
   });
 
   test('with a bearer token: 401 with WWW-Authenticate without it or with a wrong one, 200 with it', async () => {

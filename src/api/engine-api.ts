@@ -5,7 +5,7 @@ import type { Registry } from '../control/registry.js';
 import { cachedClient, cachedTunnel } from './api-objects.js';
 import { ParamsError, listJson, parseListParams } from './filters.js';
 import { endpointOf, type ApiEndpoint, type ApiRequestCounts } from './request-counts.js';
-import type { HttpRequest, HttpResponse, TemplatedApp } from './uws.js';
+import { endHead, type HttpRequest, type HttpResponse, type TemplatedApp } from './uws.js';
 
 /** engine.md §10.1: the error codes of the API's JSON error body, with their status line. */
 const STATUS_LINE = {
@@ -96,7 +96,7 @@ export class EngineApi {
         .writeHeader('access-control-allow-methods', 'GET, OPTIONS')
         .writeHeader('access-control-allow-headers', 'Authorization, Content-Type')
         .writeHeader('access-control-max-age', '600')
-        .endWithoutBody(0);
+        .endWithoutBody();
       return false;
     }
     if (request.method !== 'get' && request.method !== 'head') {
@@ -228,7 +228,7 @@ export function watchAbort(res: HttpResponse): () => boolean {
 export function sendJson(res: HttpResponse, request: ApiRequest, body: string | Buffer, contentType = JSON_TYPE): void {
   request.answered(200);
   res.writeStatus('200 OK').writeHeader('content-type', contentType).writeHeader('access-control-allow-origin', '*');
-  if (request.method === 'head') res.endWithoutBody(Buffer.byteLength(body));
+  if (request.method === 'head') endHead(res, Buffer.byteLength(body));
   else if (Buffer.byteLength(body) <= MAX_CORKED_BYTES) res.end(body);
   else endInPieces(res, Buffer.from(body));
 }
@@ -270,6 +270,6 @@ export function sendError(res: HttpResponse, request: ApiRequest, code: ApiError
   request.answered(parseInt(STATUS_LINE[code], 10));
   res.writeStatus(STATUS_LINE[code]).writeHeader('content-type', JSON_TYPE).writeHeader('access-control-allow-origin', '*');
   for (const [name, value] of Object.entries(headers)) res.writeHeader(name, value);
-  if (request.method === 'head') res.endWithoutBody(Buffer.byteLength(body));
+  if (request.method === 'head') endHead(res, Buffer.byteLength(body));
   else res.end(body);
 }

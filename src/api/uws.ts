@@ -1,6 +1,7 @@
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import type * as UWS from '@trufflesuite/uws-js-unofficial';
+import type { HttpResponse } from '@trufflesuite/uws-js-unofficial';
 
 /**
  * Loads uWebSockets.js. It is not on the npm registry under its own name; two republishes carry its
@@ -60,4 +61,14 @@ export function loadUws(): Uws {
     `uWebSockets.js has no build for Node ${process.version} (ABI ${abi}) on ${process.platform}-${process.arch}.` +
       ` Supported: ${supported}.${tried}`,
   );
+}
+
+/**
+ * Ends a HEAD response: the head only, with the Content-Length the GET would have. uWS 20.30's
+ * endWithoutBody(length) leaves the response unfinished (it waits for that many body bytes), and the
+ * keep-alive connection is dropped before the next request; a Content-Length header of our own works
+ * on both builds.
+ */
+export function endHead(res: HttpResponse, contentLength: number): void {
+  res.writeHeader('content-length', String(contentLength)).endWithoutBody();
 }

@@ -1,6 +1,6 @@
 import crypto from 'node:crypto';
 import type { Registry } from 'prom-client';
-import { loadUws, type us_listen_socket } from '../api/uws.js';
+import { endHead, loadUws, type us_listen_socket } from '../api/uws.js';
 import type { ListenAddress } from '../config/address.js';
 
 const EXPOSITION_TYPE = 'text/plain; version=0.0.4; charset=utf-8';
@@ -42,7 +42,7 @@ export class MetricsServer {
         if (aborted) return;
         res.cork(() => {
           res.writeStatus('200 OK').writeHeader('content-type', EXPOSITION_TYPE);
-          if (method === 'head') res.endWithoutBody(Buffer.byteLength(text));
+          if (method === 'head') endHead(res, Buffer.byteLength(text));
           else res.end(text);
         });
       });

@@ -7,6 +7,8 @@ export interface ApiReply {
   headers: Record<string, string | string[] | undefined>;
   text: string;
   json: () => unknown;
+  /** The request went out on a kept-alive connection. */
+  reused: boolean;
 }
 
 /** One Engine API request over TLS to the engine's public port (SNI localhost, Host as given). */
@@ -14,16 +16,16 @@ export function apiRequest(
   port: number,
   ca: Buffer,
   path: string,
-  options: { token?: string; method?: string; headers?: Record<string, string> } = {},
+  options: { token?: string; method?: string; headers?: Record<string, string>; agent?: https.Agent } = {},
 ): Promise<ApiReply> {
   return new Promise((resolve, reject) => {
     const headers: Record<string, string> = { host: `localhost:${port}`, ...options.headers };
     if (options.token) headers.authorization = `Bearer ${options.token}`;
-    const req = https.request({ host: '127.0.0.1', port, servername: 'localhost', ca, path, method: options.method ?? 'GET', headers, agent: false }, (res) => {
+    const req = https.request({ host: '127.0.0.1', port, servername: 'localhost', ca, path, method: options.method ?? 'GET', headers, agent: options.agent ?? false }, (res) => {
       let text = '';
       res.setEncoding('utf8');
       res.on('data', (chunk: string) => (text += chunk));
-      res.on('end', () => resolve({ status: res.statusCode!, headers: res.headers, text, json: () => JSON.parse(text) }));
+      res.on('end', () => resolve({ status: res.statusCode!, headers: res.headers, text, json: () => JSON.parse(text), reused: req.reusedSocket }));
     });
     req.on('error', reject);
     req.end();
