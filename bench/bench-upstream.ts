@@ -6,13 +6,19 @@ import type net from 'node:net';
 /**
  * The upstream service of the HTTP benchmarks, in its own process: plain HTTP for the tunnel's agent
  * and HTTPS for the direct reference, same handler. `/small`: a 100-byte body; `/bytes?n=N`: N bytes
- * streamed with backpressure. Prints `{"http":…,"https":…}` once both listen.
+ * streamed with backpressure; `/upload`: reads the request body and answers with its length. Prints `{"http":…,"https":…}` once both listen.
  * Usage: node dist/bench/bench-upstream.js <cert.pem> <key.pem>
  */
 const SMALL = Buffer.alloc(100, 'x');
 const CHUNK = Buffer.alloc(256 * 1024, 0x61);
 
 function handler(req: http.IncomingMessage, res: http.ServerResponse): void {
+  if (req.url === '/upload') {
+    let received = 0;
+    req.on('data', (chunk: Buffer) => (received += chunk.length));
+    req.on('end', () => res.end(String(received)));
+    return;
+  }
   if (req.url === '/small') {
     res.writeHead(200, { 'content-type': 'text/plain', 'content-length': SMALL.length });
     res.end(SMALL);

@@ -21,9 +21,20 @@ export function median(values: number[]): number {
   return sorted.length % 2 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2;
 }
 
+export interface Summary {
+  median: number;
+  min: number;
+  max: number;
+}
+
 /** The median and the min–max of a set of runs. */
-export function summary(values: number[]): { median: number; min: number; max: number } {
+export function summary(values: number[]): Summary {
   return { median: median(values), min: Math.min(...values), max: Math.max(...values) };
+}
+
+export function stringArgument(name: string): string | undefined {
+  const index = process.argv.indexOf(`--${name}`);
+  return index > 0 ? process.argv[index + 1] : undefined;
 }
 
 export const BENCH_SECRET = 'bench-secret-bench-secret-bench-secret';
@@ -51,7 +62,10 @@ export async function startBenchEngine(certs: DevCertificateFiles, dataplane: Re
   });
 }
 
-/** Writes `bench/results/<name>.json` with the machine it ran on, and prints it. */
+/**
+ * Writes `bench/results/<name>.json` with the machine it ran on, and prints it; with `--out FILE`
+ * (how the suite runs a scenario) it writes FILE instead.
+ */
 export function writeResult(name: string, result: Record<string, unknown>): void {
   const full = {
     ...result,
@@ -60,9 +74,9 @@ export function writeResult(name: string, result: Record<string, unknown>): void
     cpus: os.cpus().length,
     node: process.version,
   };
-  const out = path.join(path.dirname(new URL(import.meta.url).pathname), '..', '..', 'bench', 'results', `${name}.json`);
+  const out = stringArgument('out') ?? path.join(path.dirname(new URL(import.meta.url).pathname), '..', '..', 'bench', 'results', `${name}.json`);
   fs.writeFileSync(out, JSON.stringify(full, null, 2) + '\n');
-  process.stdout.write(JSON.stringify(full, null, 2) + '\n');
+  if (!stringArgument('out')) process.stdout.write(JSON.stringify(full, null, 2) + '\n');
 }
 
 /** A child process whose stdout lines are kept (JSON lines parsed) for `waitForLine`. */
@@ -150,6 +164,27 @@ export async function waitForPort(port: number, timeoutMs = 15_000): Promise<voi
     if (Date.now() > deadline) throw new Error(`nothing listens on ${port}`);
     await new Promise((resolve) => setTimeout(resolve, 100));
   }
+}
+
+/**
+ * Runs a command to its end under bash, whose `times` reports the CPU its children used: stdout and
+ * the command's CPU seconds (user + system), to tell readers how much of a 2-core machine a load
+ * generator took.
+ */
+export function runMeasured(command: string, args: string[]): Promise<{ stdout: string; cpuSeconds: number }> {
+  return new Promise((resolve, reject) => {
+    const script = '"$@"; status=$?; times >&2; exit $status';
+    execFile('bash', ['-c', script, 'bash', command, ...args], { maxBuffer: 64 * 1024 * 1024 }, (error, stdout, stderr) => {
+      if (error) {
+        reject(new Error(`${command} failed: ${stderr || error.message}`));
+        return;
+      }
+      // `times`: the shell's own user/sys, then its children's, as `XmY.YYYs XmY.YYYs`.
+      const children = stderr.trim().split('\n').at(-1) ?? '';
+      const seconds = [...children.matchAll(/(\d+)m([\d.]+)s/g)].reduce((sum, match) => sum + Number(match[1]) * 60 + Number(match[2]), 0);
+      resolve({ stdout, cpuSeconds: seconds });
+    });
+  });
 }
 
 /** Runs a command to its end and returns its stdout. */

@@ -3,7 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { SignJWT } from 'jose';
 import type { DevCertificateFiles } from '../src/certs/dev-ca.js';
-import { BENCH_SECRET, CLI_PATH, runCommand, spawnNode, summary, type BenchChild } from './harness.js';
+import { BENCH_SECRET, CLI_PATH, runMeasured, spawnNode, summary, type BenchChild } from './harness.js';
 
 /** What the HTTP benchmarks share: targets, autocannon runs, and the `rivulet forward` agent. */
 
@@ -24,12 +24,19 @@ export interface LoadFigures {
   p50: number;
   p99: number;
   errors: number;
+  /** CPU the generator itself used, in cores (CPU seconds / wall seconds). */
+  generatorCores: number;
 }
 
 /** A published tunnel `<label>.t.localhost` on the engine at `enginePort`. */
 export function tunnelTarget(name: string, label: string, enginePort: number): Target {
   const host = `${label}.t.localhost`;
   return { name, url: `https://${host}:${enginePort}`, dial: `https://127.0.0.1:${enginePort}`, servername: host, host: `${host}:${enginePort}` };
+}
+
+/** A plain-HTTP server reached with `host` in the Host header (localtunnel routes by it). */
+export function plainTarget(name: string, port: number, host: string): Target {
+  return { name, url: `http://127.0.0.1:${port}`, dial: `http://127.0.0.1:${port}`, servername: host, host: `${host}:${port}` };
 }
 
 /** A TLS server for `localhost` on `port` (the direct reference, a relay). */
@@ -41,14 +48,16 @@ export function localTarget(name: string, port: number): Target {
 export async function load(target: Target, connections: number, seconds: number, overallRate?: number, urlPath = '/small'): Promise<LoadFigures> {
   const args = [AUTOCANNON, '-j', '-n', '-c', String(connections), '-d', String(seconds), '-s', target.servername, '-H', `host=${target.host}`];
   if (overallRate) args.push('-R', String(overallRate));
-  const output = await runCommand(process.execPath, [...args, `${target.dial}${urlPath}`]);
-  const result = JSON.parse(output) as {
+  const started = Date.now();
+  const { stdout, cpuSeconds } = await runMeasured(process.execPath, [...args, `${target.dial}${urlPath}`]);
+  const result = JSON.parse(stdout) as {
     requests: { average: number };
     latency: { p50: number; p99: number };
     errors: number;
     non2xx: number;
   };
-  return { rps: result.requests.average, p50: result.latency.p50, p99: result.latency.p99, errors: result.errors + result.non2xx };
+  const generatorCores = cpuSeconds / ((Date.now() - started) / 1000);
+  return { rps: result.requests.average, p50: result.latency.p50, p99: result.latency.p99, errors: result.errors + result.non2xx, generatorCores };
 }
 
 export function summarize(figures: Record<string, LoadFigures[]>): Record<string, Record<keyof LoadFigures, ReturnType<typeof summary>>> {
@@ -60,6 +69,7 @@ export function summarize(figures: Record<string, LoadFigures[]>): Record<string
         p50: summary(runs.map((run) => run.p50)),
         p99: summary(runs.map((run) => run.p99)),
         errors: summary(runs.map((run) => run.errors)),
+        generatorCores: summary(runs.map((run) => run.generatorCores)),
       },
     ]),
   );
@@ -83,4 +93,17 @@ export async function startBenchUpstream(certs: DevCertificateFiles): Promise<{ 
   const child = spawnNode([path.join(path.dirname(new URL(import.meta.url).pathname), 'bench-upstream.js'), certs.cert, certs.key]);
   const ports = (await child.waitForLine((line) => typeof line.http === 'number')) as { http: number; https: number };
   return { child, ...ports };
+}
+
+/**
+ * The Node ceiling: two TLS relay hops (tls-relay.ts) in front of the upstream's plain port, carrying
+ * what a tunnel carries (TLS ⇄ hop ⇄ TLS ⇄ hop ⇄ TCP) with nothing else. Its TLS port.
+ */
+export async function startTwoHopRelay(certs: DevCertificateFiles, upstreamPort: number): Promise<{ port: number; children: BenchChild[] }> {
+  const relayScript = path.join(path.dirname(new URL(import.meta.url).pathname), 'tls-relay.js');
+  const secondHop = spawnNode([relayScript, certs.cert, certs.key, `127.0.0.1:${upstreamPort}`]);
+  const secondPort = (await secondHop.waitForLine((line) => typeof line.port === 'number')).port as number;
+  const firstHop = spawnNode([relayScript, certs.cert, certs.key, `127.0.0.1:${secondPort}`, '--to-tls']);
+  const port = (await firstHop.waitForLine((line) => typeof line.port === 'number')).port as number;
+  return { port, children: [firstHop, secondHop] };
 }

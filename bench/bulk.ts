@@ -1,0 +1,86 @@
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { benchCertificates, numberArgument, runCommand, startEngineProcess, summary, writeResult } from './harness.js';
+import { localTarget, startBenchUpstream, startForwardAgent, startTwoHopRelay, tunnelTarget, type Target } from './load.js';
+import { startLocaltunnel } from './localtunnel.js';
+import type { BenchRow, ScenarioResult } from './report.js';
+
+/**
+ * Bulk transfer, one stream at a time with curl (HTTP/1.1): a download of --mib MiB and an upload of
+ * the same size, through a published Rivulet tunnel vs the upstream directly over HTTPS vs the two-hop
+ * Node TLS relay (the ceiling for anything built of Node TLS sockets) vs localtunnel. Runs interleaved.
+ * Usage: node dist/bench/bulk.js [--runs N] [--mib M] [--out FILE]
+ */
+
+const RUNS = numberArgument('runs', 3);
+const MIB = numberArgument('mib', 1024);
+
+async function main(): Promise<void> {
+  const certs = await benchCertificates();
+  const uploadFile = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'rivulet-bench-bulk-')), 'upload.bin');
+  fs.writeFileSync(uploadFile, Buffer.alloc(MIB * 1024 * 1024, 0x61));
+  const { port: enginePort, engine } = await startEngineProcess(certs, () => '{ workers: 2 }');
+  const upstream = await startBenchUpstream(certs);
+  const children = [engine, upstream.child];
+  try {
+    children.push(await startForwardAgent(certs, enginePort, upstream.http, 'bench'));
+    const relay = await startTwoHopRelay(certs, upstream.http);
+    children.push(...relay.children);
+    const peer = await startLocaltunnel(upstream.http);
+    children.push(...peer.children);
+    const targets: Target[] = [tunnelTarget('rivulet', 'bench', enginePort), localTarget('direct', upstream.https), localTarget('node relay', relay.port), peer.target];
+
+    const figures: Record<'download' | 'upload', Record<string, number[]>> = { download: {}, upload: {} };
+    for (let run = 1; run <= RUNS; run++) {
+      for (const direction of ['download', 'upload'] as const) {
+        for (const target of targets) {
+          const speed = await transfer(target, certs.caCert, direction, MIB, uploadFile);
+          (figures[direction][target.name] ??= []).push(speed);
+          process.stderr.write(`run ${run}/${RUNS} ${direction} ${target.name}: ${speed} MB/s\n`);
+        }
+      }
+    }
+    const rows: BenchRow[] = (['download', 'upload'] as const).map((direction) => ({
+      case: `${direction} ${MIB} MiB`,
+      metric: 'throughput',
+      unit: 'MB/s',
+      higherIsBetter: true,
+      series: Object.fromEntries(Object.entries(figures[direction]).map(([name, values]) => [name, summary(values)])),
+    }));
+    const ratio = (direction: 'download' | 'upload'): number => rows.find((row) => row.case.startsWith(direction))!.series.rivulet!.median / rows.find((row) => row.case.startsWith(direction))!.series['node relay']!.median;
+    const result: ScenarioResult = {
+      scenario: 'bulk',
+      title: 'Bulk transfer (one stream, curl): Rivulet vs direct HTTPS vs two-hop Node TLS relay vs localtunnel',
+      runs: RUNS,
+      rows,
+      targets: (['download', 'upload'] as const).map((direction) => ({
+        target: `bulk ${direction}: Rivulet ≥ 75 % of the two-hop Node TLS relay`,
+        measured: `${Math.round(ratio(direction) * 100)} %`,
+        met: ratio(direction) >= 0.75,
+      })),
+      notes: ['MB/s = 10^6 bytes per second, as curl reports it. localtunnel is plain HTTP.'],
+    };
+    writeResult('bulk', { ...result });
+  } finally {
+    for (const child of children.reverse()) await child.stop();
+    fs.rmSync(path.dirname(uploadFile), { recursive: true, force: true });
+  }
+}
+
+/** One transfer with curl over HTTP/1.1; MB/s (10^6 bytes), checked for the full size. */
+async function transfer(target: Target, caFile: string, direction: 'download' | 'upload', mib: number, uploadFile: string): Promise<number> {
+  const size = mib * 1024 * 1024;
+  const common = ['-sS', '--http1.1', '--cacert', caFile, '--connect-to', `${target.host}:${target.dial.replace(/^https?:\/\//, '')}`];
+  const url = `${target.url.replace('127.0.0.1', target.host.split(':')[0]!)}`;
+  const output =
+    direction === 'download'
+      ? await runCommand('curl', [...common, '-o', '/dev/null', '-w', '%{speed_download} %{size_download}', `${url}/bytes?n=${size}`])
+      : await runCommand('curl', [...common, '-T', uploadFile, '-w', ' %{speed_upload} %{size_upload}', `${url}/upload`]);
+  const fields = output.trim().split(/\s+/).map(Number);
+  const [speed, moved] = fields.slice(-2) as [number, number];
+  if (moved !== size || (direction === 'upload' && fields[0] !== size)) throw new Error(`${target.name} ${direction}: moved ${output.trim()} of ${size} bytes`);
+  return Math.round((speed / 1e6) * 10) / 10;
+}
+
+await main();
