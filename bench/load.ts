@@ -75,10 +75,10 @@ export function summarize(figures: Record<string, LoadFigures[]>): Record<string
   );
 }
 
-/** `rivulet forward <upstreamPort> --host <label>` against the engine at `enginePort`, once online. */
-export async function startForwardAgent(certs: DevCertificateFiles, enginePort: number, upstreamPort: number, label: string): Promise<BenchChild> {
+/** `rivulet forward <upstreamPort> --host <label> [flags]` against the engine at `enginePort`, once online. */
+export async function startForwardAgent(certs: DevCertificateFiles, enginePort: number, upstreamPort: number, label: string, flags: string[] = []): Promise<BenchChild> {
   const token = await new SignJWT({ sub: 'bench' }).setProtectedHeader({ alg: 'HS256' }).sign(Buffer.from(BENCH_SECRET));
-  const agent = spawnNode([CLI_PATH, 'forward', String(upstreamPort), '--host', label, '-o', 'json'], {
+  const agent = spawnNode([CLI_PATH, 'forward', String(upstreamPort), '--host', label, '-o', 'json', ...flags], {
     RSTREAM_ENGINE: `127.0.0.1:${enginePort}`,
     RSTREAM_AUTHENTICATION_TOKEN: token,
     NODE_EXTRA_CA_CERTS: certs.caCert,

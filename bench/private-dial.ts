@@ -8,6 +8,7 @@ import { workerOfStream } from '../src/dataplane/streams.js';
 import { encodeFrame } from '../src/protocol/frame.js';
 import { emptyTunnelProperties } from '../src/protocol/messages.js';
 import { BENCH_SECRET, benchCertificates, median, numberArgument, startBenchEngine, summary, writeResult } from './harness.js';
+import type { ScenarioResult } from './report.js';
 
 /**
  * Private-dial throughput (MB/s, one stream downloading from the upstream) and stream set-up rate
@@ -125,18 +126,21 @@ async function main(): Promise<void> {
   upstream.close();
   await engine.shutdown(500);
 
-  writeResult('private-dial', {
-    scenario: 'private dial: one-stream download throughput and stream set-up rate, by proxy-connection placement',
+  const result: ScenarioResult = {
+    scenario: 'private-dial',
+    title: 'Private dial: one-stream throughput and stream set-up rate, by proxy-connection placement',
     runs: RUNS,
-    mib_per_stream: MIB,
-    rate_seconds: RATE_SECONDS,
-    rate_concurrency: CONCURRENCY,
-    throughput_mb_per_s: Object.fromEntries(PLACEMENTS.map((p) => [p, summary(throughput[p])])),
-    streams_per_s: Object.fromEntries(PLACEMENTS.map((p) => [p, summary(rate[p])])),
-    ratio_cross_to_same_throughput: median(throughput['cross-worker']) / median(throughput['same-worker']),
-    ratio_cross_to_same_rate: median(rate['cross-worker']) / median(rate['same-worker']),
-    relay_bytes_total: relayed,
-  });
+    rows: [
+      { case: `one stream, ${MIB} MiB`, metric: 'throughput', unit: 'MB/s', higherIsBetter: true, series: Object.fromEntries(PLACEMENTS.map((p) => [p, summary(throughput[p])])) },
+      { case: `${CONCURRENCY} concurrent dials`, metric: 'stream set-up', unit: 'streams/s', higherIsBetter: true, series: Object.fromEntries(PLACEMENTS.map((p) => [p, summary(rate[p])])) },
+    ],
+    targets: [],
+    notes: [
+      'same-worker: the agent dials the affinity port of the dialer\'s worker (dataplane.affinity); cross-worker: the other worker\'s, so every byte is relayed between workers; main-listener: no hint, the kernel picks (affinity off).',
+      `Cross/same throughput ${(median(throughput['cross-worker']) / median(throughput['same-worker'])).toFixed(2)}; ${(relayed / 1e6).toFixed(0)} MB relayed between workers in all.`,
+    ],
+  };
+  writeResult('private-dial', { ...result, mib_per_stream: MIB, rate_seconds: RATE_SECONDS, relay_bytes_total: relayed });
 }
 
 await main();

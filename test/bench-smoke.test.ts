@@ -1,0 +1,53 @@
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { test } from 'node:test';
+import type { SuiteResult } from '../bench/report.js';
+
+/**
+ * The benchmark suite's smoke mode (`node dist/bench/suite.js --smoke`): every scenario runs for real —
+ * engine, agents, localtunnel, load generators — with tiny sizes, so the harness cannot rot. Asserts
+ * the reports are complete, not any speed.
+ */
+test('bench suite, smoke mode: every scenario reports rows with figures, a table and a chart', { timeout: 300_000 }, async () => {
+  const outDir = fs.mkdtempSync(path.join(os.tmpdir(), 'rivulet-bench-smoke-'));
+  try {
+    const suite = new URL('../bench/suite.js', import.meta.url).pathname;
+    const { code, stderr } = await new Promise<{ code: number | null; stderr: string }>((resolve) => {
+      const child = spawn(process.execPath, [suite, '--smoke', '--out-dir', outDir], { stdio: ['ignore', 'ignore', 'pipe'] });
+      let stderr = '';
+      child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+      child.once('exit', (exitCode) => resolve({ code: exitCode, stderr }));
+    });
+    assert.equal(code, 0, stderr.slice(-3000));
+    const jsonFile = fs.readdirSync(outDir).find((name) => name.endsWith('.json'))!;
+    const result = JSON.parse(fs.readFileSync(path.join(outDir, jsonFile), 'utf8')) as SuiteResult;
+    assert.equal(result.mode, 'smoke');
+    assert.deepEqual(
+      result.scenarios.map((scenario) => scenario.scenario),
+      ['small', 'bulk', 'connections', 'private-dial', 'memory', 'scaling', 'control-plane'],
+    );
+    for (const scenario of result.scenarios) {
+      assert.ok(scenario.rows.length > 0, scenario.scenario);
+      for (const row of scenario.rows) {
+        assert.ok(Object.keys(row.series).length >= 1, `${scenario.scenario}: ${row.case}`);
+        for (const [name, figure] of Object.entries(row.series)) {
+          assert.ok(Number.isFinite(figure.median) && figure.min <= figure.median && figure.median <= figure.max, `${scenario.scenario} ${row.case} ${name}: ${JSON.stringify(figure)}`);
+        }
+      }
+      const svg = fs.readFileSync(path.join(outDir, 'charts', `${scenario.scenario}.svg`), 'utf8');
+      assert.match(svg, /^<svg [^>]*xmlns="http:\/\/www.w3.org\/2000\/svg"[\s\S]*<\/svg>\n$/);
+    }
+    // Throughput figures are real measurements, not placeholders.
+    const small = result.scenarios.find((scenario) => scenario.scenario === 'small')!;
+    assert.ok(small.rows.filter((row) => row.unit === 'req/s').every((row) => Object.values(row.series).every((figure) => figure.median > 0)));
+    assert.ok(Object.keys(small.generatorCpu ?? {}).length === 3);
+    const markdown = fs.readFileSync(path.join(outDir, 'latest.md'), 'utf8');
+    for (const scenario of result.scenarios) assert.ok(markdown.includes(`## ${scenario.title}`), scenario.title);
+    assert.match(markdown, /## Targets/);
+  } finally {
+    fs.rmSync(outDir, { recursive: true, force: true });
+  }
+});
