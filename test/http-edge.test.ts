@@ -220,6 +220,28 @@ describe('HTTP tunnels: requests and responses', () => {
       agent.destroy();
     }
   });
+  test('rivulet forward: an upstream closing idle keep-alive connections leaves no dead pooled stream (GET and POST)', async () => {
+    const impatient = http.createServer({ keepAliveTimeout: 100 }, upstreamHandler(seen));
+    const impatientPort = await listenUpstream(impatient);
+    try {
+      await forward(impatientPort, ['--host', 'impatient-cli']);
+      const client = new https.Agent({ keepAlive: true, maxSockets: 1 });
+      for (let i = 0; i < 6; i++) {
+        const post = i % 2 === 1;
+        const reply = await Promise.race([
+          edgeRequest(port, t.ca, host('impatient-cli'), { path: `/echo?i=${i}`, agent: client, method: post ? 'POST' : 'GET', body: post ? Buffer.alloc(1000, 1) : undefined }),
+          sleep(5000).then(() => Promise.reject(new Error(`request ${i} hung on a dead pooled stream`))),
+        ]);
+        assert.equal(reply.status, 200, reply.body.toString());
+        // Past the upstream's keep-alive timeout: it closes the idle connection, the agent ends the stream.
+        await sleep(400);
+      }
+      client.destroy();
+    } finally {
+      impatient.closeAllConnections();
+      impatient.close();
+    }
+  });
 });
 
 describe('HTTP tunnels: generated responses', () => {
