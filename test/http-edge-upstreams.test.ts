@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import tls from 'node:tls';
 import { after, before, describe, test } from 'node:test';
 import { emptyTunnelProperties, type TunnelProperties } from '../src/protocol/messages.js';
-import { serveForward } from './helpers/echo-agent.js';
+import { eachProxyConnReq, openProxyConnection, serveForward } from './helpers/echo-agent.js';
 import { curl, edgeRequest, edgeSession, h2Request } from './helpers/edge-client.js';
 import { sleep, startTestEngine, waitFor, type TestEngine } from './helpers/engine.js';
 import { spawnCli, type RunningCli } from './helpers/process.js';
@@ -207,6 +207,34 @@ describe('pool, limits and failures', () => {
     const goaway = await new Promise<number>((resolve) => session.once('goaway', () => resolve(Date.now())));
     assert.ok(goaway - start < 8000);
     session.destroy();
+  });
+
+  test('an agent that half-closes an idle pooled stream (its upstream closed) gets a fresh stream for the next request', async () => {
+    // Each stream answers one request itself, then ends its side like `rivulet forward` does when the
+    // upstream closes an idle keep-alive connection, and ignores anything sent after.
+    const agent = await publish([{ hostname: 'halfclose' }], () => undefined);
+    let streams = 0;
+    eachProxyConnReq(agent, (request) => {
+      streams++;
+      void openProxyConnection(agent, request, port, t.ca, { zeroRtt: true, order: 'js' }).then(({ socket }) => {
+        socket.resume();
+        socket.once('data', () => {
+          socket.write('HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok');
+          setTimeout(() => socket.end(), 100);
+        });
+      });
+    });
+    const client = new https.Agent({ keepAlive: true, maxSockets: 1 });
+    for (const method of ['GET', 'POST', 'GET']) {
+      const reply = await Promise.race([
+        edgeRequest(port, t.ca, host('halfclose'), { agent: client, method, body: method === 'POST' ? Buffer.from('body') : undefined }),
+        sleep(5000).then(() => Promise.reject(new Error(`${method} sent on a half-closed pooled stream and never answered`))),
+      ]);
+      assert.equal(reply.status, 200, reply.body.toString());
+      await sleep(400);
+    }
+    assert.equal(streams, 3, 'one fresh stream per request: an ended stream is not reused');
+    client.destroy();
   });
 
   test('an upstream that closes idle keep-alive connections itself causes no failed requests', async () => {

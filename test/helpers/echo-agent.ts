@@ -87,7 +87,7 @@ export function serveEcho(
 }
 
 /** Calls `handle` for every ProxyConnReq the engine sends on `control`, until the channel ends. */
-function eachProxyConnReq(control: RawConnection, handle: (request: MessageOf<'proxy_conn_req'>) => void): void {
+export function eachProxyConnReq(control: RawConnection, handle: (request: MessageOf<'proxy_conn_req'>) => void): void {
   void (async () => {
     for (;;) {
       try {

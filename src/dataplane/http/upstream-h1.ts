@@ -37,6 +37,7 @@ export class H1Upstream {
   private readonly agent: SingleStreamAgent;
   /** Set by the pool: called when a finished exchange left the stream reusable. */
   onReusable: (() => void) | undefined;
+  private busy = false;
 
   constructor(readonly stream: Duplex) {
     const socketLike = stream as Duplex & Record<(typeof SOCKET_TUNING)[number], unknown>;
@@ -45,15 +46,26 @@ export class H1Upstream {
     }
     this.agent = new SingleStreamAgent(stream);
     this.agent.on('free', () => {
-      if (!stream.destroyed) this.onReusable?.();
+      this.busy = false;
+      if (this.alive) this.onReusable?.();
+      else stream.destroy(); // ended during the exchange: the slot is not held by a stream no one can use
+    });
+    // The agent ended the stream (its upstream closed the keep-alive connection). Proxy connections
+    // are half-open and Node's client does not watch a free socket's end, so an idle stream would stay
+    // writable and take the next request into a void: close it. During an exchange the client's own
+    // end handling applies.
+    stream.on('end', () => {
+      if (!this.busy) stream.destroy();
     });
   }
 
+  /** Usable for another request: open both ways (a stream the agent ended can carry no response). */
   get alive(): boolean {
-    return !this.stream.destroyed && this.stream.writable;
+    return !this.stream.destroyed && this.stream.writable && !this.stream.readableEnded;
   }
 
   request(options: { method: string; path: string; headers: http.OutgoingHttpHeaders }): http.ClientRequest {
+    this.busy = true;
     const request = http.request({ ...options, agent: this.agent, host: 'upstream', setHost: false });
     // A proxy connection arrives paused (see rstrm-session.ts); the client's 'data' listener alone does
     // not restart an explicitly paused stream. 'socket' fires once that listener is attached.
