@@ -115,6 +115,7 @@ export class TunnelUpstreams {
     for (let upstream = this.idleH1.pop(); upstream; upstream = this.idleH1.pop()) {
       this.stopIdleTimer(upstream);
       if (upstream.alive) return upstream;
+      upstream.close(); // its slot goes with it
     }
     return undefined;
   }
@@ -195,7 +196,10 @@ export class TunnelUpstreams {
 
   /** An exchange finished: the upstream goes to a waiting request, else back to the pool. */
   private reusable(upstream: Upstream): void {
-    if (!upstream.alive) return;
+    if (!upstream.alive) {
+      if (upstream.kind === 'h1') upstream.close();
+      return;
+    }
     if (this.closed) {
       if (upstream.kind === 'h1' || upstream.idle) upstream.close();
       return;
