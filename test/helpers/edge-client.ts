@@ -20,7 +20,7 @@ export function edgeRequest(
   port: number,
   ca: Buffer,
   hostname: string,
-  options: { path?: string; method?: string; headers?: http.OutgoingHttpHeaders; body?: Buffer; agent?: https.Agent } = {},
+  options: { path?: string; method?: string; headers?: http.OutgoingHttpHeaders; body?: Buffer; agent?: https.Agent | false } = {},
 ): Promise<EdgeReply> {
   return new Promise((resolve, reject) => {
     const req = https.request(
