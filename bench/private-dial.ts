@@ -29,11 +29,20 @@ type Placement = (typeof PLACEMENTS)[number];
 
 async function main(): Promise<void> {
   const certs = await benchCertificates();
-  const portBase = 30000 + Math.floor(Math.random() * 20000);
-  const engine = await startBenchEngine(certs, {
-    workers: 2,
-    affinity: { enabled: true, port_base: portBase, advertise_host: '127.0.0.1' },
-  });
+  // Affinity ports below Linux's ephemeral range (32768+), so outgoing connections never hold them;
+  // another program may, so a taken base is retried.
+  let portBase = 0;
+  let engine: Awaited<ReturnType<typeof startBenchEngine>> | undefined;
+  for (let attempt = 0; !engine; attempt++) {
+    portBase = 20000 + 2 * Math.floor(Math.random() * 6000);
+    engine = await startBenchEngine(certs, {
+      workers: 2,
+      affinity: { enabled: true, port_base: portBase, advertise_host: '127.0.0.1' },
+    }).catch((error: Error) => {
+      if (attempt >= 5 || !/EADDRINUSE/.test(error.message)) throw error;
+      return undefined;
+    });
+  }
   const token = await new SignJWT({ sub: 'bench' }).setProtectedHeader({ alg: 'HS256' }).sign(Buffer.from(BENCH_SECRET));
   const endpoint: EngineEndpoint = { host: '127.0.0.1', port: engine.publicPort, caPem: fs.readFileSync(certs.caCert, 'utf8') };
 
