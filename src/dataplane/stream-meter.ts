@@ -39,7 +39,7 @@ export class StreamMeter {
     this.counters.addPair(`streams_${kind}_connected`, 1, `streams_active_${kind}`, 1);
     this.live.add(stream);
     this.timer ??= setInterval(() => this.flushLive(), FLUSH_INTERVAL_MS).unref();
-    end.once('close', () => {
+    const gone = (): void => {
       this.flush(stream);
       this.counters.add(`streams_active_${kind}`, -1);
       this.live.delete(stream);
@@ -47,7 +47,10 @@ export class StreamMeter {
         clearInterval(this.timer);
         this.timer = undefined;
       }
-    });
+    };
+    // A stream that closed before it reached us emits no 'close' again: it would stay counted for ever.
+    if (end.closed) gone();
+    else end.once('close', gone);
   }
 
   private flushLive(): void {
