@@ -154,15 +154,16 @@ describe('data-path counters', () => {
     const before = (await scrape(port, '/stats')).body;
     const upstreamBefore = rawUpstreamBytes();
     const requests = 12;
+    // One kept-alive downstream connection, as a browser would use.
+    const keptAlive = new https.Agent({ keepAlive: true, maxSockets: 1 });
     for (let i = 0; i < requests; i++) {
-      // A fresh downstream connection per request (agent: false): a POST following a GET on a kept-alive
-      // downstream connection sometimes gets no answer — an open edge bug, see the closing note of issues 6–7.
       const reply =
         i % 2 === 0
-          ? await edgeRequest(open.engine.publicPort, open.ca, 'counted.t.localhost', { path: `/bytes?n=${50_000 + i}`, agent: false })
-          : await edgeRequest(open.engine.publicPort, open.ca, 'counted.t.localhost', { path: '/echo', method: 'POST', body: patternBytes(30_000 + i), agent: false });
+          ? await edgeRequest(open.engine.publicPort, open.ca, 'counted.t.localhost', { path: `/bytes?n=${50_000 + i}`, agent: keptAlive })
+          : await edgeRequest(open.engine.publicPort, open.ca, 'counted.t.localhost', { path: '/echo', method: 'POST', body: patternBytes(30_000 + i), agent: keptAlive });
       assert.equal(reply.status, 200);
     }
+    keptAlive.destroy();
     const missing = await edgeRequest(open.engine.publicPort, open.ca, 'nothing-here.t.localhost');
     assert.equal(missing.status, 404);
 

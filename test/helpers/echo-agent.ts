@@ -103,12 +103,18 @@ export function eachProxyConnReq(control: RawConnection, handle: (request: Messa
  * Answers every ProxyConnReq on `control` like `rivulet forward` does: a proxy connection spliced to
  * a TCP connection to `target` (or a refusal when the target cannot be reached).
  */
-export function serveForward(control: RawConnection, enginePort: number, ca: Buffer, target: () => number): void {
+export function serveForward(
+  control: RawConnection,
+  enginePort: number,
+  ca: Buffer,
+  target: () => number,
+  portFor?: (request: MessageOf<'proxy_conn_req'>) => number,
+): void {
   eachProxyConnReq(control, (request) => {
     const upstream = net.connect({ host: '127.0.0.1', port: target(), allowHalfOpen: true });
     upstream.on('error', () => {});
     upstream.once('connect', () => {
-      void openProxyConnection(control, request, enginePort, ca, { zeroRtt: true, order: 'js' })
+      void openProxyConnection(control, request, portFor?.(request) ?? enginePort, ca, { zeroRtt: true, order: 'js' })
         .then(({ socket }) => {
           socket.pipe(upstream);
           upstream.pipe(socket);

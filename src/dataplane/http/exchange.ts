@@ -1,7 +1,7 @@
 import type http from 'node:http';
 import type http2 from 'node:http2';
 import { downstreamResponseHeaders, upstreamRequestHeaders } from './forwarded-headers.js';
-import { sendGenerated, type EdgeRequest, type EdgeResponse } from './generated-response.js';
+import { abortResponse, sendGenerated, type EdgeRequest, type EdgeResponse } from './generated-response.js';
 import type { H1Upstream } from './upstream-h1.js';
 import type { H2Upstream } from './upstream-h2.js';
 import type { TunnelUpstreams } from './upstream-pool.js';
@@ -36,9 +36,7 @@ export async function proxyRequest(pool: TunnelUpstreams, req: EdgeRequest, res:
   // The client may have left during the checks before this (token verification is asynchronous).
   if (downstreamClosed(res)) return;
   const downstreamGone = new AbortController();
-  res.once('close', () => {
-    if (!res.writableFinished) downstreamGone.abort(DOWNSTREAM_LEFT);
-  });
+  whenDownstreamLeaves(res, () => downstreamGone.abort(DOWNSTREAM_LEFT));
   for (let attempt = 0; ; attempt++) {
     const lease = await pool.lease(plan.peerAddress, downstreamGone.signal, attempt > 0);
     if (!lease.ok) {
@@ -50,7 +48,10 @@ export async function proxyRequest(pool: TunnelUpstreams, req: EdgeRequest, res:
       pool.giveBack(upstream);
       return;
     }
-    const outcome = upstream.kind === 'h1' ? await exchangeH1(upstream, req, res, plan) : await exchangeH2(upstream, req, res, plan);
+    const outcome =
+      upstream.kind === 'h1'
+        ? await exchangeH1(upstream, req, res, plan, downstreamGone.signal)
+        : await exchangeH2(upstream, req, res, plan, downstreamGone.signal);
     if (outcome === 'done' || downstreamGone.signal.aborted) return;
     const retriable = attempt === 0 && lease.reused && upstream.kind === 'h1' && plan.bodyless && RETRIABLE_METHODS.has(req.method ?? '');
     if (retriable) continue;
@@ -63,7 +64,7 @@ export async function proxyRequest(pool: TunnelUpstreams, req: EdgeRequest, res:
   }
 }
 
-function exchangeH1(upstream: H1Upstream, req: EdgeRequest, res: EdgeResponse, plan: ForwardPlan): Promise<Outcome> {
+function exchangeH1(upstream: H1Upstream, req: EdgeRequest, res: EdgeResponse, plan: ForwardPlan, downstreamGone: AbortSignal): Promise<Outcome> {
   return new Promise((resolve) => {
     const outgoing = upstream.request({
       method: req.method ?? 'GET',
@@ -78,19 +79,19 @@ function exchangeH1(upstream: H1Upstream, req: EdgeRequest, res: EdgeResponse, p
     });
     outgoing.on('error', (error) => {
       if (responded) {
-        res.destroy();
+        abortResponse(res);
         resolve('done');
       } else resolve({ failedBeforeResponse: error });
     });
-    res.once('close', () => {
-      if (!res.writableFinished) outgoing.destroy();
+    downstreamGone.addEventListener('abort', () => {
+      outgoing.destroy();
       resolve('done');
     });
     sendBody(req, outgoing, plan.bodyless);
   });
 }
 
-function exchangeH2(upstream: H2Upstream, req: EdgeRequest, res: EdgeResponse, plan: ForwardPlan): Promise<Outcome> {
+function exchangeH2(upstream: H2Upstream, req: EdgeRequest, res: EdgeResponse, plan: ForwardPlan, downstreamGone: AbortSignal): Promise<Outcome> {
   return new Promise((resolve) => {
     const headers: http2.OutgoingHttpHeaders = {
       ...upstreamRequestHeaders(req.headers, { ...plan, upstream: 'h2', websocket: false }),
@@ -100,8 +101,9 @@ function exchangeH2(upstream: H2Upstream, req: EdgeRequest, res: EdgeResponse, p
       ':scheme': upstream.scheme,
     };
     let outgoing: http2.ClientHttp2Stream;
+    let completed: () => boolean;
     try {
-      outgoing = upstream.request(headers, plan.bodyless);
+      ({ stream: outgoing, completed } = upstream.request(headers, plan.bodyless));
     } catch (error) {
       resolve({ failedBeforeResponse: error as Error });
       return;
@@ -109,17 +111,17 @@ function exchangeH2(upstream: H2Upstream, req: EdgeRequest, res: EdgeResponse, p
     let responded = false;
     outgoing.once('response', (incoming) => {
       responded = true;
-      relayResponse(res, Number(incoming[':status']), undefined, downstreamResponseHeaders(incoming), outgoing);
+      relayResponse(res, Number(incoming[':status']), undefined, downstreamResponseHeaders(incoming), outgoing, completed);
     });
     outgoing.once('end', () => resolve('done'));
     outgoing.once('close', () => {
       if (!responded) resolve({ failedBeforeResponse: new Error(`upstream stream reset (code ${outgoing.rstCode})`) });
-      else if (!outgoing.readableEnded) res.destroy();
+      else if (!completed()) abortResponse(res);
       resolve('done');
     });
     outgoing.on('error', () => {});
-    res.once('close', () => {
-      if (!res.writableFinished) outgoing.destroy();
+    downstreamGone.addEventListener('abort', () => {
+      outgoing.destroy();
       resolve('done');
     });
     if (!plan.bodyless) sendBody(req, outgoing, false);
@@ -129,14 +131,16 @@ function exchangeH2(upstream: H2Upstream, req: EdgeRequest, res: EdgeResponse, p
 /**
  * The response head, then the body piped with backpressure. The head goes out with the first body
  * chunk when that arrives in the same turn (one TLS record for a small response), else on its own
- * right after, so SSE and long polls see their headers at once.
+ * right after, so SSE and long polls see their headers at once. `completed`, when given, decides at
+ * the body's end whether it was whole (else the response is aborted, engine.md §12.9).
  */
 function relayResponse(
   res: EdgeResponse,
   status: number,
   statusMessage: string | undefined,
   headers: http.OutgoingHttpHeaders,
-  body: NodeJS.ReadableStream & { once(event: 'error' | 'aborted', listener: () => void): unknown; destroy(): void },
+  body: NodeJS.ReadableStream & { once(event: 'error' | 'aborted' | 'end', listener: () => void): unknown; destroy(): void },
+  completed?: () => boolean,
 ): void {
   if (downstreamClosed(res)) {
     body.destroy();
@@ -153,14 +157,47 @@ function relayResponse(
     return;
   }
   if ('flushHeaders' in res) setImmediate(() => res.flushHeaders()); // no-op once a chunk carried it; h2 sends at writeHead
-  body.once('error', () => res.destroy());
-  body.once('aborted', () => res.destroy());
-  body.pipe(res as NodeJS.WritableStream);
+  body.once('error', () => abortResponse(res));
+  body.once('aborted', () => abortResponse(res));
+  if (!completed) {
+    body.pipe(res as NodeJS.WritableStream);
+    return;
+  }
+  body.pipe(res as NodeJS.WritableStream, { end: false });
+  body.once('end', () => {
+    if (completed()) res.end();
+    else abortResponse(res);
+  });
 }
 
-/** Whether the downstream response can no longer be written (client gone). */
+/**
+ * Whether the downstream response can no longer be written (client gone). An HTTP/1.1 response to a
+ * request that arrived while the previous response on its kept-alive connection was still being
+ * written has no socket yet (Node queues it): that client is very much there, so the connection's
+ * socket is what is asked.
+ */
 export function downstreamClosed(res: EdgeResponse): boolean {
-  return 'stream' in res ? res.stream.destroyed : res.destroyed || res.socket === null || res.socket.destroyed;
+  return 'stream' in res ? res.stream.destroyed : res.destroyed || res.req.socket.destroyed;
+}
+
+/**
+ * Calls `left` once if the downstream goes before `res` finished. A queued HTTP/1.1 response gets no
+ * 'close' of its own when its connection dies (it never had the socket), so the connection is watched.
+ */
+function whenDownstreamLeaves(res: EdgeResponse, left: () => void): void {
+  if ('stream' in res) {
+    res.once('close', () => {
+      if (!res.writableFinished) left();
+    });
+    return;
+  }
+  const connection = res.req.socket;
+  const onClose = (): void => {
+    if (!res.writableFinished) left();
+  };
+  connection.once('close', onClose);
+  res.once('close', onClose);
+  res.once('finish', () => connection.off('close', onClose));
 }
 
 function sendBody(req: EdgeRequest, outgoing: NodeJS.WritableStream & { destroy(): void }, bodyless: boolean): void {

@@ -1,5 +1,5 @@
 import http from 'node:http';
-import type http2 from 'node:http2';
+import http2 from 'node:http2';
 import { markGenerated } from './response-metrics.js';
 
 export type EdgeRequest = http.IncomingMessage | http2.Http2ServerRequest;
@@ -38,7 +38,7 @@ export interface EdgeError {
  */
 export function sendGenerated(req: EdgeRequest, res: EdgeResponse, error: EdgeError, extraHeaders: http.OutgoingHttpHeaders = {}): void {
   if (res.headersSent) {
-    res.destroy();
+    abortResponse(res);
     return;
   }
   const status = STATUS_OF[error.reason];
@@ -56,6 +56,16 @@ export function sendGenerated(req: EdgeRequest, res: EdgeResponse, error: EdgeEr
   });
   if (req.method === 'HEAD') res.end();
   else res.end(body);
+}
+
+/**
+ * Ends a response that can no longer be completed so that no client takes it for whole (engine.md
+ * §12.9): h2 resets the stream with INTERNAL_ERROR (a plain destroy would send NO_ERROR, which
+ * clients read as a clean end); HTTP/1.1 closes the connection before the final chunk or full length.
+ */
+export function abortResponse(res: EdgeResponse): void {
+  if ('stream' in res) res.stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR);
+  else res.destroy();
 }
 
 export function statusOf(reason: EdgeErrorReason): number {

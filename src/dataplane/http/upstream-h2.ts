@@ -49,14 +49,27 @@ export class H2Upstream {
     return this.alive && this.active < Math.min(limit, DEFAULT_MAX_CONCURRENT_STREAMS * 10);
   }
 
-  request(headers: http2.OutgoingHttpHeaders, endStream: boolean): http2.ClientHttp2Stream {
+  /**
+   * One request on the session. `completed()` tells whether the response really ended: Node also
+   * ends the readable side of a stream it destroys (a dead session, an RST_STREAM with an error code),
+   * and that end must not reach the client as a complete response. A real end (END_STREAM, or the
+   * stream closed with NO_ERROR) is pushed before the stream is destroyed; the teardown's from inside
+   * the destroy.
+   */
+  request(headers: http2.OutgoingHttpHeaders, endStream: boolean): { stream: http2.ClientHttp2Stream; completed: () => boolean } {
     const request = this.session.request(headers, { endStream });
+    let completed = false;
+    const push = request.push;
+    request.push = function (this: http2.ClientHttp2Stream, chunk: unknown, encoding?: BufferEncoding): boolean {
+      if (chunk === null && !request.destroyed) completed = true;
+      return push.call(this, chunk, encoding);
+    };
     this.active++;
     request.once('close', () => {
       this.active--;
       this.onStreamDone?.();
     });
-    return request;
+    return { stream: request, completed: () => completed };
   }
 
   close(): void {
