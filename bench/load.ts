@@ -89,9 +89,9 @@ export async function startForwardAgent(certs: DevCertificateFiles, enginePort: 
 }
 
 /** The bench upstream (bench-upstream.ts) in its own process: its plain HTTP and HTTPS ports. */
-export async function startBenchUpstream(certs: DevCertificateFiles): Promise<{ child: BenchChild; http: number; https: number }> {
+export async function startBenchUpstream(certs: DevCertificateFiles): Promise<{ child: BenchChild; http: number; https: number; impatient: number }> {
   const child = spawnNode([path.join(path.dirname(new URL(import.meta.url).pathname), 'bench-upstream.js'), certs.cert, certs.key]);
-  const ports = (await child.waitForLine((line) => typeof line.http === 'number')) as { http: number; https: number };
+  const ports = (await child.waitForLine((line) => typeof line.http === 'number')) as { http: number; https: number; impatient: number };
   return { child, ...ports };
 }
 

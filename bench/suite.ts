@@ -34,6 +34,15 @@ const SCENARIOS: Scenario[] = [
     },
   },
   {
+    name: 'keepalive',
+    script: 'keepalive.js',
+    args: {
+      quick: ['--requests', '10000'],
+      full: ['--requests', '100000'],
+      smoke: ['--requests', '300', '--clients', '6', '--h2-clients', '2'],
+    },
+  },
+  {
     name: 'bulk',
     script: 'bulk.js',
     args: { quick: ['--runs', '2', '--mib', '128'], full: ['--runs', '5', '--mib', '1024'], smoke: ['--runs', '1', '--mib', '4'] },

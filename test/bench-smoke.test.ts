@@ -27,8 +27,11 @@ test('bench suite, smoke mode: every scenario reports rows with figures, a table
     assert.equal(result.mode, 'smoke');
     assert.deepEqual(
       result.scenarios.map((scenario) => scenario.scenario),
-      ['small', 'bulk', 'connections', 'private-dial', 'memory', 'scaling', 'control-plane'],
+      ['small', 'keepalive', 'bulk', 'connections', 'private-dial', 'memory', 'scaling', 'control-plane'],
     );
+    // The keep-alive scenario is a correctness check too: no request may hang or fail unexpectedly.
+    const keepalive = result.scenarios.find((scenario) => scenario.scenario === 'keepalive')!;
+    for (const target of keepalive.targets) assert.ok(target.met, `${target.target}: ${target.measured}\n${keepalive.notes.join('\n')}`);
     for (const scenario of result.scenarios) {
       assert.ok(scenario.rows.length > 0, scenario.scenario);
       for (const row of scenario.rows) {
