@@ -110,7 +110,8 @@ export type PeerMessage =
   | { type: 'stream-refused'; stream_id: string; reason: 'refused' | 'owner_gone'; error: RstrmError }
   /** To the stream's worker: a ProxyReq for this stream arrived here. */
   | { type: 'proxy-arrived'; stream_id: string; secret: string }
-  | { type: 'proxy-verdict'; stream_id: string; verdict: ProxyVerdict }
+  /** The stream's worker's answer; with `adopt`, `tunnel_id` names the tunnel whose pool takes the stream. */
+  | { type: 'proxy-verdict'; stream_id: string; verdict: ProxyVerdict; tunnel_id?: string }
   /** Stream bytes, with credit-based flow control (dataplane/relay.ts). */
   | { type: 'relay-data'; stream_id: string; chunk: Uint8Array }
   | { type: 'relay-ack'; stream_id: string; bytes: number }
@@ -119,7 +120,11 @@ export type PeerMessage =
   /** To every other worker: a request here waits at the tunnel's stream limit; close one idle pooled stream. */
   | { type: 'pool-pressure'; tunnel_id: string };
 
-export type ProxyVerdict = 'accepted' | 'unknown' | 'bad-secret';
+/**
+ * `adopt`: the secret is right, but the stream is a pooled HTTP stream and the worker that received it
+ * keeps it for its own pool of that tunnel (no relay); the asking worker asks again.
+ */
+export type ProxyVerdict = 'accepted' | 'adopt' | 'unknown' | 'bad-secret';
 
 /** What a worker's task resolves with once it has drained. */
 export interface WorkerExit {

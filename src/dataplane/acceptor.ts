@@ -119,7 +119,9 @@ export class ConnectionAcceptor {
       const tunnel = this.options.dataplane.routeForHostname(peek.hello.serverName!);
       if (tunnel?.properties.protocol === 'tls') await this.serveTlsTunnel(socket, tunnel);
       else if (this.draining) socket.destroy();
-      else this.httpEdge.accept(socket);
+      // engine.md §12.1: h2 preferred when offered, else HTTP/1.1 on the edge's own connection handler.
+      else if (peek.hello.alpnProtocols?.includes('h2')) this.httpEdge.acceptH2(socket);
+      else await this.terminate(socket, 'edge', ['http/1.1'], { proxyOnly: false, then: (session) => this.httpEdge.acceptH1(session, socket) });
       return;
     }
     await this.terminate(socket, route.kind, route.alpn, { proxyOnly: false });

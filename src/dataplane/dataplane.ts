@@ -1,4 +1,5 @@
 import net from 'node:net';
+import type { Duplex } from 'node:stream';
 import type { DataplaneSettings, PeerMessage, ProxyVerdict, TunnelRoute } from '../control/thread-messages.js';
 import { parseCidr } from '../control/tunnel-request.js';
 import type { Logger } from '../log.js';
@@ -30,9 +31,10 @@ export class Dataplane {
   readonly relays: RelayHub;
   readonly streams: StreamBroker;
   readonly meter: StreamMeter;
-  private readonly verdictWaiters = new Map<string, (verdict: ProxyVerdict) => void>();
+  private readonly verdictWaiters = new Map<string, (verdict: Verdict) => void>();
   private readonly routeRemovedListeners: Array<(tunnelId: string) => void> = [];
   private poolPressureListener: ((tunnelId: string) => void) | undefined;
+  private adoptListener: ((route: TunnelRoute, proxyEnd: Duplex, release: () => void) => boolean) | undefined;
 
   constructor(
     readonly workerIndex: number,
@@ -83,6 +85,32 @@ export class Dataplane {
     this.poolPressureListener = listener;
   }
 
+  /**
+   * The HTTP edge takes pooled streams that other workers asked for and that landed here (see
+   * ProxyVerdict `adopt`); it returns false when it cannot (the stream is then closed).
+   */
+  onAdopt(listener: (route: TunnelRoute, proxyEnd: Duplex, release: () => void) => boolean): void {
+    this.adoptListener = listener;
+  }
+
+  /**
+   * A proxy connection adopted from another worker's request: its stream slot, counted when that
+   * worker asked, is released by this worker's pool when the stream closes.
+   */
+  adoptStream(tunnelId: string, proxyEnd: Duplex): void {
+    const route = this.routes.get(tunnelId);
+    const slot = route?.stream_slot;
+    let released = false;
+    const release = (): void => {
+      if (!released && slot !== undefined) this.streamSlots.release(slot);
+      released = true;
+    };
+    if (!route || !this.adoptListener?.(route, proxyEnd, release)) {
+      release();
+      proxyEnd.destroy();
+    }
+  }
+
   /** Whoever keeps per-tunnel state on this worker (the HTTP edge's upstream pools) forgets it here. */
   onRouteRemoved(listener: (tunnelId: string) => void): void {
     this.routeRemovedListeners.push(listener);
@@ -124,16 +152,16 @@ export class Dataplane {
   }
 
   /** Asks the worker waiting for `streamId` whether this ProxyReq may take it. */
-  askVerdict(worker: number, streamId: string, secret: string): Promise<ProxyVerdict> {
+  askVerdict(worker: number, streamId: string, secret: string): Promise<Verdict> {
     return new Promise((resolve) => {
-      const timer = setTimeout(() => settle('unknown'), VERDICT_TIMEOUT_MS);
-      const settle = (verdict: ProxyVerdict): void => {
+      const timer = setTimeout(() => settle({ verdict: 'unknown' }), VERDICT_TIMEOUT_MS);
+      const settle = (verdict: Verdict): void => {
         clearTimeout(timer);
         this.verdictWaiters.delete(streamId);
         resolve(verdict);
       };
       this.verdictWaiters.set(streamId, settle);
-      if (!this.peers.send(worker, { type: 'proxy-arrived', stream_id: streamId, secret })) settle('unknown');
+      if (!this.peers.send(worker, { type: 'proxy-arrived', stream_id: streamId, secret })) settle({ verdict: 'unknown' });
     });
   }
 
@@ -159,13 +187,14 @@ export class Dataplane {
         this.streams.refuse(message.stream_id, message.reason, message.error);
         return;
       case 'proxy-arrived': {
-        const claim = this.streams.claim(message.stream_id, message.secret);
+        const claim = this.streams.claim(message.stream_id, message.secret, true);
         if (claim.verdict === 'accepted') claim.complete(this.relays.open(message.stream_id, from));
-        this.peers.send(from, { type: 'proxy-verdict', stream_id: message.stream_id, verdict: claim.verdict });
+        const tunnel = claim.verdict === 'adopt' ? { tunnel_id: claim.tunnelId } : {};
+        this.peers.send(from, { type: 'proxy-verdict', stream_id: message.stream_id, verdict: claim.verdict, ...tunnel });
         return;
       }
       case 'proxy-verdict':
-        this.verdictWaiters.get(message.stream_id)?.(message.verdict);
+        this.verdictWaiters.get(message.stream_id)?.(message.verdict === 'adopt' ? { verdict: 'adopt', tunnelId: message.tunnel_id! } : { verdict: message.verdict });
         return;
       case 'pool-pressure':
         this.poolPressureListener?.(message.tunnel_id);
@@ -186,6 +215,9 @@ export class Dataplane {
     else channel.sendProxyConnReq(request);
   }
 }
+
+/** The other worker's answer to a ProxyReq that arrived here. */
+export type Verdict = { verdict: 'adopt'; tunnelId: string } | { verdict: Exclude<ProxyVerdict, 'adopt'> };
 
 const OWNER_GONE: RstrmError = { code: ErrorCode.ServiceUnavailable, message: 'tunnel owner disconnected' };
 

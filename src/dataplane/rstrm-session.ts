@@ -4,7 +4,7 @@ import type { TLSSocket } from 'node:tls';
 import { FrameDecoder, encodeFrame } from '../protocol/frame.js';
 import { ErrorCode, type ControlChannelLiveness, type Message, type MessageOf, type RstrmError } from '../protocol/messages.js';
 import { ControlChannel } from './control-channel.js';
-import type { Dataplane } from './dataplane.js';
+import type { Dataplane, Verdict } from './dataplane.js';
 import { endSoon, splice } from './splice.js';
 import { openTunnelStream } from './tunnel-stream.js';
 import { VERSION } from '../version.js';
@@ -154,25 +154,27 @@ async function serveProxyConnection(dataplane: Dataplane, session: TLSSocket, re
   const streamId = request.stream_id;
   const secret = request.client_details?.token ?? '';
   const worker = dataplane.workerOfStream(streamId);
-  let verdict: 'accepted' | 'unknown' | 'bad-secret' = 'unknown';
+  let verdict: Verdict = { verdict: 'unknown' };
   let proxyEnd: Duplex | undefined;
   let complete: ((end: Duplex) => void) | undefined;
   if (worker === dataplane.workerIndex) {
-    const claim = dataplane.streams.claim(streamId, secret);
-    verdict = claim.verdict;
-    if (claim.verdict === 'accepted') complete = claim.complete;
+    const claim = dataplane.streams.claim(streamId, secret, false);
+    if (claim.verdict === 'accepted') {
+      verdict = { verdict: 'accepted' };
+      complete = claim.complete;
+    } else if (claim.verdict !== 'adopt') verdict = { verdict: claim.verdict };
   } else if (worker !== undefined) {
     // Opened before asking, so relayed bytes that follow the verdict always find it.
     proxyEnd = dataplane.relays.open(streamId, worker);
     verdict = await dataplane.askVerdict(worker, streamId, secret);
-    if (verdict !== 'accepted') proxyEnd.destroy();
+    if (verdict.verdict !== 'accepted') proxyEnd.destroy();
   }
-  if (verdict !== 'accepted') {
+  if (verdict.verdict === 'unknown' || verdict.verdict === 'bad-secret') {
     const error: RstrmError =
-      verdict === 'bad-secret'
+      verdict.verdict === 'bad-secret'
         ? { code: ErrorCode.Unauthorized, message: 'invalid stream secret' }
         : { code: ErrorCode.InvalidStream, message: 'unknown or expired stream' };
-    dataplane.log.debug({ stream_id: streamId, verdict }, 'proxy connection refused');
+    dataplane.log.debug({ stream_id: streamId, verdict: verdict.verdict }, 'proxy connection refused');
     if (zeroRtt) session.destroy();
     else {
       writeFrame(session, { type: 'proxy_rsp', error });
@@ -181,7 +183,8 @@ async function serveProxyConnection(dataplane: Dataplane, session: TLSSocket, re
     return;
   }
   if (!zeroRtt) writeFrame(session, { type: 'proxy_rsp' });
-  if (complete) complete(session);
+  if (verdict.verdict === 'adopt') dataplane.adoptStream(verdict.tunnelId, session);
+  else if (complete) complete(session);
   else {
     dataplane.counters.add('streams_relayed');
     splice(session, proxyEnd!);

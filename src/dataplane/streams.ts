@@ -3,8 +3,11 @@ import type { Duplex } from 'node:stream';
 import type { PeerMessage, ProxyVerdict, TunnelRoute } from '../control/thread-messages.js';
 import { ErrorCode, type IpAddress, type RstrmError } from '../protocol/messages.js';
 
-/** What went wrong, for the edge's status mapping (protocol.md §9.1) and the stream metrics. */
-export type StreamFailureReason = 'refused' | 'timeout' | 'owner_gone' | 'capacity' | 'cancelled';
+/**
+ * What went wrong, for the edge's status mapping (protocol.md §9.1) and the stream metrics.
+ * `adopted`: not a failure of the stream, which now serves the pool of the worker it landed on.
+ */
+export type StreamFailureReason = 'refused' | 'timeout' | 'owner_gone' | 'capacity' | 'cancelled' | 'adopted';
 
 /** Why a stream could not be set up; `code` is the rstrm/1 error code a private dial reports. */
 export class StreamFailure extends Error {
@@ -23,12 +26,17 @@ export type ProxyConnRequest = Extract<PeerMessage, { type: 'proxy-conn-req' }>;
 interface PendingStream {
   tunnelId: string;
   secret: Buffer;
+  /** A pooled HTTP stream: the worker its proxy connection lands on may keep it (see ProxyVerdict). */
+  adoptable: boolean;
   timer: NodeJS.Timeout;
   resolve: (proxyEnd: Duplex) => void;
   reject: (failure: StreamFailure) => void;
 }
 
-export type Claim = { verdict: 'accepted'; complete: (proxyEnd: Duplex) => void } | { verdict: Exclude<ProxyVerdict, 'accepted'> };
+export type Claim =
+  | { verdict: 'accepted'; complete: (proxyEnd: Duplex) => void }
+  | { verdict: 'adopt'; tunnelId: string }
+  | { verdict: Exclude<ProxyVerdict, 'accepted' | 'adopt'> };
 
 /**
  * The streams this worker waits for (protocol.md §9): a downstream or private dial here needs the
@@ -50,7 +58,7 @@ export class StreamBroker {
     },
   ) {}
 
-  open(route: TunnelRoute, sourceIp: IpAddress | undefined): { id: string; connected: Promise<Duplex> } {
+  open(route: TunnelRoute, sourceIp: IpAddress | undefined, adoptable: boolean): { id: string; connected: Promise<Duplex> } {
     const id = newStreamId(this.options.workerIndex);
     const secret = crypto.randomBytes(32).toString('hex');
     const connected = new Promise<Duplex>((resolve, reject) => {
@@ -58,7 +66,7 @@ export class StreamBroker {
         () => this.fail(id, new StreamFailure('timeout', ErrorCode.ServiceUnavailable, 'timed out waiting for the agent to connect')),
         this.options.streamRequestMs,
       );
-      this.pending.set(id, { tunnelId: route.tunnel_id, secret: Buffer.from(secret), timer, resolve, reject });
+      this.pending.set(id, { tunnelId: route.tunnel_id, secret: Buffer.from(secret), adoptable, timer, resolve, reject });
     });
     this.options.requestProxyConnection(route.owner_worker, {
       type: 'proxy-conn-req',
@@ -72,8 +80,11 @@ export class StreamBroker {
     return { id, connected };
   }
 
-  /** A ProxyReq for `id` arrived (here or on another worker): check it and, if right, take the stream. */
-  claim(id: string, secret: string): Claim {
+  /**
+   * A ProxyReq for `id` arrived (here, or on another worker: `elsewhere`): check it and, if right,
+   * take the stream — or, for an adoptable stream that landed elsewhere, leave it to that worker.
+   */
+  claim(id: string, secret: string, elsewhere: boolean): Claim {
     const stream = this.pending.get(id);
     if (!stream) return { verdict: 'unknown' };
     const offered = Buffer.from(secret);
@@ -82,6 +93,10 @@ export class StreamBroker {
     }
     this.pending.delete(id);
     clearTimeout(stream.timer);
+    if (elsewhere && stream.adoptable) {
+      stream.reject(new StreamFailure('adopted', ErrorCode.ServiceUnavailable, 'the stream joined the pool of the worker it reached'));
+      return { verdict: 'adopt', tunnelId: stream.tunnelId };
+    }
     return { verdict: 'accepted', complete: (proxyEnd) => stream.resolve(proxyEnd) };
   }
 

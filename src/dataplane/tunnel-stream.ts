@@ -30,7 +30,7 @@ export async function openTunnelStream(
   const abort = (): void => downstreamLeft.abort();
   downstream.once('close', abort);
   try {
-    return await requestStream(dataplane, route, peerAddress, downstreamLeft.signal, kind);
+    return await requestStream(dataplane, route, peerAddress, downstreamLeft.signal, kind, false);
   } finally {
     downstream.off('close', abort);
   }
@@ -38,7 +38,9 @@ export async function openTunnelStream(
 
 /**
  * Asks the agent for a stream (ProxyConnReq) and waits for its proxy connection, for at most
- * stream_request_seconds; `cancelled` ends the wait early. The caller accounts for the stream slot.
+ * stream_request_seconds; `cancelled` ends the wait early. The caller accounts for the stream slot,
+ * unless the stream is `adoptable` and another worker adopts it (failure `adopted`): that worker's
+ * pool then holds the slot.
  */
 export async function requestStream(
   dataplane: Dataplane,
@@ -46,8 +48,9 @@ export async function requestStream(
   peerAddress: string | undefined,
   cancelled: AbortSignal,
   kind: StreamKind,
+  adoptable: boolean,
 ): Promise<TunnelStream> {
-  const stream = dataplane.streams.open(route, sourceIpOf(peerAddress));
+  const stream = dataplane.streams.open(route, sourceIpOf(peerAddress), adoptable);
   const cancel = (): void => dataplane.streams.cancel(stream.id);
   if (cancelled.aborted) cancel();
   else cancelled.addEventListener('abort', cancel, { once: true });
@@ -62,14 +65,14 @@ export async function requestStream(
     return { ok: true, id: stream.id, proxyEnd };
   } catch (error) {
     const failure = error as StreamFailure;
-    dataplane.meter.failed(kind, OUTCOME_OF_FAILURE[failure.reason]);
+    if (failure.reason !== 'adopted') dataplane.meter.failed(kind, OUTCOME_OF_FAILURE[failure.reason]);
     return { ok: false, failure };
   } finally {
     cancelled.removeEventListener('abort', cancel);
   }
 }
 
-const OUTCOME_OF_FAILURE: Record<StreamFailureReason, Exclude<StreamOutcome, 'connected'>> = {
+const OUTCOME_OF_FAILURE: Record<Exclude<StreamFailureReason, 'adopted'>, Exclude<StreamOutcome, 'connected'>> = {
   refused: 'refused',
   timeout: 'timeout',
   capacity: 'capacity',

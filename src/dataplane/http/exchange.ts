@@ -1,7 +1,7 @@
-import type http from 'node:http';
-import type http2 from 'node:http2';
-import { downstreamResponseHeaders, upstreamRequestHeaders } from './forwarded-headers.js';
+import http2 from 'node:http2';
+import { downstreamResponseHeaders, fieldsOfH2, headersOfFields, upstreamRequestHeaders, upstreamRequestLines } from './forwarded-headers.js';
 import { abortResponse, sendGenerated, type EdgeRequest, type EdgeResponse } from './generated-response.js';
+import { chunkOf, LAST_CHUNK } from './h1-wire.js';
 import type { H1Upstream } from './upstream-h1.js';
 import type { H2Upstream } from './upstream-h2.js';
 import type { TunnelUpstreams } from './upstream-pool.js';
@@ -14,29 +14,30 @@ export interface ForwardPlan {
   path: string;
   peerAddress: string | undefined;
   dropAuthorization: boolean;
-  /** The request carries no body (retry-safe, and the upstream request ends with its headers). */
-  bodyless: boolean;
 }
-
-/** A constant abort reason: the default one is a DOMException with a stack, built on every abort. */
-const DOWNSTREAM_LEFT = new Error('the downstream left');
 
 /** Methods retried once on a fresh stream when a reused idle one fails before any response byte (RD). */
 const RETRIABLE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS']);
 
-type Outcome = 'done' | { failedBeforeResponse: Error };
+/** Methods whose bodyless requests carry `Content-Length: 0` to an HTTP/1.1 upstream. */
+const EXPECTS_BODY = new Set(['POST', 'PUT', 'PATCH']);
+
+type Outcome = 'done' | { failedBeforeResponse: 'upstream_closed' | 'bad_upstream_response' };
 
 /**
- * Sends one downstream request to the tunnel's upstream and streams the response back (engine.md
- * §12.2 steps 5–6, §12.9): nothing is buffered, a slow reader holds back the upstream through the
- * pipes, a downstream that leaves destroys the upstream exchange, an upstream that fails after the
- * response head aborts the downstream.
+ * One request of an h2 downstream sent to the tunnel's upstream, the response streamed back
+ * (engine.md §12.2 steps 5–6, §12.9): nothing is buffered, a slow reader holds back the upstream, a
+ * downstream that leaves abandons the upstream exchange, an upstream that fails after the response
+ * head resets the stream.
  */
 export async function proxyRequest(pool: TunnelUpstreams, req: EdgeRequest, res: EdgeResponse, plan: ForwardPlan): Promise<void> {
   // The client may have left during the checks before this (token verification is asynchronous).
-  if (downstreamClosed(res)) return;
+  if (res.stream.destroyed) return;
   const downstreamGone = new AbortController();
-  whenDownstreamLeaves(res, () => downstreamGone.abort(DOWNSTREAM_LEFT));
+  res.once('close', () => {
+    if (!res.writableFinished) downstreamGone.abort();
+  });
+  const bodyless = req.stream.endAfterHeaders;
   for (let attempt = 0; ; attempt++) {
     const lease = await pool.lease(plan.peerAddress, downstreamGone.signal, attempt > 0);
     if (!lease.ok) {
@@ -50,48 +51,87 @@ export async function proxyRequest(pool: TunnelUpstreams, req: EdgeRequest, res:
     }
     const outcome =
       upstream.kind === 'h1'
-        ? await exchangeH1(upstream, req, res, plan, downstreamGone.signal)
-        : await exchangeH2(upstream, req, res, plan, downstreamGone.signal);
+        ? await exchangeH1(upstream, req, res, plan, bodyless, downstreamGone.signal)
+        : await exchangeH2(upstream, req, res, plan, bodyless, downstreamGone.signal);
     if (outcome === 'done' || downstreamGone.signal.aborted) return;
-    const retriable = attempt === 0 && lease.reused && upstream.kind === 'h1' && plan.bodyless && RETRIABLE_METHODS.has(req.method ?? '');
+    const retriable = attempt === 0 && lease.reused && upstream.kind === 'h1' && bodyless && RETRIABLE_METHODS.has(req.method);
     if (retriable) continue;
-    const parseError = (outcome.failedBeforeResponse as NodeJS.ErrnoException).code?.startsWith('HPE_');
+    const parseError = outcome.failedBeforeResponse === 'bad_upstream_response';
     sendGenerated(req, res, {
-      reason: parseError ? 'bad_upstream_response' : 'upstream_closed',
+      reason: outcome.failedBeforeResponse,
       message: parseError ? 'the upstream sent a response that is not HTTP' : 'the upstream closed before a full response',
     });
     return;
   }
 }
 
-function exchangeH1(upstream: H1Upstream, req: EdgeRequest, res: EdgeResponse, plan: ForwardPlan, downstreamGone: AbortSignal): Promise<Outcome> {
+/**
+ * To an HTTP/1.1 upstream: the head serialized from the h2 headers (cookie crumbs joined), the body
+ * by its Content-Length or chunked by the edge; the response's payload written to the h2 stream.
+ */
+function exchangeH1(upstream: H1Upstream, req: EdgeRequest, res: EdgeResponse, plan: ForwardPlan, bodyless: boolean, downstreamGone: AbortSignal): Promise<Outcome> {
   return new Promise((resolve) => {
-    const outgoing = upstream.request({
-      method: req.method ?? 'GET',
-      path: plan.path,
-      headers: upstreamRequestHeaders(req.headers, { ...plan, upstream: 'h1', websocket: false }),
-    });
+    const length = req.headers['content-length'];
+    const chunked = !bodyless && length === undefined;
+    // A POST or PUT without a body still says so, as HTTP/1.1 clients do.
+    const framing = bodyless ? (EXPECTS_BODY.has(req.method) ? 'content-length: 0\r\n' : '') : chunked ? 'transfer-encoding: chunked\r\n' : `content-length: ${length}\r\n`;
+    const cookie = req.headers.cookie;
+    const fields = fieldsOfH2({ ...req.headers, cookie: Array.isArray(cookie) ? cookie.join('; ') : cookie });
+    const head = `${req.method} ${plan.path} HTTP/1.1\r\n${upstreamRequestLines(fields, { ...plan, websocket: false, framing })}\r\n`;
     let responded = false;
-    outgoing.once('response', (incoming: http.IncomingMessage) => {
-      responded = true;
-      relayResponse(res, incoming.statusCode ?? 502, incoming.statusMessage, downstreamResponseHeaders(incoming.headers), incoming);
-      incoming.once('end', () => resolve('done'));
-    });
-    outgoing.on('error', (error) => {
-      if (responded) {
-        abortResponse(res);
-        resolve('done');
-      } else resolve({ failedBeforeResponse: error });
-    });
+    const onDrain = (): void => upstream.resume();
+    res.on('drain', onDrain);
+    const settle = (outcome: Outcome): void => {
+      res.off('drain', onDrain);
+      resolve(outcome);
+    };
+    upstream.begin(
+      Buffer.from(head, 'latin1'),
+      { method: req.method, upgrade: false, requestComplete: bodyless },
+      {
+        wantsPayload: true,
+        interim: () => {},
+        head: (response) => {
+          responded = true;
+          if (!relayHead(res, response.status, headersOfFields(response.fields))) {
+            upstream.abandon();
+            settle('done');
+          }
+        },
+        body: (data) => res.write(data),
+        end: () => {
+          res.end();
+          settle('done');
+        },
+        fail: (failure) => {
+          if (!responded && failure.beforeResponse) settle({ failedBeforeResponse: failure.reason });
+          else {
+            abortResponse(res);
+            settle('done');
+          }
+        },
+      },
+    );
     downstreamGone.addEventListener('abort', () => {
-      outgoing.destroy();
-      resolve('done');
+      upstream.abandon();
+      settle('done');
     });
-    sendBody(req, outgoing, plan.bodyless);
+    if (bodyless) return;
+    req.on('data', (data: Buffer) => {
+      if (!upstream.write(chunked ? Buffer.concat(chunkOf(data)) : data)) {
+        req.pause();
+        upstream.stream.once('drain', () => req.resume());
+      }
+    });
+    req.once('end', () => {
+      if (chunked) upstream.write(LAST_CHUNK);
+      upstream.requestEnded();
+    });
   });
 }
 
-function exchangeH2(upstream: H2Upstream, req: EdgeRequest, res: EdgeResponse, plan: ForwardPlan, downstreamGone: AbortSignal): Promise<Outcome> {
+/** To an h2/h2c upstream: a stream on the shared session, bodies piped both ways. */
+function exchangeH2(upstream: H2Upstream, req: EdgeRequest, res: EdgeResponse, plan: ForwardPlan, bodyless: boolean, downstreamGone: AbortSignal): Promise<Outcome> {
   return new Promise((resolve) => {
     const headers: http2.OutgoingHttpHeaders = {
       ...upstreamRequestHeaders(req.headers, { ...plan, upstream: 'h2', websocket: false }),
@@ -103,19 +143,29 @@ function exchangeH2(upstream: H2Upstream, req: EdgeRequest, res: EdgeResponse, p
     let outgoing: http2.ClientHttp2Stream;
     let completed: () => boolean;
     try {
-      ({ stream: outgoing, completed } = upstream.request(headers, plan.bodyless));
-    } catch (error) {
-      resolve({ failedBeforeResponse: error as Error });
+      ({ stream: outgoing, completed } = upstream.request(headers, bodyless));
+    } catch {
+      resolve({ failedBeforeResponse: 'upstream_closed' });
       return;
     }
     let responded = false;
     outgoing.once('response', (incoming) => {
       responded = true;
-      relayResponse(res, Number(incoming[':status']), undefined, downstreamResponseHeaders(incoming), outgoing, completed);
+      if (!relayHead(res, Number(incoming[':status']), incoming)) {
+        outgoing.destroy();
+        return;
+      }
+      outgoing.once('error', () => abortResponse(res));
+      outgoing.pipe(res, { end: false });
+      outgoing.once('end', () => {
+        // Node also ends a stream it tears down: only a real end completes the response.
+        if (completed()) res.end();
+        else abortResponse(res);
+      });
     });
     outgoing.once('end', () => resolve('done'));
     outgoing.once('close', () => {
-      if (!responded) resolve({ failedBeforeResponse: new Error(`upstream stream reset (code ${outgoing.rstCode})`) });
+      if (!responded) resolve({ failedBeforeResponse: 'upstream_closed' });
       else if (!completed()) abortResponse(res);
       resolve('done');
     });
@@ -124,87 +174,22 @@ function exchangeH2(upstream: H2Upstream, req: EdgeRequest, res: EdgeResponse, p
       outgoing.destroy();
       resolve('done');
     });
-    if (!plan.bodyless) sendBody(req, outgoing, false);
+    if (!bodyless) {
+      req.pipe(outgoing);
+      req.once('error', () => outgoing.destroy());
+    }
   });
 }
 
-/**
- * The response head, then the body piped with backpressure. The head goes out with the first body
- * chunk when that arrives in the same turn (one TLS record for a small response), else on its own
- * right after, so SSE and long polls see their headers at once. `completed`, when given, decides at
- * the body's end whether it was whole (else the response is aborted, engine.md §12.9).
- */
-function relayResponse(
-  res: EdgeResponse,
-  status: number,
-  statusMessage: string | undefined,
-  headers: http.OutgoingHttpHeaders,
-  body: NodeJS.ReadableStream & { once(event: 'error' | 'aborted' | 'end', listener: () => void): unknown; destroy(): void },
-  completed?: () => boolean,
-): void {
-  if (downstreamClosed(res)) {
-    body.destroy();
-    return;
-  }
+/** The response head on the h2 stream; false when it cannot be relayed (a 502 went out instead). */
+function relayHead(res: EdgeResponse, status: number, headers: http2.IncomingHttpHeaders): boolean {
+  if (res.stream.destroyed) return false;
   try {
-    if (res.req.httpVersionMajor === 1 && statusMessage) {
-      (res as http.ServerResponse).writeHead(status, statusMessage, headers);
-    } else res.writeHead(status, headers);
+    res.writeHead(status, downstreamResponseHeaders(headers));
+    return true;
   } catch {
-    // A status h2 cannot carry (600–999) or a reason phrase with control characters.
-    body.destroy();
+    // A status h2 cannot carry (600–999) or a field it refuses.
     sendGenerated(res.req, res, { reason: 'bad_upstream_response', message: 'the upstream sent a status line that cannot be relayed' });
-    return;
+    return false;
   }
-  if ('flushHeaders' in res) setImmediate(() => res.flushHeaders()); // no-op once a chunk carried it; h2 sends at writeHead
-  body.once('error', () => abortResponse(res));
-  body.once('aborted', () => abortResponse(res));
-  if (!completed) {
-    body.pipe(res as NodeJS.WritableStream);
-    return;
-  }
-  body.pipe(res as NodeJS.WritableStream, { end: false });
-  body.once('end', () => {
-    if (completed()) res.end();
-    else abortResponse(res);
-  });
-}
-
-/**
- * Whether the downstream response can no longer be written (client gone). An HTTP/1.1 response to a
- * request that arrived while the previous response on its kept-alive connection was still being
- * written has no socket yet (Node queues it): that client is very much there, so the connection's
- * socket is what is asked.
- */
-export function downstreamClosed(res: EdgeResponse): boolean {
-  return 'stream' in res ? res.stream.destroyed : res.destroyed || res.req.socket.destroyed;
-}
-
-/**
- * Calls `left` once if the downstream goes before `res` finished. A queued HTTP/1.1 response gets no
- * 'close' of its own when its connection dies (it never had the socket), so the connection is watched.
- */
-function whenDownstreamLeaves(res: EdgeResponse, left: () => void): void {
-  if ('stream' in res) {
-    res.once('close', () => {
-      if (!res.writableFinished) left();
-    });
-    return;
-  }
-  const connection = res.req.socket;
-  const onClose = (): void => {
-    if (!res.writableFinished) left();
-  };
-  connection.once('close', onClose);
-  res.once('close', onClose);
-  res.once('finish', () => connection.off('close', onClose));
-}
-
-function sendBody(req: EdgeRequest, outgoing: NodeJS.WritableStream & { destroy(): void }, bodyless: boolean): void {
-  if (bodyless) {
-    outgoing.end();
-    return;
-  }
-  req.pipe(outgoing);
-  req.once('error', () => outgoing.destroy());
 }

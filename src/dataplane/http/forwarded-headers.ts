@@ -1,4 +1,5 @@
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
+import { fieldTokens, fieldValue, type Field } from './h1-wire.js';
 
 /** Headers that describe one hop, never forwarded in either direction (RFC 9110 §7.6.1, engine.md §12.4). */
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'te', 'transfer-encoding', 'upgrade', 'http2-settings']);
@@ -40,6 +41,67 @@ export function upstreamRequestHeaders(incoming: IncomingHttpHeaders, options: U
   headers['x-forwarded-proto'] = 'https';
   headers['x-forwarded-host'] = options.authority;
   return headers;
+}
+
+/**
+ * The same rules over an HTTP/1.1 head's fields, serialized: the request's own fields in their order
+ * and spelling, then Host and the X-Forwarded-* fields. `upgrade` keeps a WebSocket's Connection and
+ * Upgrade; `framing` is the Transfer-Encoding / Content-Length line the edge frames the body with.
+ */
+export function upstreamRequestLines(fields: readonly Field[], options: Omit<UpstreamHeaderOptions, 'upstream'> & { framing: string }): string {
+  const listed = fieldTokens(fields, 'connection');
+  let lines = '';
+  let previousFor: string | undefined;
+  for (const field of fields) {
+    const name = field.lower;
+    if (name === 'x-forwarded-for') previousFor = previousFor === undefined ? field.value : `${previousFor}, ${field.value}`;
+    if (FORWARDED.has(name) || HOP_BY_HOP.has(name) || listed.has(name) || name === 'content-length') continue;
+    if (name === 'authorization' && options.dropAuthorization) continue;
+    lines += `${field.name}: ${field.value}\r\n`;
+  }
+  if (options.websocket) lines += `connection: Upgrade\r\nupgrade: ${fieldValue(fields, 'upgrade') ?? 'websocket'}\r\n`;
+  const client = plainAddress(options.peerAddress);
+  return (
+    `${lines}host: ${options.authority}\r\n${options.framing}` +
+    `x-forwarded-for: ${previousFor === undefined ? client : `${previousFor}, ${client}`}\r\n` +
+    `x-forwarded-proto: https\r\nx-forwarded-host: ${options.authority}\r\n`
+  );
+}
+
+/**
+ * An HTTP/1.1 response's fields minus hop-by-hop ones, serialized. Transfer-Encoding is the edge's to
+ * write; Content-Length is kept only where it still describes the body (`keepLength`).
+ */
+export function downstreamResponseLines(fields: readonly Field[], keepLength: boolean): string {
+  const listed = fieldTokens(fields, 'connection');
+  let lines = '';
+  for (const field of fields) {
+    if (HOP_BY_HOP.has(field.lower) || listed.has(field.lower) || (!keepLength && field.lower === 'content-length')) continue;
+    lines += `${field.name}: ${field.value}\r\n`;
+  }
+  return lines;
+}
+
+/** HTTP/1.1 fields as Node's header object (repeated fields joined, Set-Cookie and Cookie as lists). */
+export function headersOfFields(fields: readonly Field[]): IncomingHttpHeaders {
+  const headers: Record<string, string | string[]> = {};
+  for (const { lower, value } of fields) {
+    const previous = headers[lower];
+    if (previous === undefined) headers[lower] = lower === 'set-cookie' || lower === 'cookie' ? [value] : value;
+    else if (Array.isArray(previous)) previous.push(value);
+    else headers[lower] = `${previous}, ${value}`;
+  }
+  return headers;
+}
+
+/** An h2 response's headers as HTTP/1.1 fields (pseudo-headers dropped, lists one field per value). */
+export function fieldsOfH2(headers: IncomingHttpHeaders): Field[] {
+  const fields: Field[] = [];
+  for (const [name, value] of Object.entries(headers)) {
+    if (value === undefined || name.startsWith(':')) continue;
+    for (const item of Array.isArray(value) ? value : [value]) fields.push({ name, lower: name, value: String(item) });
+  }
+  return fields;
 }
 
 /** The response headers sent downstream: everything but hop-by-hop headers and pseudo-headers. */

@@ -2,8 +2,9 @@ import http from 'node:http';
 import http2 from 'node:http2';
 import { markGenerated } from './response-metrics.js';
 
-export type EdgeRequest = http.IncomingMessage | http2.Http2ServerRequest;
-export type EdgeResponse = http.ServerResponse | http2.Http2ServerResponse;
+/** Requests and responses of h2 downstreams (Node's compatibility API); HTTP/1.1 has its own path (h1-exchange.ts). */
+export type EdgeRequest = http2.Http2ServerRequest;
+export type EdgeResponse = http2.Http2ServerResponse;
 
 /** The `x-rivulet-error` reason tokens of engine.md §12.9, with their status. */
 const STATUS_OF = {
@@ -41,15 +42,11 @@ export function sendGenerated(req: EdgeRequest, res: EdgeResponse, error: EdgeEr
     abortResponse(res);
     return;
   }
-  const status = STATUS_OF[error.reason];
   markGenerated(res);
-  const json = prefersJson(req.headers.accept);
-  const body = json
-    ? `${JSON.stringify({ status, error: error.reason, message: error.message })}\n`
-    : `${status} ${error.message}\n`;
+  const { status, body, contentType } = generatedBody(error, req.headers.accept);
   res.writeHead(status, {
     ...extraHeaders,
-    'content-type': json ? 'application/json' : 'text/plain; charset=utf-8',
+    'content-type': contentType,
     'content-length': Buffer.byteLength(body),
     'cache-control': 'no-store',
     'x-rivulet-error': error.reason,
@@ -58,28 +55,41 @@ export function sendGenerated(req: EdgeRequest, res: EdgeResponse, error: EdgeEr
   else res.end(body);
 }
 
+function generatedBody(error: EdgeError, accept: string | undefined): { status: number; body: string; contentType: string } {
+  const status = STATUS_OF[error.reason];
+  return prefersJson(accept)
+    ? { status, body: `${JSON.stringify({ status, error: error.reason, message: error.message })}\n`, contentType: 'application/json' }
+    : { status, body: `${status} ${error.message}\n`, contentType: 'text/plain; charset=utf-8' };
+}
+
 /**
  * Ends a response that can no longer be completed so that no client takes it for whole (engine.md
- * §12.9): h2 resets the stream with INTERNAL_ERROR (a plain destroy would send NO_ERROR, which
- * clients read as a clean end); HTTP/1.1 closes the connection before the final chunk or full length.
+ * §12.9): the stream is reset with INTERNAL_ERROR (a plain destroy would send NO_ERROR, which clients
+ * read as a clean end). HTTP/1.1 closes the connection before the final chunk or full length instead.
  */
 export function abortResponse(res: EdgeResponse): void {
-  if ('stream' in res) res.stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR);
-  else res.destroy();
+  res.stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR);
 }
 
 export function statusOf(reason: EdgeErrorReason): number {
   return STATUS_OF[reason];
 }
 
-/** The same response as raw HTTP/1.1 bytes, for a connection whose request could not be parsed. */
-export function rawGenerated(error: EdgeError): string {
-  const status = STATUS_OF[error.reason];
-  const body = `${status} ${error.message}\n`;
+/**
+ * The same response as raw HTTP/1.1 bytes, for the edge's own HTTP/1.1 connections. `close` adds
+ * `Connection: close` (the connection ends after it); a HEAD request gets the head only.
+ */
+export function rawGenerated(
+  error: EdgeError,
+  options: { accept?: string; head?: boolean; close: boolean; extraHeaders?: Record<string, string> } = { close: true },
+): string {
+  const { status, body, contentType } = generatedBody(error, options.accept);
+  let extra = '';
+  for (const [name, value] of Object.entries(options.extraHeaders ?? {})) extra += `${name}: ${value}\r\n`;
   return (
-    `HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\n` +
-    `content-type: text/plain; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\n` +
-    `cache-control: no-store\r\nx-rivulet-error: ${error.reason}\r\nconnection: close\r\n\r\n${body}`
+    `HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\n${extra}` +
+    `content-type: ${contentType}\r\ncontent-length: ${Buffer.byteLength(body)}\r\n` +
+    `cache-control: no-store\r\nx-rivulet-error: ${error.reason}\r\n${options.close ? 'connection: close\r\n' : ''}\r\n${options.head ? '' : body}`
   );
 }
 

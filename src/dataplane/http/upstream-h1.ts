@@ -1,79 +1,231 @@
-import http from 'node:http';
 import type { Duplex } from 'node:stream';
+import { BodyTracker, parseResponseHead, fieldTokens, responseFraming, type Framing, type ResponseHead } from './h1-wire.js';
 
-/**
- * Node's keep-alive machinery (one request at a time, reuse decided by the response's framing and
- * Connection header, `reusedSocket` for safe retries) bound to one stream to the agent: the agent
- * hands out that stream and nothing else, so a dead stream is never silently replaced.
- */
-class SingleStreamAgent extends http.Agent {
-  private handedOut = false;
+/** An upstream response head larger than this is not HTTP the edge will relay. */
+const MAX_RESPONSE_HEAD_BYTES = 64 * 1024;
 
-  constructor(private readonly stream: Duplex) {
-    super({ keepAlive: true, maxSockets: 1, maxFreeSockets: 1, scheduling: 'lifo' });
-  }
+/** Why an exchange failed; `beforeResponse` failures may get a generated 502 (or a retry). */
+export type UpstreamFailure = { beforeResponse: boolean; reason: 'upstream_closed' | 'bad_upstream_response'; detail: string };
 
-  override createConnection(_options: unknown, callback: (error: Error | null, socket?: Duplex) => void): undefined {
-    if (this.handedOut || this.stream.destroyed) callback(new Error('upstream stream closed'));
-    else {
-      this.handedOut = true;
-      callback(null, this.stream);
-    }
-    return undefined;
-  }
-
-  // Idle time is the pool's business (http_idle_seconds); the stream is not a TCP socket to tune.
-  override keepSocketAlive(): boolean {
-    return true;
-  }
+/** Where one upstream response goes (an HTTP/1.1 downstream connection, or an h2 stream). */
+export interface ResponseSink {
+  /** A 1xx other than 101, as received (an HTTP/1.1 downstream relays it as is). */
+  interim(head: ResponseHead, raw: Buffer): void;
+  /** The final head. Afterwards `wantsPayload` says how body bytes are delivered. */
+  head(head: ResponseHead, framing: Framing): void;
+  /** true: `body` gets the de-chunked payload; false: the bytes as framed on the wire. */
+  readonly wantsPayload: boolean;
+  /** Body bytes; false asks the upstream to pause until `resume()`. */
+  body(bytes: Buffer): boolean;
+  end(): void;
+  fail(failure: UpstreamFailure): void;
+  /** A 101 to an upgrade request: the stream is the sink's now, `rest` the bytes after the head. */
+  upgraded?(head: ResponseHead, raw: Buffer, rest: Buffer): void;
 }
 
-/** Methods Node's HTTP client calls on its socket; a relayed (cross-worker) stream lacks them. */
-const SOCKET_TUNING = ['ref', 'unref', 'setKeepAlive', 'setNoDelay', 'setTimeout'] as const;
+const enum Phase {
+  Idle,
+  Head,
+  Body,
+  Upgraded,
+  Dead,
+}
 
-/** One pooled HTTP/1.1 connection to the upstream over one agent stream (engine.md §12.6). */
+/**
+ * One HTTP/1.1 connection to the upstream over one agent stream (engine.md §12.6): one exchange at a
+ * time, the response head parsed here, its body followed by its framing and handed on as it arrives.
+ * Reusable after a complete exchange whose response was framed by length or chunks and did not say
+ * `Connection: close`.
+ */
 export class H1Upstream {
   readonly kind = 'h1';
-  private readonly agent: SingleStreamAgent;
   /** Set by the pool: called when a finished exchange left the stream reusable. */
   onReusable: (() => void) | undefined;
-  private busy = false;
+  private phase = Phase.Idle;
+  private sink: ResponseSink | undefined;
+  private method = 'GET';
+  private upgrade = false;
+  private buffered: Buffer | undefined;
+  private tracker: BodyTracker | undefined;
+  private keepAlive = true;
+  private requestDone = true;
+  private responseDone = true;
+  private readonly deliver = (data: Buffer): void => {
+    if (!this.sink!.body(data)) this.stream.pause();
+  };
 
   constructor(readonly stream: Duplex) {
-    const socketLike = stream as Duplex & Record<(typeof SOCKET_TUNING)[number], unknown>;
-    for (const method of SOCKET_TUNING) {
-      if (typeof socketLike[method] !== 'function') socketLike[method] = () => stream;
-    }
-    this.agent = new SingleStreamAgent(stream);
-    this.agent.on('free', () => {
-      this.busy = false;
-      if (this.alive) this.onReusable?.();
-      else stream.destroy(); // ended during the exchange: the slot is not held by a stream no one can use
-    });
-    // The agent ended the stream (its upstream closed the keep-alive connection). Proxy connections
-    // are half-open and Node's client does not watch a free socket's end, so an idle stream would stay
-    // writable and take the next request into a void: close it. During an exchange the client's own
-    // end handling applies.
-    stream.on('end', () => {
-      if (!this.busy) stream.destroy();
-    });
+    stream.on('data', (chunk: Buffer) => this.onData(chunk));
+    stream.on('end', () => this.onEnd());
+    stream.on('close', () => this.onClose());
+    stream.on('error', () => stream.destroy());
+    stream.resume(); // proxy connections arrive paused (rstrm-session.ts)
   }
 
-  /** Usable for another request: open both ways (a stream the agent ended can carry no response). */
+  /** Usable for another request: idle, open both ways. */
   get alive(): boolean {
-    return !this.stream.destroyed && this.stream.writable && !this.stream.readableEnded;
+    return this.phase === Phase.Idle && !this.stream.destroyed && this.stream.writable && !this.stream.readableEnded;
   }
 
-  request(options: { method: string; path: string; headers: http.OutgoingHttpHeaders }): http.ClientRequest {
-    this.busy = true;
-    const request = http.request({ ...options, agent: this.agent, host: 'upstream', setHost: false });
-    // A proxy connection arrives paused (see rstrm-session.ts); the client's 'data' listener alone does
-    // not restart an explicitly paused stream. 'socket' fires once that listener is attached.
-    request.once('socket', (socket: Duplex) => socket.resume());
-    return request;
+  /**
+   * Starts an exchange: `head` is the serialized request head, with the first body bytes if any.
+   * `requestComplete`: nothing more will be written (else call `requestEnded()` after the body).
+   */
+  begin(head: Buffer, options: { method: string; upgrade: boolean; requestComplete: boolean }, sink: ResponseSink): void {
+    this.phase = Phase.Head;
+    this.sink = sink;
+    this.method = options.method;
+    this.upgrade = options.upgrade;
+    this.keepAlive = true;
+    this.requestDone = options.requestComplete;
+    this.responseDone = false;
+    this.stream.write(head);
+    // The previous exchange may have ended with the stream paused by a full downstream.
+    this.stream.resume();
+  }
+
+  /** More request body bytes; false when the stream is full (wait for its 'drain'). */
+  write(bytes: Buffer | string): boolean {
+    return this.stream.write(bytes);
+  }
+
+  requestEnded(): void {
+    this.requestDone = true;
+    if (this.responseDone) this.finish();
+  }
+
+  resume(): void {
+    if (this.phase === Phase.Head || this.phase === Phase.Body) this.stream.resume();
+  }
+
+  /** The downstream left: this exchange will not complete, and the stream is not reusable. */
+  abandon(): void {
+    this.sink = undefined;
+    this.close();
   }
 
   close(): void {
+    this.phase = Phase.Dead;
     this.stream.destroy();
+  }
+
+  private onData(chunk: Buffer): void {
+    if (this.phase === Phase.Upgraded) return;
+    if (this.phase === Phase.Idle || this.phase === Phase.Dead) {
+      this.close(); // bytes nobody asked for: this stream's framing can no longer be trusted
+      return;
+    }
+    let bytes = chunk;
+    let offset = 0;
+    if (this.phase === Phase.Head) {
+      bytes = this.buffered ? Buffer.concat([this.buffered, chunk]) : chunk;
+      this.buffered = undefined;
+      for (;;) {
+        const parsed = parseResponseHead(bytes.subarray(offset), MAX_RESPONSE_HEAD_BYTES);
+        if (parsed === 'incomplete') {
+          this.buffered = bytes.subarray(offset);
+          return;
+        }
+        if ('error' in parsed) {
+          this.fail({ beforeResponse: true, reason: 'bad_upstream_response', detail: `response ${parsed.error}: ${parsed.detail}` });
+          return;
+        }
+        const { head, size } = parsed;
+        const raw = bytes.subarray(offset, offset + size);
+        offset += size;
+        if (head.status === 101 && this.upgrade && this.sink?.upgraded) {
+          this.phase = Phase.Upgraded;
+          this.stream.removeAllListeners('data');
+          this.stream.pause();
+          this.sink.upgraded(head, raw, bytes.subarray(offset));
+          return;
+        }
+        if (head.status >= 100 && head.status < 200) {
+          if (head.status === 101) {
+            this.fail({ beforeResponse: true, reason: 'bad_upstream_response', detail: 'a 101 to a request that asked for no upgrade' });
+            return;
+          }
+          this.sink?.interim(head, raw);
+          continue;
+        }
+        const framing = responseFraming(head, this.method);
+        if ('error' in framing) {
+          this.fail({ beforeResponse: true, reason: 'bad_upstream_response', detail: framing.error });
+          return;
+        }
+        this.keepAlive = head.minor === 1 && framing.kind !== 'close' && !fieldTokens(head.fields, 'connection').has('close');
+        this.tracker = new BodyTracker(framing);
+        this.phase = Phase.Body;
+        this.sink?.head(head, framing);
+        break;
+      }
+    }
+    this.onBody(bytes, offset);
+  }
+
+  private onBody(bytes: Buffer, offset: number): void {
+    const tracker = this.tracker!;
+    const sink = this.sink;
+    if (!tracker.done && offset < bytes.length) {
+      const wantsPayload = sink?.wantsPayload === true;
+      const taken = tracker.take(bytes, offset, wantsPayload ? this.deliver : undefined);
+      if (taken instanceof Error) {
+        this.fail({ beforeResponse: false, reason: 'bad_upstream_response', detail: taken.message });
+        return;
+      }
+      if (!wantsPayload && sink && taken > 0) {
+        const raw = offset === 0 && taken === bytes.length ? bytes : bytes.subarray(offset, offset + taken);
+        if (!sink.body(raw)) this.stream.pause();
+      }
+      offset += taken;
+    }
+    if (!tracker.done) return;
+    if (offset < bytes.length) this.keepAlive = false; // bytes past the response: nothing to pair them with
+    // Answered before the whole request went out: the rest of that request would reach the next exchange.
+    if (!this.requestDone) this.keepAlive = false;
+    this.responseDone = true;
+    this.phase = Phase.Idle;
+    this.sink = undefined;
+    sink?.end();
+    if (this.requestDone) this.finish();
+  }
+
+  /** Both directions of the exchange are over: reuse the stream, or close it. */
+  private finish(): void {
+    if (this.phase !== Phase.Idle) return;
+    if (this.keepAlive && this.alive) this.onReusable?.();
+    else this.close();
+  }
+
+  private onEnd(): void {
+    if (this.phase === Phase.Body && this.tracker?.framing.kind === 'close') {
+      const sink = this.sink;
+      this.phase = Phase.Dead;
+      this.sink = undefined;
+      sink?.end();
+      this.stream.destroy();
+      return;
+    }
+    if (this.phase === Phase.Head || this.phase === Phase.Body) {
+      this.fail({ beforeResponse: this.phase === Phase.Head, reason: 'upstream_closed', detail: 'the upstream closed before a full response' });
+      return;
+    }
+    // Proxy connections are half-open: an idle stream the agent ended can carry no response.
+    if (this.phase !== Phase.Upgraded) this.close();
+  }
+
+  private onClose(): void {
+    if (this.phase === Phase.Head || this.phase === Phase.Body) {
+      this.fail({ beforeResponse: this.phase === Phase.Head, reason: 'upstream_closed', detail: 'the upstream closed before a full response' });
+    }
+    this.phase = Phase.Dead;
+  }
+
+  private fail(failure: UpstreamFailure): void {
+    const sink = this.sink;
+    this.sink = undefined;
+    this.phase = Phase.Dead;
+    this.stream.destroy();
+    sink?.fail(failure);
   }
 }

@@ -17,7 +17,13 @@ export type Upstream = H1Upstream | H2Upstream;
 export type Lease = { ok: true; upstream: Upstream; reused: boolean } | { ok: false; error: EdgeError };
 export type DedicatedStream = { ok: true; stream: Duplex } | { ok: false; error: EdgeError };
 
-const ERROR_OF_FAILURE: Record<StreamFailureReason, EdgeErrorReason> = {
+/** A new stream, and what it speaks. */
+type Opened = { ok: true; stream: Duplex; protocol: 'h1' | 'h2'; scheme: 'http' | 'https' };
+
+/** How many times a request asks for a stream that may be adopted by the worker it lands on; then it takes a relayed one. */
+const ADOPTABLE_ATTEMPTS = 3;
+
+const ERROR_OF_FAILURE: Record<Exclude<StreamFailureReason, 'adopted'>, EdgeErrorReason> = {
   refused: 'agent_refused',
   timeout: 'agent_timeout',
   owner_gone: 'agent_gone',
@@ -58,28 +64,67 @@ export class TunnelUpstreams {
         if (shared) return { ok: true, upstream: shared, reused: true };
       }
     }
-    const slot = await this.acquireSlot(cancelled, !fresh);
-    if (!slot.ok) return slot.upstream ? { ok: true, upstream: slot.upstream, reused: true } : { ok: false, error: slot.error ?? capacityError(this.dataplane) };
-    const opening = this.openStream(peerAddress, slot.release, cancelled, false);
+    const opening = this.openUpstream(peerAddress, cancelled, fresh);
     const multiplexed = this.route.properties.http_version === 'h2c' || this.negotiatedH2;
     if (multiplexed && !this.openingH2) {
       this.openingH2 = opening;
       void opening.finally(() => (this.openingH2 = undefined));
     }
-    const opened = await opening;
-    if (!opened.ok) return opened;
-    if (opened.protocol === 'h2' && opened.scheme === 'https') this.negotiatedH2 = true;
-    const upstream = opened.protocol === 'h2' ? new H2Upstream(opened.stream, opened.scheme) : new H1Upstream(opened.stream);
+    return opening;
+  }
+
+  /**
+   * A new stream for one request. One whose proxy connection lands on another worker joins that
+   * worker's pool, so no request waits on bytes relayed between workers; this worker asks again, a
+   * bounded number of times, then takes a relayed stream.
+   */
+  private async openUpstream(peerAddress: string | undefined, cancelled: AbortSignal, fresh: boolean): Promise<Lease> {
+    for (let attempt = 0; ; attempt++) {
+      const slot = await this.acquireSlot(cancelled, !fresh);
+      if (!slot.ok) return slot.upstream ? { ok: true, upstream: slot.upstream, reused: true } : { ok: false, error: slot.error ?? capacityError(this.dataplane) };
+      const opened = await this.openStream(peerAddress, slot.release, cancelled, { websocket: false, adoptable: attempt < ADOPTABLE_ATTEMPTS });
+      if (!opened.ok && 'adopted' in opened) {
+        const pooled = fresh ? undefined : this.takePooled();
+        if (pooled) return { ok: true, upstream: pooled, reused: true };
+        continue;
+      }
+      if (!opened.ok) return opened;
+      const upstream = this.upstreamOf(opened);
+      this.adopt(upstream);
+      return { ok: true, upstream, reused: false };
+    }
+  }
+
+  /**
+   * A proxy connection this worker did not ask for: another worker's request for a pooled stream that
+   * landed here. It joins this pool as an idle upstream; `release` frees its stream slot when it closes.
+   */
+  async adoptStream(proxyEnd: Duplex, release: () => void): Promise<void> {
+    proxyEnd.once('close', release);
+    if (this.closed) {
+      proxyEnd.destroy();
+      return;
+    }
+    this.dataplane.meter.connected('http', proxyEnd);
+    const opened = await this.speak(proxyEnd, false, undefined);
+    if (!opened.ok) return;
+    // One multiplexed session per worker is enough: a second one would only sit idle.
+    if (opened.protocol === 'h2' && [...this.sessions].some((session) => session.hasRoom())) {
+      opened.stream.destroy();
+      return;
+    }
+    const upstream = this.upstreamOf(opened);
     this.adopt(upstream);
-    return { ok: true, upstream, reused: false };
+    this.reusable(upstream);
   }
 
   /** A stream of its own, never pooled: a WebSocket relay (engine.md §12.5). */
   async dedicated(peerAddress: string | undefined, cancelled: AbortSignal): Promise<DedicatedStream> {
     const slot = await this.acquireSlot(cancelled, false);
     if (!slot.ok) return { ok: false, error: slot.error ?? capacityError(this.dataplane) };
-    const opened = await this.openStream(peerAddress, slot.release, cancelled, true);
-    return opened.ok ? { ok: true, stream: opened.stream } : opened;
+    const opened = await this.openStream(peerAddress, slot.release, cancelled, { websocket: true, adoptable: false });
+    if (!opened.ok) return 'adopted' in opened ? { ok: false, error: { reason: 'agent_refused', message: 'stream adopted elsewhere' } } : opened;
+    return { ok: true, stream: opened.stream };
   }
 
   /** A leased upstream that was not used (the client left meanwhile) goes back to the pool. */
@@ -105,7 +150,8 @@ export class TunnelUpstreams {
     upstream.close();
   }
 
-  private takePooled(): Upstream | undefined {
+  /** A pooled upstream ready for a request now (an idle HTTP/1.1 stream, or an h2 session with room). */
+  takePooled(): Upstream | undefined {
     for (const session of this.sessions) {
       if (session.hasRoom()) {
         this.stopIdleTimer(session);
@@ -161,26 +207,37 @@ export class TunnelUpstreams {
     peerAddress: string | undefined,
     release: () => void,
     cancelled: AbortSignal,
-    websocket: boolean,
-  ): Promise<{ ok: true; stream: Duplex; protocol: 'h1' | 'h2'; scheme: 'http' | 'https' } | { ok: false; error: EdgeError }> {
-    const requested = await requestStream(this.dataplane, this.route, peerAddress, cancelled, 'http');
+    options: { websocket: boolean; adoptable: boolean },
+  ): Promise<Opened | { ok: false; error: EdgeError } | { ok: false; adopted: true }> {
+    const requested = await requestStream(this.dataplane, this.route, peerAddress, cancelled, 'http', options.adoptable);
     if (!requested.ok) {
+      const { reason, message } = requested.failure;
+      if (reason === 'adopted') return { ok: false, adopted: true }; // its slot went with it
       release();
-      return { ok: false, error: { reason: ERROR_OF_FAILURE[requested.failure.reason], message: requested.failure.message } };
+      return { ok: false, error: { reason: ERROR_OF_FAILURE[reason], message } };
     }
-    const proxyEnd = requested.proxyEnd;
-    proxyEnd.once('close', release);
+    requested.proxyEnd.once('close', release);
+    return this.speak(requested.proxyEnd, options.websocket, cancelled);
+  }
+
+  /** What runs over a new proxy connection: TLS to the upstream first if the tunnel asks for it. */
+  private async speak(proxyEnd: Duplex, websocket: boolean, cancelled: AbortSignal | undefined): Promise<Opened | { ok: false; error: EdgeError }> {
     const { properties } = this.route;
     if (!properties.upstream_tls) {
       return { ok: true, stream: proxyEnd, protocol: properties.http_version === 'h2c' && !websocket ? 'h2' : 'h1', scheme: 'http' };
     }
     const secured = await upstreamTls(proxyEnd, properties.hostname, websocket ? WEBSOCKET_ALPN : UPSTREAM_ALPN);
     if (!secured) return { ok: false, error: { reason: 'upstream_tls', message: 'the TLS handshake with the upstream failed' } };
-    if (cancelled.aborted) {
+    if (cancelled?.aborted) {
       secured.destroy();
       return { ok: false, error: { reason: 'upstream_closed', message: 'the downstream left' } };
     }
     return { ok: true, stream: secured, protocol: secured.alpnProtocol === 'h2' ? 'h2' : 'h1', scheme: 'https' };
+  }
+
+  private upstreamOf(opened: Opened): Upstream {
+    if (opened.protocol === 'h2' && opened.scheme === 'https') this.negotiatedH2 = true;
+    return opened.protocol === 'h2' ? new H2Upstream(opened.stream, opened.scheme) : new H1Upstream(opened.stream);
   }
 
   private adopt(upstream: Upstream): void {

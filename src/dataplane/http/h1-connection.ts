@@ -1,0 +1,168 @@
+import type tls from 'node:tls';
+import type { CounterRow } from '../../metrics/counters.js';
+import { endSoon } from '../splice.js';
+import { H1Exchange, type Admission, type AdmissionRequest } from './h1-exchange.js';
+import { parseRequestHead, requestFraming } from './h1-wire.js';
+import { rawGenerated, statusOf, type EdgeError } from './generated-response.js';
+import { countResponse } from './response-metrics.js';
+
+/** engine.md §12.1: request headers within 60 s, 16 KiB of them at most (431 past that). */
+export const MAX_HEADER_BYTES = 16 * 1024;
+const HEADERS_TIMEOUT_MS = 60_000;
+/** Bytes of pipelined requests held while a response is in flight before the connection stops reading. */
+const PIPELINE_LIMIT = 64 * 1024;
+
+/** What an HTTP/1.1 connection needs from the edge it belongs to. */
+export interface H1Edge {
+  readonly counters: CounterRow;
+  readonly idleMs: number;
+  readonly draining: boolean;
+  admit(request: AdmissionRequest): Admission | Promise<Admission>;
+  forget(connection: H1Connection): void;
+}
+
+/**
+ * One HTTP/1.1 connection of the HTTP tunnel edge, on a TLS session the worker terminated itself:
+ * request heads parsed here, one request at a time (a pipelined request waits, in order, until the
+ * response before it is complete), each handed to an H1Exchange that relays it to the tunnel. Its
+ * deadline (idle between requests, or 60 s for a head) is checked by the edge's sweeper.
+ */
+export class H1Connection {
+  /** Epoch ms after which the edge closes this connection; 0 while a request is being served. */
+  deadline: number;
+  /** Unparsed bytes from the client: the start of the next request(s). */
+  private pending: Buffer | undefined;
+  private exchange: H1Exchange | undefined;
+  /** No further request is read: the connection closes after this response. */
+  private closing = false;
+  /** The client ended its side: requests already received are answered, then the connection ends. */
+  private clientEnded = false;
+  private detached = false;
+
+  constructor(
+    readonly socket: tls.TLSSocket,
+    readonly peerAddress: string | undefined,
+    private readonly edge: H1Edge,
+  ) {
+    this.deadline = Date.now() + edge.idleMs;
+    socket.on('data', (chunk: Buffer) => this.onData(chunk));
+    socket.on('end', () => this.onEnd());
+    socket.on('close', () => this.onClose());
+    socket.on('drain', () => this.exchange?.downstreamDrained());
+  }
+
+  /** Called by the sweeper past the deadline. */
+  expire(): void {
+    this.socket.destroy();
+  }
+
+  /** Shutdown: an idle connection closes now, a busy one after its response. */
+  drain(): void {
+    this.closing = true;
+    if (this.exchange === undefined) endSoon(this.socket);
+  }
+
+  /**
+   * The bytes not yet parsed, taken by the exchange that starts reading its request body from them;
+   * the connection reads on (it stopped when those bytes passed the pipelining limit).
+   */
+  takePending(): Buffer | undefined {
+    const pending = this.pending;
+    this.pending = undefined;
+    this.socket.resume();
+    return pending;
+  }
+
+  /** Bytes after the request body: the next request. */
+  putBack(bytes: Buffer | undefined): void {
+    if (!bytes || bytes.length === 0) return;
+    this.pending = this.pending ? Buffer.concat([bytes, this.pending]) : bytes;
+    if (this.pending.length > PIPELINE_LIMIT) this.socket.pause();
+  }
+
+  /**
+   * The exchange is over. `keepAlive`: the connection can carry the next request; otherwise it is
+   * ended once the response is flushed.
+   */
+  exchangeDone(keepAlive: boolean): void {
+    this.exchange = undefined;
+    if (!keepAlive || this.closing || this.socket.destroyed) {
+      endSoon(this.socket);
+      return;
+    }
+    this.deadline = Date.now() + this.edge.idleMs;
+    this.socket.resume();
+    this.parseNext();
+    if (this.clientEnded && this.exchange === undefined) endSoon(this.socket);
+  }
+
+  /** The socket is an upgraded connection's now (WebSocket): no more HTTP on it, and no timeouts. */
+  detach(): void {
+    this.exchange = undefined;
+    this.detached = true;
+    this.socket.removeAllListeners('data');
+    this.socket.removeAllListeners('drain');
+    this.edge.forget(this);
+  }
+
+  private onData(chunk: Buffer): void {
+    const exchange = this.exchange;
+    if (exchange?.readingBody) {
+      this.putBack(exchange.feedBody(chunk));
+      return;
+    }
+    if (this.pending === undefined && this.exchange === undefined) this.deadline = Date.now() + HEADERS_TIMEOUT_MS;
+    this.pending = this.pending ? Buffer.concat([this.pending, chunk]) : chunk;
+    if (this.exchange) {
+      if (this.pending.length > PIPELINE_LIMIT) this.socket.pause();
+      return;
+    }
+    this.parseNext();
+  }
+
+  private parseNext(): void {
+    const bytes = this.pending;
+    if (this.exchange || !bytes || this.closing) return;
+    const parsed = parseRequestHead(bytes, MAX_HEADER_BYTES);
+    if (parsed === 'incomplete') return;
+    if ('error' in parsed) {
+      const tooLarge = parsed.error === 'too_large';
+      this.refuse(tooLarge ? { reason: 'headers_too_large', message: 'request headers exceed 16 KiB' } : { reason: 'bad_request', message: 'malformed request' });
+      return;
+    }
+    const { head, size } = parsed;
+    const framing = requestFraming(head);
+    if ('error' in framing) {
+      this.refuse({ reason: 'bad_request', message: `malformed request: ${framing.error}` });
+      return;
+    }
+    this.pending = size < bytes.length ? bytes.subarray(size) : undefined;
+    this.deadline = 0;
+    this.exchange = new H1Exchange(this, this.edge, head, framing);
+    this.exchange.start();
+  }
+
+  /** A request that cannot be parsed: its answer, then the connection closes (its framing is unknown). */
+  private refuse(error: EdgeError): void {
+    this.closing = true;
+    this.pending = undefined;
+    countResponse(this.edge.counters, statusOf(error.reason), 'edge');
+    this.socket.write(rawGenerated(error, { close: true }));
+    endSoon(this.socket);
+  }
+
+  private onEnd(): void {
+    if (this.detached) return; // an upgraded connection's half-close is relayed by its splice
+    // Half-open: a client that ended its side after a request still gets the answer.
+    this.clientEnded = true;
+    if (this.exchange === undefined) endSoon(this.socket);
+  }
+
+  private onClose(): void {
+    this.closing = true;
+    this.edge.forget(this);
+    const exchange = this.exchange;
+    this.exchange = undefined;
+    exchange?.downstreamGone();
+  }
+}

@@ -1,0 +1,427 @@
+import http from 'node:http';
+import http2 from 'node:http2';
+import { splice } from '../splice.js';
+import type { ForwardPlan } from './exchange.js';
+import { downstreamResponseLines, fieldsOfH2, headersOfFields, upstreamRequestHeaders, upstreamRequestLines } from './forwarded-headers.js';
+import { rawGenerated, statusOf, type EdgeError } from './generated-response.js';
+import type { H1Connection, H1Edge } from './h1-connection.js';
+import { BodyTracker, carriesBody, chunkOf, fieldTokens, fieldValue, LAST_CHUNK, type Field, type Framing, type RequestHead, type ResponseHead } from './h1-wire.js';
+import { countResponse } from './response-metrics.js';
+import { H1Upstream, type ResponseSink, type UpstreamFailure } from './upstream-h1.js';
+import type { H2Upstream } from './upstream-h2.js';
+import type { TunnelUpstreams, Upstream } from './upstream-pool.js';
+
+/** What the edge's checks need from a request (engine.md §12.2 steps 1–3). */
+export interface AdmissionRequest {
+  /** Host / :authority as received (undefined: none). */
+  authority: string | undefined;
+  path: string;
+  authorization: string | undefined;
+  peerAddress: string | undefined;
+}
+
+export type Admission = { ok: true; pool: TunnelUpstreams; plan: ForwardPlan } | { ok: false; error: EdgeError; extraHeaders?: Record<string, string> };
+
+/** Methods retried once on a fresh stream when a reused idle one fails before any response byte (RD). */
+const RETRIABLE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS']);
+/** Response fields of a 101 that belong to one hop only; Connection and Upgrade are the handshake itself. */
+const NOT_RELAYED_ON_101 = new Set(['keep-alive', 'proxy-connection', 'te', 'transfer-encoding', 'http2-settings']);
+/** Above this, the response head and a body piece go out as two writes rather than one copied buffer. */
+const COALESCE_LIMIT = 16 * 1024;
+
+/**
+ * One request on an HTTP/1.1 connection of the edge, start to finish (engine.md §12.2–12.5, §12.9):
+ * admission, an upstream stream from the tunnel's pool, the request head rewritten and its body
+ * relayed by its own framing (an h1 upstream gets the body bytes exactly as received; an h2 upstream
+ * its payload), the response head rewritten and its body relayed by its framing (chunked bodies pass
+ * through as they are; bodies the upstream delimits by closing are chunked for HTTP/1.1 clients).
+ * Backpressure both ways: a full side pauses the other. A cut response is never completed.
+ */
+export class H1Exchange implements ResponseSink {
+  /** The connection's bytes go to `feedBody` until the request body is complete. */
+  readingBody = false;
+  wantsPayload = false;
+  private readonly tracker: BodyTracker;
+  /** Whether the connection can carry another request after this one. */
+  private keepAlive: boolean;
+  private plan: ForwardPlan | undefined;
+  private pool: TunnelUpstreams | undefined;
+  private upstream: H1Upstream | undefined;
+  private h2Stream: http2.ClientHttp2Stream | undefined;
+  /** Request body payload towards an h2 upstream. */
+  private payloadTarget: ((data: Buffer) => void) | undefined;
+  private reused = false;
+  private retried = false;
+  /** The response head, until the first body bytes (or the end of this turn) take it out. */
+  private pendingHead: string | undefined;
+  private headSent = false;
+  private chunkEncode = false;
+  private finished = false;
+  private gone = false;
+  /** The client is paused until the upstream drains. */
+  private holding = false;
+  private cancelled: AbortController | undefined;
+
+  constructor(
+    private readonly connection: H1Connection,
+    private readonly edge: H1Edge,
+    private readonly request: RequestHead,
+    framing: Framing,
+  ) {
+    this.tracker = new BodyTracker(framing);
+    this.keepAlive = request.minor === 1 && !fieldTokens(request.fields, 'connection').has('close');
+  }
+
+  start(): void {
+    const { request } = this;
+    if (request.method === 'CONNECT') {
+      this.refuse({ reason: 'not_implemented', message: 'CONNECT is not supported' });
+      return;
+    }
+    if (this.edge.draining) {
+      this.keepAlive = false;
+      this.refuse({ reason: 'shutting_down', message: 'the engine is shutting down' });
+      return;
+    }
+    // An HTTP/1.0 request without Host is routed by the SNI.
+    const authority = fieldValue(request.fields, 'host') || (request.minor === 0 ? this.connection.socket.servername || undefined : undefined);
+    const admission = this.edge.admit({
+      authority,
+      path: request.target,
+      authorization: fieldValue(request.fields, 'authorization'),
+      peerAddress: this.connection.peerAddress,
+    });
+    if (admission instanceof Promise) void admission.then((admitted) => this.admitted(admitted));
+    else this.admitted(admission);
+  }
+
+  /** Request body bytes from the connection; returns what follows the body (the next request). */
+  feedBody(chunk: Buffer): Buffer | undefined {
+    const taken = this.tracker.take(chunk, 0, this.payloadTarget);
+    if (taken instanceof Error) {
+      this.badBody();
+      return undefined;
+    }
+    if (!this.payloadTarget && taken > 0 && !this.upstream!.write(taken === chunk.length ? chunk : chunk.subarray(0, taken))) {
+      this.holdDownstream(this.upstream!.stream);
+    }
+    if (this.tracker.done) this.bodyComplete();
+    return taken < chunk.length ? chunk.subarray(taken) : undefined;
+  }
+
+  downstreamDrained(): void {
+    this.upstream?.resume();
+    this.h2Stream?.resume();
+  }
+
+  /** The client left: the upstream exchange is abandoned (never reused). */
+  downstreamGone(): void {
+    this.gone = true;
+    this.readingBody = false;
+    this.cancelled?.abort();
+    this.upstream?.abandon();
+    this.h2Stream?.close(http2.constants.NGHTTP2_CANCEL);
+  }
+
+  private admitted(admission: Admission): void {
+    if (this.gone) return;
+    if (!admission.ok) {
+      this.refuse(admission.error, admission.extraHeaders);
+      return;
+    }
+    this.plan = admission.plan;
+    this.pool = admission.pool;
+    if (!carriesBody(this.tracker.framing) && isWebSocket(this.request.fields)) {
+      void this.relayWebSocket(admission.pool);
+      return;
+    }
+    const pooled = admission.pool.takePooled();
+    if (pooled) this.send(pooled, true);
+    else void this.leaseAndSend(admission.pool, false);
+  }
+
+  private async leaseAndSend(pool: TunnelUpstreams, fresh: boolean): Promise<void> {
+    this.cancelled ??= new AbortController();
+    const lease = await pool.lease(this.plan!.peerAddress, this.cancelled.signal, fresh);
+    if (this.gone) {
+      if (lease.ok) pool.giveBack(lease.upstream);
+      return;
+    }
+    if (!lease.ok) this.refuse(lease.error);
+    else this.send(lease.upstream, lease.reused);
+  }
+
+  private send(upstream: Upstream, reused: boolean): void {
+    this.reused = reused;
+    if (upstream.kind === 'h1') this.sendH1(upstream);
+    else this.sendH2(upstream);
+  }
+
+  private sendH1(upstream: H1Upstream): void {
+    const { request, tracker } = this;
+    const framing = tracker.framing;
+    const framingLine =
+      framing.kind === 'length' ? `content-length: ${framing.length}\r\n` : framing.kind === 'chunked' ? 'transfer-encoding: chunked\r\n' : '';
+    const text = `${request.method} ${this.plan!.path} HTTP/1.1\r\n${upstreamRequestLines(request.fields, { ...this.plan!, websocket: false, framing: framingLine })}\r\n`;
+    let first = Buffer.from(text, 'latin1');
+    const bytes = this.connection.takePending();
+    let rest = bytes;
+    if (bytes && !tracker.done) {
+      const taken = tracker.take(bytes, 0);
+      if (taken instanceof Error) {
+        this.badBody();
+        return;
+      }
+      first = Buffer.concat([first, bytes.subarray(0, taken)]);
+      rest = taken < bytes.length ? bytes.subarray(taken) : undefined;
+    }
+    this.connection.putBack(rest);
+    this.upstream = upstream;
+    this.readingBody = !tracker.done;
+    upstream.begin(first, { method: request.method, upgrade: false, requestComplete: tracker.done }, this);
+  }
+
+  private sendH2(upstream: H2Upstream): void {
+    const { request, tracker } = this;
+    const headers: http2.OutgoingHttpHeaders = {
+      ...upstreamRequestHeaders(headersOfFields(request.fields), { ...this.plan!, upstream: 'h2', websocket: false }),
+      ':method': request.method,
+      ':path': this.plan!.path,
+      ':authority': this.plan!.authority,
+      ':scheme': upstream.scheme,
+    };
+    let opened: ReturnType<H2Upstream['request']>;
+    try {
+      opened = upstream.request(headers, tracker.done);
+    } catch (error) {
+      this.fail({ beforeResponse: true, reason: 'upstream_closed', detail: (error as Error).message });
+      return;
+    }
+    const { stream, completed } = opened;
+    this.h2Stream = stream;
+    this.wantsPayload = true;
+    let responded = false;
+    stream.on('response', (headers) => {
+      responded = true;
+      const status = Number(headers[':status']);
+      const length = headers['content-length'];
+      const framing: Framing =
+        request.method === 'HEAD' || status === 204 || status === 304
+          ? { kind: 'none' }
+          : length !== undefined
+            ? { kind: 'length', length: Number(length) }
+            : { kind: 'close' };
+      this.head({ minor: 1, status, reason: http.STATUS_CODES[status] ?? '', fields: fieldsOfH2(headers) }, framing);
+      // Only now: Node's client can emit data before the 'response' it queued on the next tick.
+      stream.on('data', (data: Buffer) => {
+        if (!this.body(data)) stream.pause();
+      });
+    });
+    stream.on('end', () => {
+      if (completed()) this.end();
+      else this.fail({ beforeResponse: !responded, reason: 'upstream_closed', detail: 'the upstream stream was reset' });
+    });
+    stream.on('close', () => {
+      if (!this.finished) this.fail({ beforeResponse: !responded, reason: 'upstream_closed', detail: `upstream stream closed (code ${stream.rstCode})` });
+    });
+    stream.on('error', () => {});
+    if (tracker.done) return;
+    this.payloadTarget = (data) => {
+      if (!stream.write(data)) this.holdDownstream(stream);
+    };
+    const bytes = this.connection.takePending();
+    this.readingBody = true;
+    if (bytes) this.connection.putBack(this.feedBody(bytes));
+  }
+
+  /** A WebSocket upgrade (engine.md §12.5): its own stream, the 101 relayed, then raw bytes both ways. */
+  private async relayWebSocket(pool: TunnelUpstreams): Promise<void> {
+    this.keepAlive = false; // a refused upgrade is answered, then the connection closes
+    this.cancelled = new AbortController();
+    const dedicated = await pool.dedicated(this.plan!.peerAddress, this.cancelled.signal);
+    if (this.gone) {
+      if (dedicated.ok) dedicated.stream.destroy();
+      return;
+    }
+    if (!dedicated.ok) {
+      this.refuse(dedicated.error);
+      return;
+    }
+    const upstream = new H1Upstream(dedicated.stream);
+    upstream.onReusable = () => upstream.close(); // never pooled
+    this.upstream = upstream;
+    const text = `${this.request.method} ${this.plan!.path} HTTP/1.1\r\n${upstreamRequestLines(this.request.fields, { ...this.plan!, websocket: true, framing: '' })}\r\n`;
+    upstream.begin(Buffer.from(text, 'latin1'), { method: this.request.method, upgrade: true, requestComplete: true }, this);
+  }
+
+  upgraded(head: ResponseHead, _raw: Buffer, rest: Buffer): void {
+    const stream = this.upstream!.stream;
+    this.upstream = undefined;
+    this.finished = true;
+    const { socket } = this.connection;
+    countResponse(this.edge.counters, 101, 'upstream');
+    let text = `HTTP/1.1 ${head.status} ${head.reason}\r\n`;
+    for (const field of head.fields) if (!NOT_RELAYED_ON_101.has(field.lower)) text += `${field.name}: ${field.value}\r\n`;
+    socket.write(`${text}\r\n`);
+    if (rest.length > 0) socket.write(rest);
+    const early = this.connection.takePending();
+    this.connection.detach();
+    if (early) stream.write(early);
+    if (socket.destroyed) stream.destroy();
+    else splice(socket, stream);
+  }
+
+  interim(_head: ResponseHead, raw: Buffer): void {
+    if (!this.gone && this.request.minor === 1) this.connection.socket.write(raw);
+  }
+
+  head(head: ResponseHead, framing: Framing): void {
+    if (this.gone) return;
+    const http11 = this.request.minor === 1;
+    let framingLine = '';
+    // Content-Length is relayed only when it is the framing (or describes a HEAD/304 answer).
+    const keepLength = framing.kind === 'length' || framing.kind === 'none';
+    if (framing.kind === 'chunked') {
+      if (http11) framingLine = 'transfer-encoding: chunked\r\n';
+      else {
+        this.wantsPayload = true;
+        this.keepAlive = false;
+      }
+    } else if (framing.kind === 'close') {
+      if (http11) {
+        framingLine = 'transfer-encoding: chunked\r\n';
+        this.wantsPayload = true;
+        this.chunkEncode = true;
+      } else this.keepAlive = false;
+    }
+    if (!this.keepAlive) framingLine += 'connection: close\r\n';
+    const lines = downstreamResponseLines(head.fields, keepLength);
+    this.pendingHead = `HTTP/1.1 ${head.status} ${head.reason}\r\n${lines}${framingLine}\r\n`;
+    countResponse(this.edge.counters, head.status, 'upstream');
+    // SSE and long polls need their head now: it waits only for body bytes of this same turn.
+    process.nextTick(() => this.flushHead());
+  }
+
+  body(bytes: Buffer): boolean {
+    if (this.gone) return true;
+    const { socket } = this.connection;
+    const pieces = this.chunkEncode ? chunkOf(bytes) : [bytes];
+    const head = this.pendingHead;
+    this.pendingHead = undefined;
+    this.headSent = true;
+    if (head !== undefined) {
+      if (bytes.length <= COALESCE_LIMIT) return socket.write(Buffer.concat([Buffer.from(head, 'latin1'), ...pieces]));
+      socket.write(head, 'latin1');
+    }
+    return socket.write(pieces.length === 1 ? pieces[0]! : Buffer.concat(pieces));
+  }
+
+  end(): void {
+    if (this.finished) return;
+    this.finished = true;
+    const { upstream, h2Stream } = this;
+    this.upstream = undefined;
+    this.h2Stream = undefined;
+    if (this.gone) return;
+    this.flushHead();
+    if (this.chunkEncode) this.connection.socket.write(LAST_CHUNK);
+    if (this.readingBody) {
+      // The upstream answered before the request body ended: the rest of it goes nowhere, and the
+      // connection cannot tell where the next request starts.
+      this.readingBody = false;
+      this.keepAlive = false;
+      upstream?.requestEnded();
+      h2Stream?.close(http2.constants.NGHTTP2_CANCEL);
+    }
+    this.connection.exchangeDone(this.keepAlive);
+  }
+
+  fail(failure: UpstreamFailure): void {
+    if (this.finished) return;
+    this.upstream = undefined;
+    this.h2Stream = undefined;
+    if (this.gone) {
+      this.finished = true;
+      return;
+    }
+    if (!this.headSent && failure.beforeResponse) {
+      this.pendingHead = undefined;
+      const retriable = this.reused && !this.retried && !carriesBody(this.tracker.framing) && RETRIABLE_METHODS.has(this.request.method);
+      if (retriable) {
+        this.retried = true;
+        void this.leaseAndSend(this.pool!, true);
+        return;
+      }
+      this.finished = true;
+      this.refuse({
+        reason: failure.reason,
+        message: failure.reason === 'bad_upstream_response' ? 'the upstream sent a response that is not HTTP' : 'the upstream closed before a full response',
+      });
+      return;
+    }
+    // After the head there is nothing left to say: the client must see a cut, not an end.
+    this.finished = true;
+    this.connection.socket.destroy();
+  }
+
+  private flushHead(): void {
+    const head = this.pendingHead;
+    if (head === undefined || this.gone) return;
+    this.pendingHead = undefined;
+    this.headSent = true;
+    this.connection.socket.write(head, 'latin1');
+  }
+
+  /** The request body is all relayed. */
+  private bodyComplete(): void {
+    this.readingBody = false;
+    this.payloadTarget = undefined;
+    if (this.upstream) this.upstream.requestEnded();
+    else this.h2Stream?.end();
+  }
+
+  /** A chunked request body that breaks its framing: the upstream got a truncated body; the connection closes. */
+  private badBody(): void {
+    this.readingBody = false;
+    this.keepAlive = false;
+    this.upstream?.abandon();
+    this.h2Stream?.close(http2.constants.NGHTTP2_CANCEL);
+    this.upstream = undefined;
+    this.h2Stream = undefined;
+    if (this.headSent) {
+      this.finished = true;
+      this.connection.socket.destroy();
+    } else this.refuse({ reason: 'bad_request', message: 'malformed request body' });
+  }
+
+  /** The upstream side is full: stop reading the client until it drains. */
+  private holdDownstream(upstream: NodeJS.EventEmitter): void {
+    if (this.holding) return;
+    this.holding = true;
+    const { socket } = this.connection;
+    socket.pause();
+    upstream.once('drain', () => {
+      this.holding = false;
+      if (!this.gone) socket.resume();
+    });
+  }
+
+  /**
+   * The edge's own answer. The connection stays open only when nothing of the request is left
+   * unread (its body would otherwise be taken for the next request).
+   */
+  private refuse(error: EdgeError, extraHeaders?: Record<string, string>): void {
+    this.finished = true;
+    const keepAlive = this.keepAlive && !carriesBody(this.tracker.framing);
+    countResponse(this.edge.counters, statusOf(error.reason), 'edge');
+    this.connection.socket.write(
+      rawGenerated(error, { accept: fieldValue(this.request.fields, 'accept'), head: this.request.method === 'HEAD', close: !keepAlive, extraHeaders }),
+    );
+    this.connection.exchangeDone(keepAlive);
+  }
+}
+
+/** Connection lists `upgrade` and Upgrade is `websocket` (engine.md §12.5). */
+function isWebSocket(fields: readonly Field[]): boolean {
+  return fieldTokens(fields, 'connection').has('upgrade') && fieldValue(fields, 'upgrade')?.toLowerCase() === 'websocket';
+}

@@ -1,0 +1,327 @@
+/**
+ * HTTP/1.1 on the wire, as the edge reads and writes it (RFC 9112): request and response heads parsed
+ * strictly from bytes, the framing of a message body decided once, and chunked bodies tracked byte by
+ * byte so they can be relayed exactly as received (no re-chunking) while the edge still knows where
+ * each message ends. Nothing here allocates per body byte.
+ */
+
+/** One header field: its name as sent (relayed unchanged), lowercased (for lookups), and its value. */
+export interface Field {
+  name: string;
+  lower: string;
+  value: string;
+}
+
+export interface RequestHead {
+  method: string;
+  target: string;
+  /** HTTP/1.<minor> */
+  minor: 0 | 1;
+  fields: Field[];
+}
+
+export interface ResponseHead {
+  minor: 0 | 1;
+  status: number;
+  reason: string;
+  fields: Field[];
+}
+
+/** How a message body is delimited. `close`: by the end of the connection (responses only). */
+export type Framing = { kind: 'none' } | { kind: 'length'; length: number } | { kind: 'chunked' } | { kind: 'close' };
+
+export type HeadError = { error: 'too_large' | 'malformed'; detail: string };
+export type Parsed<T> = { head: T; size: number } | 'incomplete' | HeadError;
+
+const CRLFCRLF = Buffer.from('\r\n\r\n');
+const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+/** Field values: visible characters, spaces, tabs and obs-text; no CR, LF, NUL or other controls. */
+const BAD_VALUE = /[\x00-\x08\x0a-\x1f\x7f]/;
+const REQUEST_LINE = /^([!#$%&'*+\-.^_`|~0-9A-Za-z]+) ([^\x00-\x20\x7f]+) HTTP\/1\.([01])$/;
+const STATUS_LINE = /^HTTP\/1\.([01]) ([1-9]\d\d)(?: ([^\x00-\x08\x0a-\x1f\x7f]*))?$/;
+
+export function parseRequestHead(buffer: Buffer, limit: number): Parsed<RequestHead> {
+  const lines = headLines(buffer, limit);
+  if (typeof lines === 'string' || 'error' in lines) return lines;
+  const start = REQUEST_LINE.exec(lines.lines[0]!);
+  if (!start) return malformed('request line');
+  const fields = parseFields(lines.lines);
+  if (!Array.isArray(fields)) return fields;
+  return { head: { method: start[1]!, target: start[2]!, minor: start[3] === '1' ? 1 : 0, fields }, size: lines.size };
+}
+
+export function parseResponseHead(buffer: Buffer, limit: number): Parsed<ResponseHead> {
+  const lines = headLines(buffer, limit);
+  if (typeof lines === 'string' || 'error' in lines) return lines;
+  const start = STATUS_LINE.exec(lines.lines[0]!);
+  if (!start) return malformed('status line');
+  const fields = parseFields(lines.lines);
+  if (!Array.isArray(fields)) return fields;
+  return { head: { minor: start[1] === '1' ? 1 : 0, status: Number(start[2]), reason: start[3] ?? '', fields }, size: lines.size };
+}
+
+function headLines(buffer: Buffer, limit: number): { lines: string[]; size: number } | 'incomplete' | HeadError {
+  // RFC 9112 §2.2: empty lines before the start line are ignored.
+  let start = 0;
+  while (buffer.length >= start + 2 && buffer[start] === 13 && buffer[start + 1] === 10) start += 2;
+  const end = buffer.indexOf(CRLFCRLF, start);
+  if (end < 0) {
+    if (buffer.length - start > limit) return { error: 'too_large', detail: 'head' };
+    // A head that ends its lines with a bare LF would otherwise wait for a CRLF CRLF that never comes.
+    const lf = buffer.indexOf(10, start);
+    if (lf >= 0 && (lf === start || buffer[lf - 1] !== 13)) return malformed('bare LF');
+    return 'incomplete';
+  }
+  if (end + 4 - start > limit) return { error: 'too_large', detail: 'head' };
+  return { lines: buffer.toString('latin1', start, end).split('\r\n'), size: end + 4 };
+}
+
+function parseFields(lines: string[]): Field[] | HeadError {
+  const fields: Field[] = [];
+  for (let i = 1; i < lines.length; i++) {
+    const line = lines[i]!;
+    const colon = line.indexOf(':');
+    // No whitespace before the colon, no obs-fold (a line starting with a space): RFC 9112 §5.
+    const name = colon > 0 ? line.slice(0, colon) : '';
+    if (!TOKEN.test(name)) return malformed(`field line ${i}`);
+    const raw = line.slice(colon + 1);
+    if (BAD_VALUE.test(raw)) return malformed(`value of ${name}`);
+    fields.push({ name, lower: name.toLowerCase(), value: raw.replace(/^[ \t]+|[ \t]+$/g, '') });
+  }
+  return fields;
+}
+
+function malformed(detail: string): HeadError {
+  return { error: 'malformed', detail };
+}
+
+/** The first value of a field, or undefined. */
+export function fieldValue(fields: readonly Field[], lower: string): string | undefined {
+  for (const field of fields) if (field.lower === lower) return field.value;
+  return undefined;
+}
+
+/** Comma-separated tokens of every `lower` field, lowercased. */
+export function fieldTokens(fields: readonly Field[], lower: string): Set<string> {
+  const tokens = new Set<string>();
+  for (const field of fields) {
+    if (field.lower !== lower) continue;
+    for (const token of field.value.split(',')) {
+      const trimmed = token.trim().toLowerCase();
+      if (trimmed !== '') tokens.add(trimmed);
+    }
+  }
+  return tokens;
+}
+
+/**
+ * RFC 9112 §6.3 for a request, strictly: Transfer-Encoding with Content-Length, a transfer coding
+ * other than exactly `chunked`, Transfer-Encoding on HTTP/1.0, differing or malformed Content-Length
+ * values are all refused (each is a way to make two parsers disagree on where a request ends).
+ */
+export function requestFraming(head: RequestHead): Framing | { error: string } {
+  let transferEncoding: string | undefined;
+  let contentLength: string | undefined;
+  for (const field of head.fields) {
+    if (field.lower === 'transfer-encoding') transferEncoding = transferEncoding === undefined ? field.value : `${transferEncoding},${field.value}`;
+    else if (field.lower === 'content-length') {
+      for (const item of field.value.split(',')) {
+        const length = item.trim();
+        if (!/^\d{1,15}$/.test(length)) return { error: 'malformed Content-Length' };
+        if (contentLength !== undefined && Number(contentLength) !== Number(length)) return { error: 'differing Content-Length values' };
+        contentLength = length;
+      }
+    }
+  }
+  if (transferEncoding !== undefined) {
+    if (contentLength !== undefined) return { error: 'Content-Length with Transfer-Encoding' };
+    if (head.minor === 0) return { error: 'Transfer-Encoding on HTTP/1.0' };
+    if (transferEncoding.trim().toLowerCase() !== 'chunked') return { error: `transfer coding "${transferEncoding}"` };
+    return { kind: 'chunked' };
+  }
+  // An explicit `Content-Length: 0` is kept (length 0), so the upstream sees it as sent.
+  if (contentLength === undefined) return { kind: 'none' };
+  return { kind: 'length', length: Number(contentLength) };
+}
+
+/** Whether a message with this framing has body bytes to read. */
+export function carriesBody(framing: Framing): boolean {
+  return framing.kind === 'chunked' || framing.kind === 'close' || (framing.kind === 'length' && framing.length > 0);
+}
+
+/** RFC 9112 §6.3 for a response to `method`; differing Content-Length values are an error. */
+export function responseFraming(head: ResponseHead, method: string): Framing | { error: string } {
+  if (method === 'HEAD' || head.status < 200 || head.status === 204 || head.status === 304) return { kind: 'none' };
+  const codings = fieldTokens(head.fields, 'transfer-encoding');
+  if (codings.size > 0) return [...codings].at(-1) === 'chunked' && head.minor === 1 ? { kind: 'chunked' } : { kind: 'close' };
+  let length: number | undefined;
+  for (const field of head.fields) {
+    if (field.lower !== 'content-length') continue;
+    for (const item of field.value.split(',')) {
+      if (!/^\d{1,15}$/.test(item.trim())) return { error: 'malformed Content-Length' };
+      if (length !== undefined && length !== Number(item.trim())) return { error: 'differing Content-Length values' };
+      length = Number(item.trim());
+    }
+  }
+  if (length === undefined) return { kind: 'close' };
+  return length === 0 ? { kind: 'none' } : { kind: 'length', length };
+}
+
+/** `name: value` lines of a head, CRLF-terminated, for the fields that pass `keep`. */
+export function serializeFields(fields: readonly Field[], keep: (field: Field) => boolean): string {
+  let text = '';
+  for (const field of fields) if (keep(field)) text += `${field.name}: ${field.value}\r\n`;
+  return text;
+}
+
+const enum Chunk {
+  Size,
+  Extension,
+  SizeLf,
+  Data,
+  DataCr,
+  DataLf,
+  TrailerStart,
+  Trailer,
+  TrailerLf,
+  FinalLf,
+  Done,
+}
+
+/** Longest chunk-size line (size, extensions) and trailer section accepted. */
+const CHUNK_LINE_LIMIT = 4096;
+const TRAILER_LIMIT = 16 * 1024;
+
+/**
+ * Follows a chunked body through any split of its bytes (RFC 9112 §7.1): where it ends, and which
+ * bytes are data. Sizes up to 13 hex digits; extensions and trailers are kept in the relayed bytes
+ * but bounded.
+ */
+export class ChunkedScanner {
+  private state = Chunk.Size;
+  private size = 0;
+  private digits = 0;
+  private lineBytes = 0;
+  private trailerBytes = 0;
+
+  get done(): boolean {
+    return this.state === Chunk.Done;
+  }
+
+  /**
+   * Scans `bytes` from `offset`; returns how many belong to this body (up to its end), or an Error.
+   * `onData`, when given, receives each run of data bytes (the de-chunked payload).
+   */
+  scan(bytes: Buffer, offset: number, onData?: (data: Buffer) => void): number | Error {
+    let at = offset;
+    while (at < bytes.length && this.state !== Chunk.Done) {
+      if (this.state === Chunk.Data) {
+        const take = Math.min(this.size, bytes.length - at);
+        if (onData) onData(bytes.subarray(at, at + take));
+        this.size -= take;
+        at += take;
+        if (this.size === 0) this.state = Chunk.DataCr;
+        continue;
+      }
+      const byte = bytes[at++]!;
+      switch (this.state) {
+        case Chunk.Size: {
+          const digit = hexValue(byte);
+          if (digit >= 0) {
+            if (++this.digits > 13) return new Error('chunk size too large');
+            this.size = this.size * 16 + digit;
+          } else if (this.digits > 0 && (byte === 0x3b || byte === 0x20 || byte === 0x09)) {
+            this.state = Chunk.Extension;
+            this.lineBytes = 0;
+          } else if (this.digits > 0 && byte === 13) this.state = Chunk.SizeLf;
+          else return new Error('malformed chunk size');
+          break;
+        }
+        case Chunk.Extension:
+          if (byte === 13) this.state = Chunk.SizeLf;
+          else if ((byte < 0x20 && byte !== 0x09) || byte === 0x7f || ++this.lineBytes > CHUNK_LINE_LIMIT) return new Error('malformed chunk extension');
+          break;
+        case Chunk.SizeLf:
+          if (byte !== 10) return new Error('chunk size line without CRLF');
+          if (this.size === 0) this.state = Chunk.TrailerStart;
+          else this.state = Chunk.Data;
+          this.digits = 0;
+          break;
+        case Chunk.DataCr:
+          if (byte !== 13) return new Error('chunk data longer than its size');
+          this.state = Chunk.DataLf;
+          break;
+        case Chunk.DataLf:
+          if (byte !== 10) return new Error('chunk data without CRLF');
+          this.state = Chunk.Size;
+          break;
+        case Chunk.TrailerStart:
+          if (byte === 13) this.state = Chunk.FinalLf;
+          else if (byte === 10) return new Error('bare LF in trailers');
+          else this.state = Chunk.Trailer;
+          if (++this.trailerBytes > TRAILER_LIMIT) return new Error('trailers too large');
+          break;
+        case Chunk.Trailer:
+          if (byte === 13) this.state = Chunk.TrailerLf;
+          else if (byte === 10 || byte === 0) return new Error('malformed trailer');
+          if (++this.trailerBytes > TRAILER_LIMIT) return new Error('trailers too large');
+          break;
+        case Chunk.TrailerLf:
+          if (byte !== 10) return new Error('trailer without CRLF');
+          this.state = Chunk.TrailerStart;
+          break;
+        case Chunk.FinalLf:
+          if (byte !== 10) return new Error('last chunk without CRLF');
+          this.state = Chunk.Done;
+          break;
+      }
+    }
+    return at - offset;
+  }
+}
+
+function hexValue(byte: number): number {
+  if (byte >= 0x30 && byte <= 0x39) return byte - 0x30;
+  const lower = byte | 0x20;
+  if (lower >= 0x61 && lower <= 0x66) return lower - 0x61 + 10;
+  return -1;
+}
+
+/**
+ * Where one message body ends in a byte stream, whatever its framing: `take` returns how many bytes
+ * of `bytes` (from `offset`) belong to it; `done` once it is complete. `onData` gets the payload.
+ */
+export class BodyTracker {
+  private remaining: number;
+  private readonly chunked: ChunkedScanner | undefined;
+
+  constructor(readonly framing: Framing) {
+    this.remaining = framing.kind === 'length' ? framing.length : 0;
+    this.chunked = framing.kind === 'chunked' ? new ChunkedScanner() : undefined;
+  }
+
+  get done(): boolean {
+    if (this.chunked) return this.chunked.done;
+    return this.framing.kind === 'none' || (this.framing.kind === 'length' && this.remaining === 0);
+  }
+
+  take(bytes: Buffer, offset: number, onData?: (data: Buffer) => void): number | Error {
+    if (this.chunked) return this.chunked.scan(bytes, offset, onData);
+    if (this.framing.kind === 'close') {
+      if (onData && bytes.length > offset) onData(offset === 0 ? bytes : bytes.subarray(offset));
+      return bytes.length - offset;
+    }
+    const take = Math.min(this.remaining, bytes.length - offset);
+    if (onData && take > 0) onData(offset === 0 && take === bytes.length ? bytes : bytes.subarray(offset, offset + take));
+    this.remaining -= take;
+    return take;
+  }
+}
+
+/** One chunk of a chunked body we frame ourselves. */
+export function chunkOf(data: Buffer): Buffer[] {
+  return [Buffer.from(`${data.length.toString(16)}\r\n`, 'latin1'), data, CRLF];
+}
+
+export const CRLF = Buffer.from('\r\n');
+export const LAST_CHUNK = Buffer.from('0\r\n\r\n');
