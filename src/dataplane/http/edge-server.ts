@@ -46,11 +46,13 @@ export class HttpEdge implements H1Edge {
   draining = false;
   readonly counters: CounterRow;
   readonly idleMs: number;
+  readonly keepAliveLine: string;
 
   constructor(private readonly options: HttpEdgeOptions) {
     const { certificates, dataplane } = options;
     this.counters = options.counters;
     this.idleMs = dataplane.settings.httpIdleMs;
+    this.keepAliveLine = `keep-alive: timeout=${Math.max(1, Math.floor(this.idleMs / 1000))}\r\n`;
     this.tokenAuth = new EdgeTokenAuth(dataplane.settings.tokenSecret);
     this.h2Server = http2.createSecureServer(
       {

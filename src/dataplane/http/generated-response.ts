@@ -81,10 +81,10 @@ export function statusOf(reason: EdgeErrorReason): number {
  */
 export function rawGenerated(
   error: EdgeError,
-  options: { accept?: string; head?: boolean; close: boolean; extraHeaders?: Record<string, string> } = { close: true },
+  options: { accept?: string; head?: boolean; close: boolean; extraHeaders?: Record<string, string>; keepAliveLine?: string } = { close: true },
 ): string {
   const { status, body, contentType } = generatedBody(error, options.accept);
-  let extra = '';
+  let extra = options.keepAliveLine ?? '';
   for (const [name, value] of Object.entries(options.extraHeaders ?? {})) extra += `${name}: ${value}\r\n`;
   return (
     `HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\n${extra}` +

@@ -9,6 +9,11 @@ import { countResponse } from './response-metrics.js';
 /** engine.md §12.1: request headers within 60 s, 16 KiB of them at most (431 past that). */
 export const MAX_HEADER_BYTES = 16 * 1024;
 const HEADERS_TIMEOUT_MS = 60_000;
+/**
+ * An idle connection closes this long after the advertised Keep-Alive timeout, so a client that
+ * reuses it just before that timeout does not meet a connection closing under it.
+ */
+const IDLE_GRACE_MS = 1000;
 /** Bytes of pipelined requests held while a response is in flight before the connection stops reading. */
 const PIPELINE_LIMIT = 64 * 1024;
 
@@ -16,6 +21,8 @@ const PIPELINE_LIMIT = 64 * 1024;
 export interface H1Edge {
   readonly counters: CounterRow;
   readonly idleMs: number;
+  /** `Keep-Alive: timeout=<idle seconds>` as a head line: clients close idle connections before the edge does. */
+  readonly keepAliveLine: string;
   readonly draining: boolean;
   admit(request: AdmissionRequest): Admission | Promise<Admission>;
   forget(connection: H1Connection): void;
@@ -44,7 +51,7 @@ export class H1Connection {
     readonly peerAddress: string | undefined,
     private readonly edge: H1Edge,
   ) {
-    this.deadline = Date.now() + edge.idleMs;
+    this.deadline = Date.now() + edge.idleMs + IDLE_GRACE_MS;
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
     socket.on('end', () => this.onEnd());
     socket.on('close', () => this.onClose());
@@ -90,7 +97,7 @@ export class H1Connection {
       endSoon(this.socket);
       return;
     }
-    this.deadline = Date.now() + this.edge.idleMs;
+    this.deadline = Date.now() + this.edge.idleMs + IDLE_GRACE_MS;
     this.socket.resume();
     this.parseNext();
     if (this.clientEnded && this.exchange === undefined) endSoon(this.socket);

@@ -294,7 +294,7 @@ export class H1Exchange implements ResponseSink {
         this.chunkEncode = true;
       } else this.keepAlive = false;
     }
-    if (!this.keepAlive) framingLine += 'connection: close\r\n';
+    framingLine += this.keepAlive ? this.edge.keepAliveLine : 'connection: close\r\n';
     const lines = downstreamResponseLines(head.fields, keepLength);
     this.pendingHead = `HTTP/1.1 ${head.status} ${head.reason}\r\n${lines}${framingLine}\r\n`;
     countResponse(this.edge.counters, head.status, 'upstream');
@@ -415,7 +415,13 @@ export class H1Exchange implements ResponseSink {
     const keepAlive = this.keepAlive && !carriesBody(this.tracker.framing);
     countResponse(this.edge.counters, statusOf(error.reason), 'edge');
     this.connection.socket.write(
-      rawGenerated(error, { accept: fieldValue(this.request.fields, 'accept'), head: this.request.method === 'HEAD', close: !keepAlive, extraHeaders }),
+      rawGenerated(error, {
+        accept: fieldValue(this.request.fields, 'accept'),
+        head: this.request.method === 'HEAD',
+        close: !keepAlive,
+        extraHeaders,
+        keepAliveLine: keepAlive ? this.edge.keepAliveLine : '',
+      }),
     );
     this.connection.exchangeDone(keepAlive);
   }

@@ -101,17 +101,19 @@ export function fieldValue(fields: readonly Field[], lower: string): string | un
   return undefined;
 }
 
-/** Comma-separated tokens of every `lower` field, lowercased. */
-export function fieldTokens(fields: readonly Field[], lower: string): Set<string> {
-  const tokens = new Set<string>();
+const NO_TOKENS: ReadonlySet<string> = new Set();
+
+/** Comma-separated tokens of every `lower` field, lowercased (a shared empty set when there is none). */
+export function fieldTokens(fields: readonly Field[], lower: string): ReadonlySet<string> {
+  let tokens: Set<string> | undefined;
   for (const field of fields) {
     if (field.lower !== lower) continue;
     for (const token of field.value.split(',')) {
       const trimmed = token.trim().toLowerCase();
-      if (trimmed !== '') tokens.add(trimmed);
+      if (trimmed !== '') (tokens ??= new Set()).add(trimmed);
     }
   }
-  return tokens;
+  return tokens ?? NO_TOKENS;
 }
 
 /**

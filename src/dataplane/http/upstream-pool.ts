@@ -8,6 +8,8 @@ import type { EdgeError, EdgeErrorReason } from './generated-response.js';
 import { H1Upstream } from './upstream-h1.js';
 import { H2Upstream } from './upstream-h2.js';
 
+/** How often idle pooled upstreams are checked against http_idle_seconds. */
+const IDLE_SWEEP_MS = 1000;
 /** How often a request waiting at the stream limit looks for a slot freed on another worker. */
 const SLOT_POLL_MS = 25;
 const UPSTREAM_ALPN = ['h2', 'http/1.1'] as const;
@@ -40,7 +42,9 @@ const ERROR_OF_FAILURE: Record<Exclude<StreamFailureReason, 'adopted'>, EdgeErro
 export class TunnelUpstreams {
   private readonly idleH1: H1Upstream[] = [];
   private readonly sessions = new Set<H2Upstream>();
-  private readonly idleTimers = new Map<Upstream, NodeJS.Timeout>();
+  /** Idle upstreams and since when (epoch ms); one sweep a second closes those idle too long. */
+  private readonly idleSince = new Map<Upstream, number>();
+  private idleSweep: NodeJS.Timeout | undefined;
   private readonly waiters = new Set<(upstream: Upstream | undefined) => void>();
   private closed = false;
   /** An HTTP/2 session being opened: requests arriving meanwhile wait for it rather than open their own. */
@@ -137,8 +141,9 @@ export class TunnelUpstreams {
     this.closed = true;
     for (const waiter of this.waiters) waiter(undefined);
     for (const upstream of [...this.idleH1, ...this.sessions]) upstream.close();
-    for (const timer of this.idleTimers.values()) clearTimeout(timer);
-    this.idleTimers.clear();
+    this.idleSince.clear();
+    clearInterval(this.idleSweep);
+    this.idleSweep = undefined;
   }
 
   /** Another worker waits at this tunnel's stream limit: give back the slot of one idle stream, if any. */
@@ -146,7 +151,7 @@ export class TunnelUpstreams {
     const idleSession = [...this.sessions].find((session) => session.idle);
     const upstream = this.idleH1.shift() ?? idleSession;
     if (!upstream) return;
-    this.stopIdleTimer(upstream);
+    this.markBusy(upstream);
     upstream.close();
   }
 
@@ -154,12 +159,12 @@ export class TunnelUpstreams {
   takePooled(): Upstream | undefined {
     for (const session of this.sessions) {
       if (session.hasRoom()) {
-        this.stopIdleTimer(session);
+        this.markBusy(session);
         return session;
       }
     }
     for (let upstream = this.idleH1.pop(); upstream; upstream = this.idleH1.pop()) {
-      this.stopIdleTimer(upstream);
+      this.markBusy(upstream);
       if (upstream.alive) return upstream;
       upstream.close(); // its slot goes with it
     }
@@ -268,11 +273,11 @@ export class TunnelUpstreams {
       return;
     }
     if (upstream.kind === 'h1') this.idleH1.push(upstream);
-    if (upstream.kind === 'h1' || upstream.idle) this.startIdleTimer(upstream);
+    if (upstream.kind === 'h1' || upstream.idle) this.markIdle(upstream);
   }
 
   private forget(upstream: Upstream): void {
-    this.stopIdleTimer(upstream);
+    this.markBusy(upstream);
     if (upstream.kind === 'h2') this.sessions.delete(upstream);
     else {
       const index = this.idleH1.indexOf(upstream);
@@ -280,21 +285,28 @@ export class TunnelUpstreams {
     }
   }
 
-  private startIdleTimer(upstream: Upstream): void {
-    this.stopIdleTimer(upstream);
-    this.idleTimers.set(
-      upstream,
-      setTimeout(() => {
-        this.idleTimers.delete(upstream);
-        upstream.close();
-      }, this.dataplane.settings.httpIdleMs),
-    );
+  private markIdle(upstream: Upstream): void {
+    this.idleSince.set(upstream, Date.now());
+    // A timestamp per request rather than a timer: the sweep is the only timer, and only while something is idle.
+    this.idleSweep ??= setInterval(() => this.closeIdle(), Math.min(IDLE_SWEEP_MS, this.dataplane.settings.httpIdleMs)).unref();
   }
 
-  private stopIdleTimer(upstream: Upstream): void {
-    const timer = this.idleTimers.get(upstream);
-    if (timer) clearTimeout(timer);
-    this.idleTimers.delete(upstream);
+  private markBusy(upstream: Upstream): void {
+    this.idleSince.delete(upstream);
+  }
+
+  /** engine.md §12.6: an idle pooled stream (or h2 session with no active streams) closes after http_idle_seconds. */
+  private closeIdle(): void {
+    const expired = Date.now() - this.dataplane.settings.httpIdleMs;
+    for (const [upstream, since] of this.idleSince) {
+      if (since > expired) continue;
+      this.idleSince.delete(upstream);
+      upstream.close();
+    }
+    if (this.idleSince.size === 0) {
+      clearInterval(this.idleSweep);
+      this.idleSweep = undefined;
+    }
   }
 }
 
