@@ -2,6 +2,7 @@ import type { Duplex } from 'node:stream';
 import type { TunnelRoute } from '../../control/thread-messages.js';
 import type { Dataplane } from '../dataplane.js';
 import type { StreamFailureReason } from '../streams.js';
+import { RelayedStream } from '../relay.js';
 import { requestStream } from '../tunnel-stream.js';
 import { upstreamTls } from '../upstream-tls.js';
 import type { EdgeError, EdgeErrorReason } from './generated-response.js';
@@ -20,10 +21,13 @@ export type Lease = { ok: true; upstream: Upstream; reused: boolean } | { ok: fa
 export type DedicatedStream = { ok: true; stream: Duplex } | { ok: false; error: EdgeError };
 
 /** A new stream, and what it speaks. */
-type Opened = { ok: true; stream: Duplex; protocol: 'h1' | 'h2'; scheme: 'http' | 'https' };
+type Opened = { ok: true; stream: Duplex; protocol: 'h1' | 'h2'; scheme: 'http' | 'https'; relayed: boolean };
 
-/** How many times a request asks for a stream that may be adopted by the worker it lands on; then it takes a relayed one. */
-const ADOPTABLE_ATTEMPTS = 3;
+/**
+ * How many times a request asks for a stream that may be adopted by the worker it lands on; then it
+ * takes a relayed one (with 2 workers, all six land elsewhere once in 64 requests for a new stream).
+ */
+const ADOPTABLE_ATTEMPTS = 6;
 
 const ERROR_OF_FAILURE: Record<Exclude<StreamFailureReason, 'adopted'>, EdgeErrorReason> = {
   refused: 'agent_refused',
@@ -49,6 +53,12 @@ export class TunnelUpstreams {
   private closed = false;
   /** An HTTP/2 session being opened: requests arriving meanwhile wait for it rather than open their own. */
   private openingH2: Promise<unknown> | undefined;
+  /**
+   * Upstreams over a stream relayed from another worker (every adoption attempt missed): they serve
+   * the request that opened them (and an h2 session its concurrent ones), then close, so the next
+   * request asks again rather than keep paying the relay.
+   */
+  private readonly relayed = new WeakSet<Upstream>();
   /** Upstream TLS negotiated h2 before: expect it again. */
   private negotiatedH2 = false;
 
@@ -110,7 +120,7 @@ export class TunnelUpstreams {
       return;
     }
     this.dataplane.meter.connected('http', proxyEnd);
-    const opened = await this.speak(proxyEnd, false, undefined);
+    const opened = await this.speak(proxyEnd, false, undefined, false);
     if (!opened.ok) return;
     // One multiplexed session per worker is enough: a second one would only sit idle.
     if (opened.protocol === 'h2' && [...this.sessions].some((session) => session.hasRoom())) {
@@ -222,14 +232,19 @@ export class TunnelUpstreams {
       return { ok: false, error: { reason: ERROR_OF_FAILURE[reason], message } };
     }
     requested.proxyEnd.once('close', release);
-    return this.speak(requested.proxyEnd, options.websocket, cancelled);
+    return this.speak(requested.proxyEnd, options.websocket, cancelled, requested.proxyEnd instanceof RelayedStream);
   }
 
   /** What runs over a new proxy connection: TLS to the upstream first if the tunnel asks for it. */
-  private async speak(proxyEnd: Duplex, websocket: boolean, cancelled: AbortSignal | undefined): Promise<Opened | { ok: false; error: EdgeError }> {
+  private async speak(
+    proxyEnd: Duplex,
+    websocket: boolean,
+    cancelled: AbortSignal | undefined,
+    relayed: boolean,
+  ): Promise<Opened | { ok: false; error: EdgeError }> {
     const { properties } = this.route;
     if (!properties.upstream_tls) {
-      return { ok: true, stream: proxyEnd, protocol: properties.http_version === 'h2c' && !websocket ? 'h2' : 'h1', scheme: 'http' };
+      return { ok: true, stream: proxyEnd, protocol: properties.http_version === 'h2c' && !websocket ? 'h2' : 'h1', scheme: 'http', relayed };
     }
     const secured = await upstreamTls(proxyEnd, properties.hostname, websocket ? WEBSOCKET_ALPN : UPSTREAM_ALPN);
     if (!secured) return { ok: false, error: { reason: 'upstream_tls', message: 'the TLS handshake with the upstream failed' } };
@@ -237,12 +252,14 @@ export class TunnelUpstreams {
       secured.destroy();
       return { ok: false, error: { reason: 'upstream_closed', message: 'the downstream left' } };
     }
-    return { ok: true, stream: secured, protocol: secured.alpnProtocol === 'h2' ? 'h2' : 'h1', scheme: 'https' };
+    return { ok: true, stream: secured, protocol: secured.alpnProtocol === 'h2' ? 'h2' : 'h1', scheme: 'https', relayed };
   }
 
   private upstreamOf(opened: Opened): Upstream {
     if (opened.protocol === 'h2' && opened.scheme === 'https') this.negotiatedH2 = true;
-    return opened.protocol === 'h2' ? new H2Upstream(opened.stream, opened.scheme) : new H1Upstream(opened.stream);
+    const upstream = opened.protocol === 'h2' ? new H2Upstream(opened.stream, opened.scheme) : new H1Upstream(opened.stream);
+    if (opened.relayed) this.relayed.add(upstream);
+    return upstream;
   }
 
   private adopt(upstream: Upstream): void {
@@ -264,6 +281,10 @@ export class TunnelUpstreams {
     }
     if (this.closed) {
       if (upstream.kind === 'h1' || upstream.idle) upstream.close();
+      return;
+    }
+    if (this.relayed.has(upstream) && (upstream.kind === 'h1' || upstream.idle)) {
+      upstream.close();
       return;
     }
     if (upstream.kind === 'h2' && !upstream.hasRoom()) return;
