@@ -51,9 +51,15 @@ async function main(): Promise<void> {
     ),
   }));
   const largest = Math.max(...COUNTS);
+  // A terminated connection holds one TLS session more than a passthrough one.
+  const TARGET_KIB = { passthrough: 32, terminated: 48 } as const;
   const targets: TargetCheck[] = MODES.map((mode) => {
     const kib = summary(perConnection[`${largest} ${mode}`]!.engine).median;
-    return { target: `engine RSS ≤ 32 KiB per idle tunneled connection (${mode}, ${largest.toLocaleString('en-US')} connections)`, measured: `${kib.toFixed(1)} KiB`, met: kib <= 32 };
+    return {
+      target: `engine RSS ≤ ${TARGET_KIB[mode]} KiB per idle tunneled connection (${mode}, ${largest.toLocaleString('en-US')} connections)`,
+      measured: `${kib.toFixed(1)} KiB`,
+      met: kib <= TARGET_KIB[mode],
+    };
   });
   const result: ScenarioResult = {
     scenario: 'memory',
