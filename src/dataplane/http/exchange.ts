@@ -80,9 +80,16 @@ function exchangeH1(upstream: H1Upstream, req: EdgeRequest, res: EdgeResponse, p
     const head = `${req.method} ${plan.path} HTTP/1.1\r\n${upstreamRequestLines(fields, { ...plan, websocket: false, framing })}\r\n`;
     let responded = false;
     const onDrain = (): void => upstream.resume();
+    // The client may cancel its stream after this exchange is over and the upstream serves another request.
+    const onGone = (): void => {
+      upstream.abandon();
+      settle('done');
+    };
     res.on('drain', onDrain);
+    downstreamGone.addEventListener('abort', onGone);
     const settle = (outcome: Outcome): void => {
       res.off('drain', onDrain);
+      downstreamGone.removeEventListener('abort', onGone);
       resolve(outcome);
     };
     upstream.begin(
@@ -112,10 +119,6 @@ function exchangeH1(upstream: H1Upstream, req: EdgeRequest, res: EdgeResponse, p
         },
       },
     );
-    downstreamGone.addEventListener('abort', () => {
-      upstream.abandon();
-      settle('done');
-    });
     if (bodyless) return;
     req.on('data', (data: Buffer) => {
       if (!upstream.write(chunked ? Buffer.concat(chunkOf(data)) : data)) {
