@@ -74,9 +74,14 @@ type Outcome = { how: 'complete' | 'error'; received: number; detail: string };
 function nodeH1(hostname: string, path: string): Promise<Outcome> {
   return new Promise((resolve) => {
     let received = 0;
-    const req = https.request({ host: '127.0.0.1', port, servername: hostname, ca: t.ca, path, headers: { host: hostname }, agent: false }, (res) => {
+    // A kept-alive agent, as browsers and client libraries use: the cut must still reach it as an error.
+    const agent = new https.Agent({ keepAlive: true });
+    const req = https.request({ host: '127.0.0.1', port, servername: hostname, ca: t.ca, path, headers: { host: hostname }, agent }, (res) => {
       res.on('data', (chunk: Buffer) => (received += chunk.length));
-      res.on('end', () => resolve({ how: res.complete ? 'complete' : 'error', received, detail: 'end' }));
+      res.on('end', () => {
+        agent.destroy();
+        resolve({ how: res.complete ? 'complete' : 'error', received, detail: 'end' });
+      });
       res.on('error', (error) => resolve({ how: 'error', received, detail: error.message }));
     });
     req.on('error', (error) => resolve({ how: 'error', received, detail: error.message }));

@@ -122,28 +122,18 @@ export function fieldTokens(fields: readonly Field[], lower: string): ReadonlySe
  * values are all refused (each is a way to make two parsers disagree on where a request ends).
  */
 export function requestFraming(head: RequestHead): Framing | { error: string } {
-  let transferEncoding: string | undefined;
-  let contentLength: string | undefined;
-  for (const field of head.fields) {
-    if (field.lower === 'transfer-encoding') transferEncoding = transferEncoding === undefined ? field.value : `${transferEncoding},${field.value}`;
-    else if (field.lower === 'content-length') {
-      for (const item of field.value.split(',')) {
-        const length = item.trim();
-        if (!/^\d{1,15}$/.test(length)) return { error: 'malformed Content-Length' };
-        if (contentLength !== undefined && Number(contentLength) !== Number(length)) return { error: 'differing Content-Length values' };
-        contentLength = length;
-      }
-    }
-  }
-  if (transferEncoding !== undefined) {
-    if (contentLength !== undefined) return { error: 'Content-Length with Transfer-Encoding' };
+  const codings = head.fields.filter((field) => field.lower === 'transfer-encoding').map((field) => field.value);
+  const length = contentLength(head.fields);
+  if (typeof length === 'object') return length;
+  if (codings.length > 0) {
+    if (length !== undefined) return { error: 'Content-Length with Transfer-Encoding' };
     if (head.minor === 0) return { error: 'Transfer-Encoding on HTTP/1.0' };
+    const transferEncoding = codings.join(',');
     if (transferEncoding.trim().toLowerCase() !== 'chunked') return { error: `transfer coding "${transferEncoding}"` };
     return { kind: 'chunked' };
   }
   // An explicit `Content-Length: 0` is kept (length 0), so the upstream sees it as sent.
-  if (contentLength === undefined) return { kind: 'none' };
-  return { kind: 'length', length: Number(contentLength) };
+  return length === undefined ? { kind: 'none' } : { kind: 'length', length };
 }
 
 /** Whether a message with this framing has body bytes to read. */
@@ -156,17 +146,25 @@ export function responseFraming(head: ResponseHead, method: string): Framing | {
   if (method === 'HEAD' || head.status < 200 || head.status === 204 || head.status === 304) return { kind: 'none' };
   const codings = fieldTokens(head.fields, 'transfer-encoding');
   if (codings.size > 0) return [...codings].at(-1) === 'chunked' && head.minor === 1 ? { kind: 'chunked' } : { kind: 'close' };
-  let length: number | undefined;
-  for (const field of head.fields) {
-    if (field.lower !== 'content-length') continue;
-    for (const item of field.value.split(',')) {
-      if (!/^\d{1,15}$/.test(item.trim())) return { error: 'malformed Content-Length' };
-      if (length !== undefined && length !== Number(item.trim())) return { error: 'differing Content-Length values' };
-      length = Number(item.trim());
-    }
-  }
+  const length = contentLength(head.fields);
+  if (typeof length === 'object') return length;
   if (length === undefined) return { kind: 'close' };
   return length === 0 ? { kind: 'none' } : { kind: 'length', length };
+}
+
+/** The Content-Length of a head: every value (repeated fields, comma lists) must be the same digits. */
+function contentLength(fields: readonly Field[]): number | undefined | { error: string } {
+  let length: number | undefined;
+  for (const field of fields) {
+    if (field.lower !== 'content-length') continue;
+    for (const item of field.value.split(',')) {
+      const value = item.trim();
+      if (!/^\d{1,15}$/.test(value)) return { error: 'malformed Content-Length' };
+      if (length !== undefined && length !== Number(value)) return { error: 'differing Content-Length values' };
+      length = Number(value);
+    }
+  }
+  return length;
 }
 
 /** `name: value` lines of a head, CRLF-terminated, for the fields that pass `keep`. */
