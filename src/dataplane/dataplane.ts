@@ -116,10 +116,20 @@ export class Dataplane {
     this.routeRemovedListeners.push(listener);
   }
 
-  /** The live published tunnel at `hostname` (already lowercased, as SNI is). */
+  /**
+   * The live published tunnel at `hostname` (already lowercased, as SNI is). A miss first reads the
+   * main thread's messages still queued for this worker: the agent may have been told its tunnel is
+   * open (through another worker) before this worker's event loop got to the route.
+   */
   routeForHostname(hostname: string): TunnelRoute | undefined {
+    const route = this.routesByHostname.get(hostname);
+    if (route) return route;
+    this.readQueuedMessages();
     return this.routesByHostname.get(hostname);
   }
+
+  /** Set by the worker: handles, now and in order, the main thread's messages not yet delivered. */
+  readQueuedMessages: () => void = () => {};
 
   /** trusted_ips against the TCP peer (engine.md §12.8): IPv4-mapped IPv6 counts as IPv4; no list allows all. */
   admits(route: TunnelRoute, peerAddress: string | undefined): boolean {

@@ -1,3 +1,4 @@
+import { receiveMessageOnPort } from 'node:worker_threads';
 import { CertCheckGate } from '../certs/check-gate.js';
 import type { MainToWorker, WorkerExit, WorkerTask, WorkerToMain } from '../control/thread-messages.js';
 import { createLogger } from '../log.js';
@@ -47,7 +48,7 @@ export default async function runWorker(task: WorkerTask): Promise<WorkerExit> {
 
   let drainDeadline = Date.now();
   return new Promise<WorkerExit>((resolve) => {
-    port.on('message', (message: MainToWorker) => {
+    const onMessage = (message: MainToWorker): void => {
       switch (message.type) {
         case 'certificate':
           certificates.replace(message.certificate);
@@ -80,6 +81,10 @@ export default async function runWorker(task: WorkerTask): Promise<WorkerExit> {
           void acceptor.drain(drainDeadline).then((connectionsCut) => resolve({ workerIndex, connectionsCut }));
           return;
       }
-    });
+    };
+    port.on('message', onMessage);
+    dataplane.readQueuedMessages = () => {
+      for (let queued = receiveMessageOnPort(port); queued; queued = receiveMessageOnPort(port)) onMessage(queued.message as MainToWorker);
+    };
   });
 }

@@ -18,6 +18,14 @@ import { TunnelUpstreams } from './upstream-pool.js';
 const HANDSHAKE_TIMEOUT_MS = 10_000;
 /** How often HTTP/1.1 connections are checked against their idle or header deadline. */
 const SWEEP_INTERVAL_MS = 1000;
+/** Authorities whose host is remembered; past this many (a client inventing names), the memo starts over. */
+const HOST_MEMO_LIMIT = 1024;
+
+interface AuthorityHost {
+  host: string;
+  /** Whether the host has the shape `<label>.t.<engine host>`. */
+  tunnelName: boolean;
+}
 
 export interface HttpEdgeOptions {
   dataplane: Dataplane;
@@ -42,6 +50,7 @@ export class HttpEdge implements H1Edge {
   private readonly tokenAuth: EdgeTokenAuth;
   private readonly h2Sessions = new Set<http2.ServerHttp2Session>();
   private readonly h1Connections = new Set<H1Connection>();
+  private readonly hostsByAuthority = new Map<string, AuthorityHost>();
   private sweeper: NodeJS.Timeout | undefined;
   draining = false;
   readonly counters: CounterRow;
@@ -115,9 +124,9 @@ export class HttpEdge implements H1Edge {
   admit(request: AdmissionRequest): Admission | Promise<Admission> {
     const { authority } = request;
     if (authority === undefined || authority === '') return { ok: false, error: { reason: 'bad_request', message: 'the request names no host' } };
-    const host = authority.toLowerCase().replace(/:\d+$/, '').replace(/\.$/, '');
-    const route = tunnelLabel(host, this.options.engineHost) === undefined ? undefined : this.options.dataplane.routeForHostname(host);
-    const refusal = this.refusal(host, route);
+    const { host, tunnelName } = this.hostOf(authority);
+    const route = tunnelName ? this.options.dataplane.routeForHostname(host) : undefined;
+    const refusal = this.refusal(host, tunnelName, route);
     if (refusal) return { ok: false, error: refusal };
     if (!this.options.dataplane.admits(route!, request.peerAddress)) {
       this.counters.add('access_denied_trusted_ips');
@@ -166,9 +175,21 @@ export class HttpEdge implements H1Edge {
     await proxyRequest(admission.pool, req, res, admission.plan);
   }
 
+  /** The host an authority names (lowercase, no port, no final dot), remembered: a client sends the same one on every request. */
+  private hostOf(authority: string): AuthorityHost {
+    let known = this.hostsByAuthority.get(authority);
+    if (known === undefined) {
+      if (this.hostsByAuthority.size >= HOST_MEMO_LIMIT) this.hostsByAuthority.clear();
+      const host = authority.toLowerCase().replace(/:\d+$/, '').replace(/\.$/, '');
+      known = { host, tunnelName: tunnelLabel(host, this.options.engineHost) !== undefined };
+      this.hostsByAuthority.set(authority, known);
+    }
+    return known;
+  }
+
   /** engine.md §6.4, tunnel-edge class: 421 for names this edge does not serve over HTTP, 404 for no tunnel. */
-  private refusal(host: string, route: TunnelRoute | undefined): EdgeError | undefined {
-    if (tunnelLabel(host, this.options.engineHost) === undefined) return { reason: 'misdirected', message: `${host} is not served on this connection` };
+  private refusal(host: string, tunnelName: boolean, route: TunnelRoute | undefined): EdgeError | undefined {
+    if (!tunnelName) return { reason: 'misdirected', message: `${host} is not served on this connection` };
     if (!route) return { reason: 'tunnel_not_found', message: `no tunnel is live at ${host}` };
     if (route.properties.protocol !== 'http') return { reason: 'misdirected', message: `${host} is a TLS tunnel, not an HTTP one` };
     return undefined;

@@ -77,7 +77,7 @@ function exchangeH1(upstream: H1Upstream, req: EdgeRequest, res: EdgeResponse, p
     const framing = bodyless ? (EXPECTS_BODY.has(req.method) ? 'content-length: 0\r\n' : '') : chunked ? 'transfer-encoding: chunked\r\n' : `content-length: ${length}\r\n`;
     const cookie = req.headers.cookie;
     const fields = fieldsOfH2({ ...req.headers, cookie: Array.isArray(cookie) ? cookie.join('; ') : cookie });
-    const head = `${req.method} ${plan.path} HTTP/1.1\r\n${upstreamRequestLines(fields, { ...plan, websocket: false, framing })}\r\n`;
+    const head = `${req.method} ${plan.path} HTTP/1.1\r\n${upstreamRequestLines(fields, plan, false, framing)}\r\n`;
     let responded = false;
     const onDrain = (): void => upstream.resume();
     // The client may cancel its stream after this exchange is over and the upstream serves another request.
@@ -93,7 +93,7 @@ function exchangeH1(upstream: H1Upstream, req: EdgeRequest, res: EdgeResponse, p
       resolve(outcome);
     };
     upstream.begin(
-      Buffer.from(head, 'latin1'),
+      head,
       { method: req.method, upgrade: false, requestComplete: bodyless },
       {
         wantsPayload: true,

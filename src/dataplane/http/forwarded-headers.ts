@@ -45,10 +45,15 @@ export function upstreamRequestHeaders(incoming: IncomingHttpHeaders, options: U
 
 /**
  * The same rules over an HTTP/1.1 head's fields, serialized: the request's own fields in their order
- * and spelling, then Host and the X-Forwarded-* fields. `upgrade` keeps a WebSocket's Connection and
+ * and spelling, then Host and the X-Forwarded-* fields. `websocket` keeps a WebSocket's Connection and
  * Upgrade; `framing` is the Transfer-Encoding / Content-Length line the edge frames the body with.
  */
-export function upstreamRequestLines(fields: readonly Field[], options: Omit<UpstreamHeaderOptions, 'upstream'> & { framing: string }): string {
+export function upstreamRequestLines(
+  fields: readonly Field[],
+  plan: Pick<UpstreamHeaderOptions, 'authority' | 'peerAddress' | 'dropAuthorization'>,
+  websocket: boolean,
+  framing: string,
+): string {
   const listed = fieldTokens(fields, 'connection');
   let lines = '';
   let previousFor: string | undefined;
@@ -56,15 +61,15 @@ export function upstreamRequestLines(fields: readonly Field[], options: Omit<Ups
     const name = field.lower;
     if (name === 'x-forwarded-for') previousFor = previousFor === undefined ? field.value : `${previousFor}, ${field.value}`;
     if (FORWARDED.has(name) || HOP_BY_HOP.has(name) || listed.has(name) || name === 'content-length') continue;
-    if (name === 'authorization' && options.dropAuthorization) continue;
+    if (name === 'authorization' && plan.dropAuthorization) continue;
     lines += `${field.name}: ${field.value}\r\n`;
   }
-  if (options.websocket) lines += `connection: Upgrade\r\nupgrade: ${fieldValue(fields, 'upgrade') ?? 'websocket'}\r\n`;
-  const client = plainAddress(options.peerAddress);
+  if (websocket) lines += `connection: Upgrade\r\nupgrade: ${fieldValue(fields, 'upgrade') ?? 'websocket'}\r\n`;
+  const client = plainAddress(plan.peerAddress);
   return (
-    `${lines}host: ${options.authority}\r\n${options.framing}` +
+    `${lines}host: ${plan.authority}\r\n${framing}` +
     `x-forwarded-for: ${previousFor === undefined ? client : `${previousFor}, ${client}`}\r\n` +
-    `x-forwarded-proto: https\r\nx-forwarded-host: ${options.authority}\r\n`
+    `x-forwarded-proto: https\r\nx-forwarded-host: ${plan.authority}\r\n`
   );
 }
 
@@ -120,10 +125,17 @@ export function isWebSocketUpgrade(headers: IncomingHttpHeaders): boolean {
   return connectionTokens(headers.connection).has('upgrade') && String(headers.upgrade ?? '').toLowerCase() === 'websocket';
 }
 
-/** IPv4-mapped IPv6 is written as IPv4 (engine.md §12.4). */
+let lastAddress: string | undefined;
+let lastPlain = '';
+
+/** IPv4-mapped IPv6 is written as IPv4 (engine.md §12.4). Remembers the last answer: one client sends many requests. */
 export function plainAddress(address: string | undefined): string {
   if (!address) return '';
-  return /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address)?.[1] ?? address;
+  if (address !== lastAddress) {
+    lastAddress = address;
+    lastPlain = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address)?.[1] ?? address;
+  }
+  return lastPlain;
 }
 
 function connectionTokens(value: string | string[] | undefined): Set<string> {

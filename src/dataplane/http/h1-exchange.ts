@@ -162,8 +162,8 @@ export class H1Exchange implements ResponseSink {
     const framing = tracker.framing;
     const framingLine =
       framing.kind === 'length' ? `content-length: ${framing.length}\r\n` : framing.kind === 'chunked' ? 'transfer-encoding: chunked\r\n' : '';
-    const text = `${request.method} ${this.plan!.path} HTTP/1.1\r\n${upstreamRequestLines(request.fields, { ...this.plan!, websocket: false, framing: framingLine })}\r\n`;
-    let first = Buffer.from(text, 'latin1');
+    const head = `${request.method} ${this.plan!.path} HTTP/1.1\r\n${upstreamRequestLines(request.fields, this.plan!, false, framingLine)}\r\n`;
+    let first: Buffer | string = head;
     const bytes = this.connection.takePending();
     let rest = bytes;
     if (bytes && !tracker.done) {
@@ -172,7 +172,7 @@ export class H1Exchange implements ResponseSink {
         this.badBody();
         return;
       }
-      first = Buffer.concat([first, bytes.subarray(0, taken)]);
+      first = withHead(head, bytes.subarray(0, taken));
       rest = taken < bytes.length ? bytes.subarray(taken) : undefined;
     }
     this.connection.putBack(rest);
@@ -212,6 +212,8 @@ export class H1Exchange implements ResponseSink {
             ? { kind: 'length', length: Number(length) }
             : { kind: 'close' };
       this.head({ minor: 1, status, reason: http.STATUS_CODES[status] ?? '', fields: fieldsOfH2(headers) }, framing);
+      // The body comes in later events: the head waits for none of it beyond this turn.
+      process.nextTick(() => this.flushHead());
       // Only now: Node's client can emit data before the 'response' it queued on the next tick.
       stream.on('data', (data: Buffer) => {
         if (!this.body(data)) stream.pause();
@@ -250,8 +252,8 @@ export class H1Exchange implements ResponseSink {
     const upstream = new H1Upstream(dedicated.stream);
     upstream.onReusable = () => upstream.close(); // never pooled
     this.upstream = upstream;
-    const text = `${this.request.method} ${this.plan!.path} HTTP/1.1\r\n${upstreamRequestLines(this.request.fields, { ...this.plan!, websocket: true, framing: '' })}\r\n`;
-    upstream.begin(Buffer.from(text, 'latin1'), { method: this.request.method, upgrade: true, requestComplete: true }, this);
+    const head = `${this.request.method} ${this.plan!.path} HTTP/1.1\r\n${upstreamRequestLines(this.request.fields, this.plan!, true, '')}\r\n`;
+    upstream.begin(head, { method: this.request.method, upgrade: true, requestComplete: true }, this);
   }
 
   upgraded(head: ResponseHead, _raw: Buffer, rest: Buffer): void {
@@ -298,8 +300,6 @@ export class H1Exchange implements ResponseSink {
     const lines = downstreamResponseLines(head.fields, keepLength);
     this.pendingHead = `HTTP/1.1 ${head.status} ${head.reason}\r\n${lines}${framingLine}\r\n`;
     countResponse(this.edge.counters, head.status, 'upstream');
-    // SSE and long polls need their head now: it waits only for body bytes of this same turn.
-    process.nextTick(() => this.flushHead());
   }
 
   body(bytes: Buffer): boolean {
@@ -310,7 +310,7 @@ export class H1Exchange implements ResponseSink {
     this.pendingHead = undefined;
     this.headSent = true;
     if (head !== undefined) {
-      if (bytes.length <= COALESCE_LIMIT) return socket.write(Buffer.concat([Buffer.from(head, 'latin1'), ...pieces]));
+      if (bytes.length <= COALESCE_LIMIT) return socket.write(withHead(head, ...pieces));
       socket.write(head, 'latin1');
     }
     return socket.write(pieces.length === 1 ? pieces[0]! : Buffer.concat(pieces));
@@ -362,6 +362,11 @@ export class H1Exchange implements ResponseSink {
     // After the head there is nothing left to say: the client must see a cut, not an end.
     this.finished = true;
     this.connection.socket.destroy();
+  }
+
+  /** The end of an upstream read: a head still held (no body bytes came with it) goes out now, as SSE and long polls need. */
+  flush(): void {
+    this.flushHead();
   }
 
   private flushHead(): void {
@@ -425,6 +430,16 @@ export class H1Exchange implements ResponseSink {
     );
     this.connection.exchangeDone(keepAlive);
   }
+}
+
+/** A serialized head and the body bytes that follow it, as one buffer (one TLS record for a small answer). */
+function withHead(head: string, ...pieces: Buffer[]): Buffer {
+  let length = head.length;
+  for (const piece of pieces) length += piece.length;
+  const out = Buffer.allocUnsafe(length);
+  let at = out.write(head, 'latin1');
+  for (const piece of pieces) at += piece.copy(out, at);
+  return out;
 }
 
 /** Connection lists `upgrade` and Upgrade is `websocket` (engine.md §12.5). */

@@ -34,33 +34,44 @@ export type HeadError = { error: 'too_large' | 'malformed'; detail: string };
 export type Parsed<T> = { head: T; size: number } | 'incomplete' | HeadError;
 
 const CRLFCRLF = Buffer.from('\r\n\r\n');
-const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
-/** Field values: visible characters, spaces, tabs and obs-text; no CR, LF, NUL or other controls. */
-const BAD_VALUE = /[\x00-\x08\x0a-\x1f\x7f]/;
 const REQUEST_LINE = /^([!#$%&'*+\-.^_`|~0-9A-Za-z]+) ([^\x00-\x20\x7f]+) HTTP\/1\.([01])$/;
 const STATUS_LINE = /^HTTP\/1\.([01]) ([1-9]\d\d)(?: ([^\x00-\x08\x0a-\x1f\x7f]*))?$/;
 
+const NOT_TOKEN = 0;
+const TOKEN = 1;
+const TOKEN_UPPER = 2;
+/** Field-name characters (RFC 9110 token) by ASCII code; uppercase letters marked so lowercasing is skipped when there are none. */
+const TOKEN_CHARS = (() => {
+  const table = new Uint8Array(128);
+  for (const char of "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyz") table[char.charCodeAt(0)] = TOKEN;
+  for (let code = 0x41; code <= 0x5a; code++) table[code] = TOKEN_UPPER;
+  return table;
+})();
+
 export function parseRequestHead(buffer: Buffer, limit: number): Parsed<RequestHead> {
-  const lines = headLines(buffer, limit);
-  if (typeof lines === 'string' || 'error' in lines) return lines;
-  const start = REQUEST_LINE.exec(lines.lines[0]!);
+  const text = headText(buffer, limit);
+  if (typeof text === 'string' || 'error' in text) return text;
+  const lineEnd = startLineEnd(text.head);
+  const start = REQUEST_LINE.exec(text.head.slice(0, lineEnd));
   if (!start) return malformed('request line');
-  const fields = parseFields(lines.lines);
+  const fields = parseFields(text.head, lineEnd);
   if (!Array.isArray(fields)) return fields;
-  return { head: { method: start[1]!, target: start[2]!, minor: start[3] === '1' ? 1 : 0, fields }, size: lines.size };
+  return { head: { method: start[1]!, target: start[2]!, minor: start[3] === '1' ? 1 : 0, fields }, size: text.size };
 }
 
 export function parseResponseHead(buffer: Buffer, limit: number): Parsed<ResponseHead> {
-  const lines = headLines(buffer, limit);
-  if (typeof lines === 'string' || 'error' in lines) return lines;
-  const start = STATUS_LINE.exec(lines.lines[0]!);
+  const text = headText(buffer, limit);
+  if (typeof text === 'string' || 'error' in text) return text;
+  const lineEnd = startLineEnd(text.head);
+  const start = STATUS_LINE.exec(text.head.slice(0, lineEnd));
   if (!start) return malformed('status line');
-  const fields = parseFields(lines.lines);
+  const fields = parseFields(text.head, lineEnd);
   if (!Array.isArray(fields)) return fields;
-  return { head: { minor: start[1] === '1' ? 1 : 0, status: Number(start[2]), reason: start[3] ?? '', fields }, size: lines.size };
+  return { head: { minor: start[1] === '1' ? 1 : 0, status: Number(start[2]), reason: start[3] ?? '', fields }, size: text.size };
 }
 
-function headLines(buffer: Buffer, limit: number): { lines: string[]; size: number } | 'incomplete' | HeadError {
+/** The head as one latin1 string without its final CRLF CRLF, and its size in bytes on the wire. */
+function headText(buffer: Buffer, limit: number): { head: string; size: number } | 'incomplete' | HeadError {
   // RFC 9112 §2.2: empty lines before the start line are ignored.
   let start = 0;
   while (buffer.length >= start + 2 && buffer[start] === 13 && buffer[start + 1] === 10) start += 2;
@@ -73,22 +84,52 @@ function headLines(buffer: Buffer, limit: number): { lines: string[]; size: numb
     return 'incomplete';
   }
   if (end + 4 - start > limit) return { error: 'too_large', detail: 'head' };
-  return { lines: buffer.toString('latin1', start, end).split('\r\n'), size: end + 4 };
+  return { head: buffer.toString('latin1', start, end), size: end + 4 };
 }
 
-function parseFields(lines: string[]): Field[] | HeadError {
+function startLineEnd(head: string): number {
+  const end = head.indexOf('\r\n');
+  return end < 0 ? head.length : end;
+}
+
+/**
+ * The field lines after the start line (which ends at `from`), in one pass over the head: a token
+ * name, a colon with no whitespace before it (no obs-fold: RFC 9112 §5), and a value of visible
+ * characters, spaces, tabs and obs-text (no CR, LF, NUL or other controls) with its outer spaces and
+ * tabs trimmed.
+ */
+function parseFields(head: string, from: number): Field[] | HeadError {
   const fields: Field[] = [];
-  for (let i = 1; i < lines.length; i++) {
-    const line = lines[i]!;
-    const colon = line.indexOf(':');
-    // No whitespace before the colon, no obs-fold (a line starting with a space): RFC 9112 §5.
-    const name = colon > 0 ? line.slice(0, colon) : '';
-    if (!TOKEN.test(name)) return malformed(`field line ${i}`);
-    const raw = line.slice(colon + 1);
-    if (BAD_VALUE.test(raw)) return malformed(`value of ${name}`);
-    fields.push({ name, lower: name.toLowerCase(), value: raw.replace(/^[ \t]+|[ \t]+$/g, '') });
+  let lineStart = from + 2;
+  for (let line = 1; lineStart < head.length; line++) {
+    let lineEnd = head.indexOf('\r\n', lineStart);
+    if (lineEnd < 0) lineEnd = head.length;
+    let at = lineStart;
+    let upper = false;
+    for (; at < lineEnd; at++) {
+      const code = head.charCodeAt(at);
+      const kind = code < 128 ? TOKEN_CHARS[code]! : NOT_TOKEN;
+      if (kind === NOT_TOKEN) break;
+      if (kind === TOKEN_UPPER) upper = true;
+    }
+    if (at === lineStart || at === lineEnd || head.charCodeAt(at) !== 0x3a) return malformed(`field line ${line}`);
+    const name = head.slice(lineStart, at);
+    let valueStart = at + 1;
+    let valueEnd = lineEnd;
+    for (let index = valueStart; index < lineEnd; index++) {
+      const code = head.charCodeAt(index);
+      if ((code < 0x20 && code !== 0x09) || code === 0x7f) return malformed(`value of ${name}`);
+    }
+    while (valueStart < valueEnd && isBlank(head.charCodeAt(valueStart))) valueStart++;
+    while (valueEnd > valueStart && isBlank(head.charCodeAt(valueEnd - 1))) valueEnd--;
+    fields.push({ name, lower: upper ? name.toLowerCase() : name, value: head.slice(valueStart, valueEnd) });
+    lineStart = lineEnd + 2;
   }
   return fields;
+}
+
+function isBlank(code: number): boolean {
+  return code === 0x20 || code === 0x09;
 }
 
 function malformed(detail: string): HeadError {
@@ -157,21 +198,26 @@ function contentLength(fields: readonly Field[]): number | undefined | { error: 
   let length: number | undefined;
   for (const field of fields) {
     if (field.lower !== 'content-length') continue;
-    for (const item of field.value.split(',')) {
-      const value = item.trim();
-      if (!/^\d{1,15}$/.test(value)) return { error: 'malformed Content-Length' };
-      if (length !== undefined && length !== Number(value)) return { error: 'differing Content-Length values' };
-      length = Number(value);
+    for (const item of field.value.includes(',') ? field.value.split(',') : [field.value]) {
+      const value = digitsValue(item.trim());
+      if (value < 0) return { error: 'malformed Content-Length' };
+      if (length !== undefined && length !== value) return { error: 'differing Content-Length values' };
+      length = value;
     }
   }
   return length;
 }
 
-/** `name: value` lines of a head, CRLF-terminated, for the fields that pass `keep`. */
-export function serializeFields(fields: readonly Field[], keep: (field: Field) => boolean): string {
-  let text = '';
-  for (const field of fields) if (keep(field)) text += `${field.name}: ${field.value}\r\n`;
-  return text;
+/** The value of 1 to 15 decimal digits, or -1. */
+function digitsValue(text: string): number {
+  if (text.length === 0 || text.length > 15) return -1;
+  let value = 0;
+  for (let index = 0; index < text.length; index++) {
+    const digit = text.charCodeAt(index) - 0x30;
+    if (digit < 0 || digit > 9) return -1;
+    value = value * 10 + digit;
+  }
+  return value;
 }
 
 const enum Chunk {

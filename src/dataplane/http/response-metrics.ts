@@ -1,4 +1,4 @@
-import type { CounterRow, ResponseOrigin } from '../../metrics/counters.js';
+import { RESPONSE_CLASSES, type CounterColumn, type CounterRow, type ResponseOrigin } from '../../metrics/counters.js';
 import type { EdgeResponse } from './generated-response.js';
 
 /** Responses the edge made itself (sendGenerated marks them), as opposed to relayed upstream ones. */
@@ -8,9 +8,14 @@ export function markGenerated(res: EdgeResponse): void {
   generatedResponses.add(res);
 }
 
+/** The counter of each status class (1xx at 0 … 5xx at 4) by origin, named once rather than per response. */
+const RESPONSE_COLUMNS: Record<ResponseOrigin, CounterColumn[]> = {
+  upstream: RESPONSE_CLASSES.map((klass) => `http_responses_${klass}_upstream` as const),
+  edge: RESPONSE_CLASSES.map((klass) => `http_responses_${klass}_edge` as const),
+};
+
 export function countResponse(counters: CounterRow, status: number, origin: ResponseOrigin): void {
-  const klass = Math.min(5, Math.max(1, Math.floor(status / 100)));
-  counters.add(`http_responses_${klass as 1 | 2 | 3 | 4 | 5}xx_${origin}`);
+  counters.add(RESPONSE_COLUMNS[origin][Math.min(4, Math.max(0, Math.floor(status / 100) - 1))]!);
 }
 
 /**

@@ -17,6 +17,8 @@ export interface ResponseSink {
   readonly wantsPayload: boolean;
   /** Body bytes; false asks the upstream to pause until `resume()`. */
   body(bytes: Buffer): boolean;
+  /** Everything read from the upstream so far was handed over: anything held back goes out now. */
+  flush?(): void;
   end(): void;
   fail(failure: UpstreamFailure): void;
   /** A 101 to an upgrade request: the stream is the sink's now, `rest` the bytes after the head. */
@@ -68,10 +70,10 @@ export class H1Upstream {
   }
 
   /**
-   * Starts an exchange: `head` is the serialized request head, with the first body bytes if any.
-   * `requestComplete`: nothing more will be written (else call `requestEnded()` after the body).
+   * Starts an exchange: `head` is the serialized request head (latin1 text), with the first body bytes
+   * if any. `requestComplete`: nothing more will be written (else call `requestEnded()` after the body).
    */
-  begin(head: Buffer, options: { method: string; upgrade: boolean; requestComplete: boolean }, sink: ResponseSink): void {
+  begin(head: Buffer | string, options: { method: string; upgrade: boolean; requestComplete: boolean }, sink: ResponseSink): void {
     this.phase = Phase.Head;
     this.sink = sink;
     this.method = options.method;
@@ -79,7 +81,7 @@ export class H1Upstream {
     this.keepAlive = true;
     this.requestDone = options.requestComplete;
     this.responseDone = false;
-    this.stream.write(head);
+    this.stream.write(head, 'latin1');
     // The previous exchange may have ended with the stream paused by a full downstream.
     this.stream.resume();
   }
@@ -121,7 +123,7 @@ export class H1Upstream {
       bytes = this.buffered ? Buffer.concat([this.buffered, chunk]) : chunk;
       this.buffered = undefined;
       for (;;) {
-        const parsed = parseResponseHead(bytes.subarray(offset), MAX_RESPONSE_HEAD_BYTES);
+        const parsed = parseResponseHead(offset === 0 ? bytes : bytes.subarray(offset), MAX_RESPONSE_HEAD_BYTES);
         if (parsed === 'incomplete') {
           this.buffered = bytes.subarray(offset);
           return;
@@ -160,7 +162,9 @@ export class H1Upstream {
         break;
       }
     }
+    const sink = this.sink;
     this.onBody(bytes, offset);
+    sink?.flush?.();
   }
 
   private onBody(bytes: Buffer, offset: number): void {

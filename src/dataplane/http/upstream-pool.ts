@@ -288,7 +288,7 @@ export class TunnelUpstreams {
       return;
     }
     if (upstream.kind === 'h2' && !upstream.hasRoom()) return;
-    const waiter = this.waiters.values().next().value;
+    const waiter = this.waiters.size > 0 ? this.waiters.values().next().value : undefined;
     if (waiter) {
       waiter(upstream);
       return;
