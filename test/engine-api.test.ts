@@ -4,7 +4,8 @@ import { after, before, describe, test } from 'node:test';
 import { Validator } from '@seriousme/openapi-schema-validator';
 import { emptyTunnelProperties, type TunnelProperties } from '../src/protocol/messages.js';
 import { apiRequest, schemaValidator } from './helpers/api-client.js';
-import { startTestEngine, waitFor, type TestEngine } from './helpers/engine.js';
+import { rawEdgeConnection, WireReader } from './helpers/edge-client.js';
+import { sleep, startTestEngine, waitFor, type TestEngine } from './helpers/engine.js';
 import { mintToken, openControlChannel, type RawConnection } from './helpers/rstrm-agent.js';
 
 /** The Engine API's request/response endpoints (engine.md §10) against a real engine. */
@@ -161,6 +162,8 @@ describe('clients and tunnels', () => {
   test('bad params: 400 naming the problem', async () => {
     const cases: Array<[string, RegExp]> = [
       ['params=%7Bnot-json', /params: not valid JSON/],
+      ['params=%7B%22limit%22%3A1%7D%E0%A4%A', /params: not valid percent-encoding/],
+      ['params=%zz', /params: not valid percent-encoding/],
       [params({ limit: 0 }), /params\.limit: must be an integer >= 1/],
       [params({ filters: { colour: 'red' } }), /params\.filters\.colour: unknown key/],
       [params({ filters: { publish: 'yes' } }), /params\.filters\.publish: must be a boolean/],
@@ -205,4 +208,51 @@ describe('HTTP rules', () => {
     const literal = await get('/api/openapi.json', { headers: { host: `127.0.0.1:${port}` } });
     assert.equal(literal.status, 200);
   });
+});
+
+describe('request heads of every size and shape', () => {
+  /** A GET /api/tunnels head with the token and `extra` field lines. */
+  const apiHead = (bearer: string, extra: string[] = []): string =>
+    [`GET /api/tunnels HTTP/1.1`, `Host: localhost:${port}`, `Authorization: Bearer ${bearer}`, ...extra, '', ''].join('\r\n');
+
+  test('heads of 6.5 KB (a long token) arriving in pieces are answered, ten in a row on one connection', async () => {
+    const longToken = await mintToken({ pad: 'x'.repeat(4700) });
+    assert.ok(longToken.length > 6000 && longToken.length < 8000, `${longToken.length} bytes`);
+    const socket = await rawEdgeConnection(port, t.ca, 'localhost');
+    try {
+      const reader = new WireReader(socket);
+      for (let request = 0; request < 10; request++) {
+        const wire = Buffer.from(apiHead(longToken));
+        for (const piece of [wire.subarray(0, 1000), wire.subarray(1000, 5000), wire.subarray(5000)]) {
+          socket.write(piece);
+          await sleep(5); // each piece its own TLS record and read
+        }
+        const answer = await reader.response(false);
+        assert.equal(answer.status, 200, answer.body.toString());
+        assert.equal((JSON.parse(answer.body.toString()) as unknown[]).length, tunnelIds.length);
+      }
+    } finally {
+      socket.destroy();
+    }
+  });
+
+  for (const [name, extra, status] of [
+    ['20 KB of header fields', [`x-pad: ${'p'.repeat(20_000)}`], 431],
+    ['60 header fields', Array.from({ length: 60 }, (_, index) => `x-field-${index}: ${index}`), 431],
+    ['a field line without a colon', ['not a field'], 400],
+  ] as const) {
+    test(`${name} → ${status} with the API's error body, then the connection closes`, async () => {
+      const socket = await rawEdgeConnection(port, t.ca, 'localhost');
+      try {
+        const reader = new WireReader(socket);
+        socket.write(apiHead(token, [...extra]));
+        const answer = await reader.response(false);
+        assert.equal(answer.status, status);
+        assert.equal((JSON.parse(answer.body.toString()) as { error: string }).error, 'bad_request');
+        await new Promise((resolve) => socket.once('close', resolve));
+      } finally {
+        socket.destroy();
+      }
+    });
+  }
 });

@@ -2,12 +2,11 @@ import assert from 'node:assert/strict';
 import http from 'node:http';
 import http2 from 'node:http2';
 import https from 'node:https';
-import tls from 'node:tls';
 import { after, before, describe, test } from 'node:test';
 import { workerOfStream } from '../src/dataplane/streams.js';
 import { emptyTunnelProperties, type TunnelProperties } from '../src/protocol/messages.js';
 import { serveForward } from './helpers/echo-agent.js';
-import { edgeSession, h2Request, type EdgeReply } from './helpers/edge-client.js';
+import { edgeSession, h2Request, rawEdgeConnection, WireReader, type EdgeReply } from './helpers/edge-client.js';
 import { startTestEngine, type TestEngine } from './helpers/engine.js';
 import { mintToken, openControlChannel, type RawConnection } from './helpers/rstrm-agent.js';
 import { listenUpstream, patternBytes, sha256, upstreamHandler, type SeenRequest } from './helpers/upstream-server.js';
@@ -179,13 +178,8 @@ const PIPELINED: Array<{ method: string; path: string; body?: Buffer }> = [
 
 /** Writes every request of PIPELINED in one go on one TLS connection and reads the answers off the wire. */
 async function pipelined(setup: Setup, hostname: string): Promise<Array<{ status: number; headers: Map<string, string>; body: Buffer }>> {
-  const socket = tls.connect({ host: '127.0.0.1', port: setup.port, servername: hostname, ca: setup.t.ca, ALPNProtocols: ['http/1.1'] });
-  socket.on('error', () => {});
+  const socket = await rawEdgeConnection(setup.port, setup.t.ca, hostname);
   try {
-    await new Promise<void>((resolve, reject) => {
-      socket.once('secureConnect', resolve);
-      socket.once('error', reject);
-    });
     const wire = PIPELINED.map(({ method, path, body }) =>
       Buffer.concat([Buffer.from(`${method} ${path} HTTP/1.1\r\nhost: ${hostname}\r\ncontent-length: ${body?.length ?? 0}\r\n\r\n`), body ?? Buffer.alloc(0)]),
     );
@@ -196,61 +190,6 @@ async function pipelined(setup: Setup, hostname: string): Promise<Array<{ status
     return answers;
   } finally {
     socket.destroy();
-  }
-}
-
-/** Reads HTTP/1.1 responses (Content-Length or chunked) from a socket, one after another. */
-class WireReader {
-  private buffered = Buffer.alloc(0);
-  private wake: (() => void) | undefined;
-  private ended = false;
-
-  constructor(socket: tls.TLSSocket) {
-    socket.on('data', (chunk: Buffer) => {
-      this.buffered = Buffer.concat([this.buffered, chunk]);
-      this.wake?.();
-    });
-    socket.on('close', () => {
-      this.ended = true;
-      this.wake?.();
-    });
-  }
-
-  async response(headOnly: boolean): Promise<{ status: number; headers: Map<string, string>; body: Buffer }> {
-    const headEnd = await this.until(() => {
-      const at = this.buffered.indexOf('\r\n\r\n');
-      return at < 0 ? undefined : at;
-    });
-    const lines = this.buffered.subarray(0, headEnd).toString('latin1').split('\r\n');
-    this.buffered = this.buffered.subarray(headEnd + 4);
-    const status = Number(lines[0]!.split(' ')[1]);
-    const headers = new Map(lines.slice(1).map((line) => [line.slice(0, line.indexOf(':')).toLowerCase(), line.slice(line.indexOf(':') + 1).trim()]));
-    if (headOnly) return { status, headers, body: Buffer.alloc(0) };
-    if (headers.get('transfer-encoding') === 'chunked') {
-      const parts: Buffer[] = [];
-      for (;;) {
-        const lineEnd = await this.until(() => (this.buffered.indexOf('\r\n') < 0 ? undefined : this.buffered.indexOf('\r\n')));
-        const size = parseInt(this.buffered.subarray(0, lineEnd).toString('latin1'), 16);
-        await this.until(() => (this.buffered.length >= lineEnd + 2 + size + 2 ? true : undefined));
-        parts.push(Buffer.from(this.buffered.subarray(lineEnd + 2, lineEnd + 2 + size)));
-        this.buffered = this.buffered.subarray(lineEnd + 2 + size + 2);
-        if (size === 0) return { status, headers, body: Buffer.concat(parts) };
-      }
-    }
-    const length = Number(headers.get('content-length'));
-    await this.until(() => (this.buffered.length >= length ? true : undefined));
-    const body = Buffer.from(this.buffered.subarray(0, length));
-    this.buffered = this.buffered.subarray(length);
-    return { status, headers, body };
-  }
-
-  private async until<T>(found: () => T | undefined): Promise<T> {
-    for (;;) {
-      const value = found();
-      if (value !== undefined) return value;
-      if (this.ended) throw new Error('the connection closed before the answer was complete');
-      await new Promise<void>((resolve) => (this.wake = resolve));
-    }
   }
 }
 

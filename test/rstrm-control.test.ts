@@ -1,7 +1,9 @@
 import assert from 'node:assert/strict';
+import crypto from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import { emptyTunnelProperties, type TunnelProperties } from '../src/protocol/messages.js';
 import { sleep, startTestEngine, waitFor, type TestEngine } from './helpers/engine.js';
+import { TEST_SECRET } from './helpers/fixtures.js';
 import { RawConnection, mintToken, openControlChannel } from './helpers/rstrm-agent.js';
 
 let t: TestEngine;
@@ -46,6 +48,8 @@ describe('control channel open', () => {
     ['not yet valid', () => mintToken({ nbf: Math.floor(Date.now() / 1000) + 120 })],
     ['wrong key', () => mintToken({}, 'another-secret-another-secret-another')],
     ['bad permissions claim', () => mintToken({ permissions: 'all' })],
+    ['signature spelled with its unused bits set', async () => withVariantSignature(await mintToken())],
+    ['exp of 1e309 (Infinity)', async () => signedRaw('{"type":"auth","sub":"tester","exp":1e309}')],
   ];
   for (const [name, make] of badTokens) {
     test(`a ${name} token gets error 1000, then close; a good token still works`, async () => {
@@ -60,6 +64,13 @@ describe('control channel open', () => {
       good.agent.close();
     });
   }
+
+  test('the unused-bits variant of a valid signature is what the token test sends (same bytes, other text)', async () => {
+    const [, , signature] = (await mintToken()).split('.') as [string, string, string];
+    const variant = withVariantSignature(`x.y.${signature}`).split('.')[2]!;
+    assert.notEqual(variant, signature);
+    assert.ok(Buffer.from(variant, 'base64url').equals(Buffer.from(signature, 'base64url')));
+  });
 
   test('an expired token within the 30 s leeway, and one without exp, are accepted', async () => {
     for (const claims of [{ exp: Math.floor(Date.now() / 1000) - 10 }, {}]) {
@@ -351,3 +362,16 @@ describe('closing and bad input', () => {
     assert.equal(agent.pending.length, 0);
   });
 });
+
+/** The same token with the last signature character changed in bits that encode nothing (32 bytes → 43 characters, 2 bits spare). */
+function withVariantSignature(token: string): string {
+  const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_';
+  const last = token.at(-1)!;
+  return token.slice(0, -1) + alphabet[alphabet.indexOf(last) ^ 1];
+}
+
+/** An HS256 token over exactly this payload text (jose would normalise it). */
+function signedRaw(payload: string): string {
+  const input = `${Buffer.from('{"alg":"HS256"}').toString('base64url')}.${Buffer.from(payload).toString('base64url')}`;
+  return `${input}.${crypto.createHmac('sha256', TEST_SECRET).update(input).digest('base64url')}`;
+}

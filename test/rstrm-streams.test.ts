@@ -151,6 +151,24 @@ describe('stream failures', () => {
     dialer.close();
   });
 
+  for (const where of ['same-worker', 'cross-worker'] as const) {
+    test(`a second ProxyReq for a live ${where} stream gets 4000 on either worker and leaves that stream flowing`, async () => {
+      const dialing = dial(tunnelId, false);
+      const request = await agent.next('proxy_conn_req');
+      const owner = workerOfStream(request.stream_id, 2)!;
+      const { socket } = await openProxyConnection(agent, request, PORT_BASE + (where === 'same-worker' ? owner : 1 - owner), t.ca, { zeroRtt: false, order: 'js' });
+      socket.pipe(socket);
+      const { dialer } = await dialing;
+      await roundTrip(dialer, 1000);
+      for (const worker of [owner, 1 - owner]) {
+        await assert.rejects(openProxyConnection(agent, request, PORT_BASE + worker, t.ca, { zeroRtt: false, order: 'js' }), { code: 4000 });
+        await sleep(50); // a wrongly torn-down stream would be gone by now
+        await roundTrip(dialer, 1000);
+      }
+      dialer.close();
+    });
+  }
+
   test('unknown names, published targets and tokens without the stream permission are refused', async () => {
     const { agent: owner } = await openControlChannel(port, t.ca, token);
     await tunnelOn(owner, { name: 'public-web' });

@@ -38,7 +38,8 @@ export interface ApiRequest {
   url: string;
   host: string;
   authorization: string;
-  params: string | undefined;
+  /** The `params` query parameter; a ParamsError when its percent-encoding is broken. */
+  params: string | ParamsError | undefined;
   endpoint: ApiEndpoint;
   /** Counts the request by the status it is answered with; called once, where the status line is written. */
   answered: (status: number) => void;
@@ -72,7 +73,7 @@ export class EngineApi {
       url,
       host: req.getHeader('host'),
       authorization: req.getHeader('authorization'),
-      params: query ? queryParameter(query, 'params') : undefined,
+      params: query ? paramsOf(query) : undefined,
       endpoint,
       answered: (status) => counts.record(endpoint, status),
     };
@@ -199,7 +200,7 @@ export class EngineApi {
   }
 }
 
-/** One query parameter, decoded (`+` as space, as forms and Go's encoder write it). */
+/** One query parameter, decoded (`+` as space, as forms and Go's encoder write it); broken percent-encoding throws a ParamsError. */
 export function queryParameter(query: string, name: string): string | undefined {
   for (const part of query.split('&')) {
     const equals = part.indexOf('=');
@@ -208,10 +209,19 @@ export function queryParameter(query: string, name: string): string | undefined 
     try {
       return decodeURIComponent((equals < 0 ? '' : part.slice(equals + 1)).replace(/\+/g, ' '));
     } catch {
-      return undefined;
+      throw new ParamsError(`${name}: not valid percent-encoding`);
     }
   }
   return undefined;
+}
+
+function paramsOf(query: string): string | ParamsError | undefined {
+  try {
+    return queryParameter(query, 'params');
+  } catch (error) {
+    if (error instanceof ParamsError) return error;
+    throw error;
+  }
 }
 
 export function bearerToken(authorization: string): string | undefined {

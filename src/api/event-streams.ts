@@ -127,7 +127,7 @@ export class EventStreams {
   /** The stream endpoints' checks: host, method, token (header or query), permission, params. */
   private async admit(res: HttpResponse, request: ApiRequest, query: string): Promise<WatchParams | undefined> {
     if (!this.api.precheck(res, request)) return undefined;
-    const token = bearerToken(request.authorization) ?? queryParameter(query, 'rstream.token');
+    const token = bearerToken(request.authorization) ?? queryToken(query);
     const identity = await this.api.authorize(res, request, token, PERMISSIONS.resourcesReadOnly);
     if (!identity) return undefined;
     try {
@@ -244,5 +244,15 @@ class SseStream implements Subscriber {
     this.open = false;
     clearTimeout(this.retry);
     this.onGone();
+  }
+}
+
+/** `rstream.token` from the query; one whose percent-encoding is broken counts as none (401). */
+function queryToken(query: string): string | undefined {
+  try {
+    return queryParameter(query, 'rstream.token');
+  } catch (error) {
+    if (error instanceof ParamsError) return undefined;
+    throw error;
   }
 }

@@ -51,7 +51,7 @@ export interface WatchParams {
 
 const MATCH_ALL: ObjectFilter = () => true;
 
-export function parseListParams(raw: string | undefined, kind: 'clients' | 'tunnels'): ListParams {
+export function parseListParams(raw: string | ParamsError | undefined, kind: 'clients' | 'tunnels'): ListParams {
   const params = parseJsonObject(raw);
   if (!params) return { limit: undefined, filter: MATCH_ALL };
   rejectUnknown(params, ['limit', 'filters'], 'params');
@@ -66,7 +66,7 @@ export function parseListParams(raw: string | undefined, kind: 'clients' | 'tunn
   return { limit, filter: params.filters === undefined ? MATCH_ALL : compileFilter(params.filters, fields, 'params.filters') };
 }
 
-export function parseWatchParams(raw: string | undefined): WatchParams {
+export function parseWatchParams(raw: string | ParamsError | undefined): WatchParams {
   const params = parseJsonObject(raw);
   if (!params) return { clients: MATCH_ALL, tunnels: MATCH_ALL };
   rejectUnknown(params, ['clients', 'tunnels'], 'params');
@@ -86,7 +86,9 @@ export function listJson(objects: Iterable<{ object: object; json: string }>, pa
   return `[${kept.join(',')}]`;
 }
 
-function parseJsonObject(raw: string | undefined): Record<string, unknown> | undefined {
+/** `raw` is a ParamsError when the query could not even be decoded. */
+function parseJsonObject(raw: string | ParamsError | undefined): Record<string, unknown> | undefined {
+  if (raw instanceof ParamsError) throw raw;
   if (raw === undefined || raw === '') return undefined;
   let value: unknown;
   try {

@@ -227,6 +227,12 @@ export const schemaDefinition = {
       min: 1,
       doc: 'Idle keep-alive timeout',
     }),
+    http_response_seconds: leaf('timeouts.http_response_seconds', {
+      format: 'rivulet-int',
+      default: 120,
+      min: 1,
+      doc: 'Wait for an upstream response head after the request was sent (504 past it)',
+    }),
   },
   dataplane: {
     workers: leaf('dataplane.workers', {

@@ -37,7 +37,11 @@ export class TokenVerifier {
 
   async verify(token: string | undefined, now = Date.now() / 1000): Promise<TokenCheck> {
     if (!token) return { ok: false, reason: 'missing token' };
-    if (token.length > MAX_TOKEN_BYTES || token.split('.').length !== 3) return { ok: false, reason: 'malformed token' };
+    const segments = token.split('.');
+    if (token.length > MAX_TOKEN_BYTES || segments.length !== 3) return { ok: false, reason: 'malformed token' };
+    // The signature is the one part the signature does not cover: a variant spelling of its last
+    // character (unused low bits) would decode to the same bytes and pass as another valid token.
+    if (!isCanonicalBase64url(segments[2]!)) return { ok: false, reason: 'malformed token' };
     try {
       if (decodeProtectedHeader(token).alg !== 'HS256') return { ok: false, reason: 'unsupported alg' };
     } catch {
@@ -58,11 +62,12 @@ export class TokenVerifier {
     }
     if (!claims || typeof claims !== 'object' || Array.isArray(claims)) return { ok: false, reason: 'malformed token' };
     const c = claims as Record<string, unknown>;
-    if (c.exp !== undefined && (typeof c.exp !== 'number' || now > c.exp + LEEWAY_SECONDS)) {
-      return { ok: false, reason: typeof c.exp === 'number' ? 'expired' : 'malformed token' };
+    // A date must be a finite number: JSON's 1e309 parses as Infinity, which would never expire.
+    if (c.exp !== undefined && (!Number.isFinite(c.exp) || now > (c.exp as number) + LEEWAY_SECONDS)) {
+      return { ok: false, reason: Number.isFinite(c.exp) ? 'expired' : 'malformed token' };
     }
-    if (c.nbf !== undefined && (typeof c.nbf !== 'number' || now < c.nbf - LEEWAY_SECONDS)) {
-      return { ok: false, reason: typeof c.nbf === 'number' ? 'not yet valid' : 'malformed token' };
+    if (c.nbf !== undefined && (!Number.isFinite(c.nbf) || now < (c.nbf as number) - LEEWAY_SECONDS)) {
+      return { ok: false, reason: Number.isFinite(c.nbf) ? 'not yet valid' : 'malformed token' };
     }
     const permissions = c.permissions;
     if (
@@ -82,6 +87,10 @@ export class TokenVerifier {
       },
     };
   }
+}
+
+function isCanonicalBase64url(text: string): boolean {
+  return Buffer.from(text, 'base64url').toString('base64url') === text;
 }
 
 /** null permissions mean full access; an array grants only what it lists (no implication). */

@@ -1,6 +1,7 @@
 import net from 'node:net';
 import type { Duplex } from 'node:stream';
-import { splice } from './splice.js';
+import { ApiRequestHeads } from './api-request-heads.js';
+import { endSoon } from './splice.js';
 
 /** A burst of API connections can fill the main thread's accept backlog: retry this long, then give up. */
 const CONNECT_ATTEMPTS = 50;
@@ -22,6 +23,33 @@ export function spliceToApi(session: Duplex, socketPath: string, attempt = 1): v
   api.once('error', retry);
   api.once('connect', () => {
     api.off('error', retry);
-    splice(session, api);
+    joinApi(session, api);
+  });
+}
+
+/**
+ * Both ways like a splice (backpressure, half-close, a side that fails takes the other down), with
+ * the requests passing through ApiRequestHeads. A request it refuses is answered here; what the API
+ * was still to answer on that connection is dropped with it.
+ */
+function joinApi(session: Duplex, api: net.Socket): void {
+  const requests = new ApiRequestHeads((answer) => {
+    api.destroy();
+    session.write(answer);
+    endSoon(session);
+  });
+  session.pipe(requests).pipe(api);
+  api.pipe(session);
+  const abort = (): void => {
+    session.destroy();
+    api.destroy();
+  };
+  session.once('error', abort);
+  api.once('error', abort);
+  session.once('close', () => {
+    if (!(session.readableEnded && session.writableFinished)) api.destroy();
+  });
+  api.once('close', () => {
+    if (!(api.readableEnded && api.writableFinished) && !session.writableEnded) session.destroy();
   });
 }

@@ -198,7 +198,8 @@ export class Dataplane {
         return;
       case 'proxy-arrived': {
         const claim = this.streams.claim(message.stream_id, message.secret, true);
-        if (claim.verdict === 'accepted') claim.complete(this.relays.open(message.stream_id, from));
+        // A stream still pending here has no relayed end yet: the id was never spliced.
+        if (claim.verdict === 'accepted') claim.complete(this.relays.open(message.stream_id, from)!);
         const tunnel = claim.verdict === 'adopt' ? { tunnel_id: claim.tunnelId } : {};
         this.peers.send(from, { type: 'proxy-verdict', stream_id: message.stream_id, verdict: claim.verdict, ...tunnel });
         return;

@@ -103,7 +103,9 @@ export class RelayHub {
     private readonly counters: CounterRow,
   ) {}
 
-  open(streamId: string, peer: number): RelayedStream {
+  /** A relayed end for `streamId`; undefined when one is live already (a stream id is used once). */
+  open(streamId: string, peer: number): RelayedStream | undefined {
+    if (this.streams.has(streamId)) return undefined;
     const stream = new RelayedStream(
       streamId,
       (message, transfer) => this.sendToPeer(peer, message, transfer),

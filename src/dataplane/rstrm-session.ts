@@ -164,10 +164,13 @@ async function serveProxyConnection(dataplane: Dataplane, session: TLSSocket, re
       complete = claim.complete;
     } else if (claim.verdict !== 'adopt') verdict = { verdict: claim.verdict };
   } else if (worker !== undefined) {
-    // Opened before asking, so relayed bytes that follow the verdict always find it.
+    // Opened before asking, so relayed bytes that follow the verdict always find it. None is opened
+    // for the id of a stream relayed here already: that stream is taken, and this ProxyReq unknown.
     proxyEnd = dataplane.relays.open(streamId, worker);
-    verdict = await dataplane.askVerdict(worker, streamId, secret);
-    if (verdict.verdict !== 'accepted') proxyEnd.destroy();
+    if (proxyEnd) {
+      verdict = await dataplane.askVerdict(worker, streamId, secret);
+      if (verdict.verdict !== 'accepted') proxyEnd.destroy();
+    }
   }
   if (verdict.verdict === 'unknown' || verdict.verdict === 'bad-secret') {
     const error: RstrmError =

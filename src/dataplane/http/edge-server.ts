@@ -18,6 +18,11 @@ import { TunnelUpstreams } from './upstream-pool.js';
 const HANDSHAKE_TIMEOUT_MS = 10_000;
 /** How often HTTP/1.1 connections are checked against their idle or header deadline. */
 const SWEEP_INTERVAL_MS = 1000;
+/**
+ * SETTINGS_MAX_CONCURRENT_STREAMS of a downstream h2 session (RD; Node's default is unlimited): each
+ * open stream may hold an upstream stream, so one client connection must not hold thousands.
+ */
+const MAX_CONCURRENT_STREAMS = 100;
 /** Authorities whose host is remembered; past this many (a client inventing names), the memo starts over. */
 const HOST_MEMO_LIMIT = 1024;
 
@@ -55,12 +60,14 @@ export class HttpEdge implements H1Edge {
   draining = false;
   readonly counters: CounterRow;
   readonly idleMs: number;
+  readonly responseMs: number;
   readonly keepAliveLine: string;
 
   constructor(private readonly options: HttpEdgeOptions) {
     const { certificates, dataplane } = options;
     this.counters = options.counters;
     this.idleMs = dataplane.settings.httpIdleMs;
+    this.responseMs = dataplane.settings.httpResponseMs;
     this.keepAliveLine = `keep-alive: timeout=${Math.max(1, Math.floor(this.idleMs / 1000))}\r\n`;
     this.tokenAuth = new EdgeTokenAuth(dataplane.settings.tokenSecret);
     this.h2Server = http2.createSecureServer(
@@ -70,7 +77,7 @@ export class HttpEdge implements H1Edge {
         ticketKeys: options.ticketKeys,
         handshakeTimeout: HANDSHAKE_TIMEOUT_MS,
         // Larger header lists than the 16 KiB limit still arrive, so they get a 431 instead of a reset.
-        settings: { enableConnectProtocol: false, maxHeaderListSize: 4 * MAX_HEADER_BYTES },
+        settings: { enableConnectProtocol: false, maxHeaderListSize: 4 * MAX_HEADER_BYTES, maxConcurrentStreams: MAX_CONCURRENT_STREAMS },
       },
       (req, res) => void this.onRequest(req, res),
     );
@@ -158,8 +165,17 @@ export class HttpEdge implements H1Edge {
       sendGenerated(req, res, { reason: 'not_implemented', message: 'CONNECT is not supported' });
       return;
     }
+    if ((req.url ?? '').length > MAX_HEADER_BYTES) {
+      sendGenerated(req, res, { reason: 'uri_too_long', message: 'the request target exceeds 16 KiB' });
+      return;
+    }
     if (headerListSize(req.rawHeaders) > MAX_HEADER_BYTES) {
       sendGenerated(req, res, { reason: 'headers_too_large', message: 'request headers exceed 16 KiB' });
+      return;
+    }
+    const problem = h2RequestProblem(req);
+    if (problem) {
+      sendGenerated(req, res, { reason: 'bad_request', message: `malformed request: ${problem}` });
       return;
     }
     const admission = await this.admit({
@@ -172,7 +188,7 @@ export class HttpEdge implements H1Edge {
       sendGenerated(req, res, admission.error, admission.extraHeaders);
       return;
     }
-    await proxyRequest(admission.pool, req, res, admission.plan);
+    await proxyRequest(admission.pool, req, res, admission.plan, this.responseMs);
   }
 
   /** The host an authority names (lowercase, no port, no final dot), remembered: a client sends the same one on every request. */
@@ -204,7 +220,7 @@ export class HttpEdge implements H1Edge {
     return pool;
   }
 
-  /** Closes HTTP/1.1 connections past their idle or header deadline. */
+  /** Expires HTTP/1.1 connections past their deadline (idle, request head, or response head). */
   private sweep(): void {
     const now = Date.now();
     for (const connection of this.h1Connections) {
@@ -240,4 +256,20 @@ function headerListSize(rawHeaders: readonly string[]): number {
   let size = 0;
   for (let i = 0; i < rawHeaders.length; i += 2) size += rawHeaders[i]!.length + rawHeaders[i + 1]!.length + 32;
   return size;
+}
+
+const VISIBLE_ASCII = /^[\x21-\x7e]+$/;
+
+/**
+ * RFC 9113 §8.3.1: an h2 request the edge will not route, and why. Its path goes into an HTTP/1.1
+ * request line as it is, so it must be one: visible ASCII, origin-form (or `*` for OPTIONS).
+ */
+function h2RequestProblem(req: EdgeRequest): string | undefined {
+  const path = req.url ?? '';
+  if (!VISIBLE_ASCII.test(path)) return ':path is not visible ASCII';
+  if (!path.startsWith('/') && !(path === '*' && req.method === 'OPTIONS')) return ':path is not origin-form';
+  const { host } = req.headers;
+  const authority = req.headers[':authority'];
+  if (host !== undefined && authority !== undefined && host !== authority) return 'Host differs from :authority';
+  return undefined;
 }

@@ -22,7 +22,13 @@ const RETRIABLE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS']);
 /** Methods whose bodyless requests carry `Content-Length: 0` to an HTTP/1.1 upstream. */
 const EXPECTS_BODY = new Set(['POST', 'PUT', 'PATCH']);
 
-type Outcome = 'done' | { failedBeforeResponse: 'upstream_closed' | 'bad_upstream_response' };
+type Outcome = 'done' | { failedBeforeResponse: 'upstream_closed' | 'bad_upstream_response' | 'upstream_timeout' };
+
+const FAILURE_MESSAGES = {
+  upstream_closed: 'the upstream closed before a full response',
+  bad_upstream_response: 'the upstream sent a response that is not HTTP',
+  upstream_timeout: 'the upstream sent no response in time',
+} as const;
 
 /**
  * One request of an h2 downstream sent to the tunnel's upstream, the response streamed back
@@ -30,7 +36,7 @@ type Outcome = 'done' | { failedBeforeResponse: 'upstream_closed' | 'bad_upstrea
  * downstream that leaves abandons the upstream exchange, an upstream that fails after the response
  * head resets the stream.
  */
-export async function proxyRequest(pool: TunnelUpstreams, req: EdgeRequest, res: EdgeResponse, plan: ForwardPlan): Promise<void> {
+export async function proxyRequest(pool: TunnelUpstreams, req: EdgeRequest, res: EdgeResponse, plan: ForwardPlan, responseMs: number): Promise<void> {
   // The client may have left during the checks before this (token verification is asynchronous).
   if (res.stream.destroyed) return;
   const downstreamGone = new AbortController();
@@ -51,16 +57,13 @@ export async function proxyRequest(pool: TunnelUpstreams, req: EdgeRequest, res:
     }
     const outcome =
       upstream.kind === 'h1'
-        ? await exchangeH1(upstream, req, res, plan, bodyless, downstreamGone.signal)
-        : await exchangeH2(upstream, req, res, plan, bodyless, downstreamGone.signal);
+        ? await exchangeH1(upstream, req, res, plan, bodyless, downstreamGone.signal, responseMs)
+        : await exchangeH2(upstream, req, res, plan, bodyless, downstreamGone.signal, responseMs);
     if (outcome === 'done' || downstreamGone.signal.aborted) return;
-    const retriable = attempt === 0 && lease.reused && upstream.kind === 'h1' && bodyless && RETRIABLE_METHODS.has(req.method);
+    const retriable =
+      attempt === 0 && lease.reused && upstream.kind === 'h1' && bodyless && RETRIABLE_METHODS.has(req.method) && outcome.failedBeforeResponse !== 'upstream_timeout';
     if (retriable) continue;
-    const parseError = outcome.failedBeforeResponse === 'bad_upstream_response';
-    sendGenerated(req, res, {
-      reason: outcome.failedBeforeResponse,
-      message: parseError ? 'the upstream sent a response that is not HTTP' : 'the upstream closed before a full response',
-    });
+    sendGenerated(req, res, { reason: outcome.failedBeforeResponse, message: FAILURE_MESSAGES[outcome.failedBeforeResponse] });
     return;
   }
 }
@@ -69,7 +72,15 @@ export async function proxyRequest(pool: TunnelUpstreams, req: EdgeRequest, res:
  * To an HTTP/1.1 upstream: the head serialized from the h2 headers (cookie crumbs joined), the body
  * by its Content-Length or chunked by the edge; the response's payload written to the h2 stream.
  */
-function exchangeH1(upstream: H1Upstream, req: EdgeRequest, res: EdgeResponse, plan: ForwardPlan, bodyless: boolean, downstreamGone: AbortSignal): Promise<Outcome> {
+function exchangeH1(
+  upstream: H1Upstream,
+  req: EdgeRequest,
+  res: EdgeResponse,
+  plan: ForwardPlan,
+  bodyless: boolean,
+  downstreamGone: AbortSignal,
+  responseMs: number,
+): Promise<Outcome> {
   return new Promise((resolve) => {
     const length = req.headers['content-length'];
     const chunked = !bodyless && length === undefined;
@@ -87,7 +98,16 @@ function exchangeH1(upstream: H1Upstream, req: EdgeRequest, res: EdgeResponse, p
     };
     res.on('drain', onDrain);
     downstreamGone.addEventListener('abort', onGone);
+    let responseTimer: NodeJS.Timeout | undefined;
+    const awaitResponse = (): void => {
+      if (responseTimer || responded) return;
+      responseTimer = setTimeout(() => {
+        upstream.abandon();
+        settle({ failedBeforeResponse: 'upstream_timeout' });
+      }, responseMs);
+    };
     const settle = (outcome: Outcome): void => {
+      clearTimeout(responseTimer);
       res.off('drain', onDrain);
       downstreamGone.removeEventListener('abort', onGone);
       resolve(outcome);
@@ -100,6 +120,7 @@ function exchangeH1(upstream: H1Upstream, req: EdgeRequest, res: EdgeResponse, p
         interim: () => {},
         head: (response) => {
           responded = true;
+          clearTimeout(responseTimer);
           if (!relayHead(res, response.status, headersOfFields(response.fields))) {
             upstream.abandon();
             settle('done');
@@ -119,7 +140,10 @@ function exchangeH1(upstream: H1Upstream, req: EdgeRequest, res: EdgeResponse, p
         },
       },
     );
-    if (bodyless) return;
+    if (bodyless) {
+      awaitResponse();
+      return;
+    }
     req.on('data', (data: Buffer) => {
       if (!upstream.write(chunked ? Buffer.concat(chunkOf(data)) : data)) {
         req.pause();
@@ -129,12 +153,21 @@ function exchangeH1(upstream: H1Upstream, req: EdgeRequest, res: EdgeResponse, p
     req.once('end', () => {
       if (chunked) upstream.write(LAST_CHUNK);
       upstream.requestEnded();
+      awaitResponse();
     });
   });
 }
 
 /** To an h2/h2c upstream: a stream on the shared session, bodies piped both ways. */
-function exchangeH2(upstream: H2Upstream, req: EdgeRequest, res: EdgeResponse, plan: ForwardPlan, bodyless: boolean, downstreamGone: AbortSignal): Promise<Outcome> {
+function exchangeH2(
+  upstream: H2Upstream,
+  req: EdgeRequest,
+  res: EdgeResponse,
+  plan: ForwardPlan,
+  bodyless: boolean,
+  downstreamGone: AbortSignal,
+  responseMs: number,
+): Promise<Outcome> {
   return new Promise((resolve) => {
     const headers: http2.OutgoingHttpHeaders = {
       ...upstreamRequestHeaders(req.headers, { ...plan, upstream: 'h2', websocket: false }),
@@ -152,8 +185,17 @@ function exchangeH2(upstream: H2Upstream, req: EdgeRequest, res: EdgeResponse, p
       return;
     }
     let responded = false;
+    let responseTimer: NodeJS.Timeout | undefined;
+    const awaitResponse = (): void => {
+      if (responded) return;
+      responseTimer = setTimeout(() => {
+        resolve({ failedBeforeResponse: 'upstream_timeout' });
+        outgoing.close(http2.constants.NGHTTP2_CANCEL);
+      }, responseMs);
+    };
     outgoing.once('response', (incoming) => {
       responded = true;
+      clearTimeout(responseTimer);
       if (!relayHead(res, Number(incoming[':status']), incoming)) {
         outgoing.destroy();
         return;
@@ -168,6 +210,7 @@ function exchangeH2(upstream: H2Upstream, req: EdgeRequest, res: EdgeResponse, p
     });
     outgoing.once('end', () => resolve('done'));
     outgoing.once('close', () => {
+      clearTimeout(responseTimer);
       if (!responded) resolve({ failedBeforeResponse: 'upstream_closed' });
       else if (!completed()) abortResponse(res);
       resolve('done');
@@ -177,9 +220,11 @@ function exchangeH2(upstream: H2Upstream, req: EdgeRequest, res: EdgeResponse, p
       outgoing.destroy();
       resolve('done');
     });
-    if (!bodyless) {
+    if (bodyless) awaitResponse();
+    else {
       req.pipe(outgoing);
       req.once('error', () => outgoing.destroy());
+      req.once('end', awaitResponse);
     }
   });
 }

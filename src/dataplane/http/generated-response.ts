@@ -13,6 +13,8 @@ const STATUS_OF = {
   forbidden_ip: 403,
   tunnel_not_found: 404,
   misdirected: 421,
+  /** RD: a request line longer than the whole header limit. */
+  uri_too_long: 414,
   headers_too_large: 431,
   not_implemented: 501,
   agent_refused: 502,
@@ -23,6 +25,8 @@ const STATUS_OF = {
   capacity: 503,
   shutting_down: 503,
   agent_timeout: 504,
+  /** RD: no response head within timeouts.http_response_seconds of the request. */
+  upstream_timeout: 504,
 } as const;
 
 export type EdgeErrorReason = keyof typeof STATUS_OF;

@@ -21,6 +21,8 @@ const PIPELINE_LIMIT = 64 * 1024;
 export interface H1Edge {
   readonly counters: CounterRow;
   readonly idleMs: number;
+  /** timeouts.http_response_seconds in ms. */
+  readonly responseMs: number;
   /** `Keep-Alive: timeout=<idle seconds>` as a head line: clients close idle connections before the edge does. */
   readonly keepAliveLine: string;
   readonly draining: boolean;
@@ -35,7 +37,11 @@ export interface H1Edge {
  * deadline (idle between requests, or 60 s for a head) is checked by the edge's sweeper.
  */
 export class H1Connection {
-  /** Epoch ms after which the edge closes this connection; 0 while a request is being served. */
+  /**
+   * Epoch ms past which the edge's sweeper expires this connection: idle, or a request head not yet
+   * complete (the connection closes), or a request sent upstream whose response head is late (504);
+   * 0 while a response is flowing.
+   */
   deadline: number;
   /** Unparsed bytes from the client: the start of the next request(s). */
   private pending: Buffer | undefined;
@@ -60,7 +66,18 @@ export class H1Connection {
 
   /** Called by the sweeper past the deadline. */
   expire(): void {
-    this.socket.destroy();
+    if (this.exchange) this.exchange.responseTimedOut();
+    else this.socket.destroy();
+  }
+
+  /** The request is all sent upstream: its response head is due within the response timeout. */
+  awaitResponse(): void {
+    this.deadline = Date.now() + this.edge.responseMs;
+  }
+
+  /** The response head arrived: no deadline while its body flows (there is no total request timeout). */
+  responseStarted(): void {
+    this.deadline = 0;
   }
 
   /** Shutdown: an idle connection closes now, a busy one after its response. */
@@ -118,6 +135,7 @@ export class H1Connection {
       this.putBack(exchange.feedBody(chunk));
       return;
     }
+    if (this.closing) return; // no further request will be read: nothing to keep
     if (this.pending === undefined && this.exchange === undefined) this.deadline = Date.now() + HEADERS_TIMEOUT_MS;
     this.pending = this.pending ? Buffer.concat([this.pending, chunk]) : chunk;
     if (this.exchange) {
@@ -133,8 +151,10 @@ export class H1Connection {
     const parsed = parseRequestHead(bytes, MAX_HEADER_BYTES);
     if (parsed === 'incomplete') return;
     if ('error' in parsed) {
-      const tooLarge = parsed.error === 'too_large';
-      this.refuse(tooLarge ? { reason: 'headers_too_large', message: 'request headers exceed 16 KiB' } : { reason: 'bad_request', message: 'malformed request' });
+      if (parsed.error === 'malformed') this.refuse({ reason: 'bad_request', message: `malformed request: ${parsed.detail}` });
+      // A request line that alone fills the limit is a URL too long, not too many headers.
+      else if (bytes.indexOf('\r\n') < 0 || bytes.indexOf('\r\n') >= MAX_HEADER_BYTES) this.refuse({ reason: 'uri_too_long', message: 'the request line exceeds 16 KiB' });
+      else this.refuse({ reason: 'headers_too_large', message: 'request headers exceed 16 KiB' });
       return;
     }
     const { head, size } = parsed;

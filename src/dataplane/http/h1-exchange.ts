@@ -5,7 +5,7 @@ import type { ForwardPlan } from './exchange.js';
 import { downstreamResponseLines, fieldsOfH2, headersOfFields, upstreamRequestHeaders, upstreamRequestLines } from './forwarded-headers.js';
 import { rawGenerated, statusOf, type EdgeError } from './generated-response.js';
 import type { H1Connection, H1Edge } from './h1-connection.js';
-import { BodyTracker, carriesBody, chunkOf, fieldTokens, fieldValue, LAST_CHUNK, type Field, type Framing, type RequestHead, type ResponseHead } from './h1-wire.js';
+import { BodyTracker, carriesBody, chunkOf, fieldTokens, fieldValue, LAST_CHUNK, requestTarget, type Field, type Framing, type RequestHead, type ResponseHead } from './h1-wire.js';
 import { countResponse } from './response-metrics.js';
 import { H1Upstream, type ResponseSink, type UpstreamFailure } from './upstream-h1.js';
 import type { H2Upstream } from './upstream-h2.js';
@@ -83,11 +83,16 @@ export class H1Exchange implements ResponseSink {
       this.refuse({ reason: 'shutting_down', message: 'the engine is shutting down' });
       return;
     }
+    const target = requestTarget(request);
+    if ('error' in target) {
+      this.refuse({ reason: 'bad_request', message: `malformed request: ${target.error}` });
+      return;
+    }
     // An HTTP/1.0 request without Host is routed by the SNI.
-    const authority = fieldValue(request.fields, 'host') || (request.minor === 0 ? this.connection.socket.servername || undefined : undefined);
+    const authority = target.authority || (request.minor === 0 ? this.connection.socket.servername || undefined : undefined);
     const admission = this.edge.admit({
       authority,
-      path: request.target,
+      path: target.path,
       authorization: fieldValue(request.fields, 'authorization'),
       peerAddress: this.connection.peerAddress,
     });
@@ -179,6 +184,7 @@ export class H1Exchange implements ResponseSink {
     this.upstream = upstream;
     this.readingBody = !tracker.done;
     upstream.begin(first, { method: request.method, upgrade: false, requestComplete: tracker.done }, this);
+    if (tracker.done) this.connection.awaitResponse();
   }
 
   private sendH2(upstream: H2Upstream): void {
@@ -227,7 +233,10 @@ export class H1Exchange implements ResponseSink {
       if (!this.finished) this.fail({ beforeResponse: !responded, reason: 'upstream_closed', detail: `upstream stream closed (code ${stream.rstCode})` });
     });
     stream.on('error', () => {});
-    if (tracker.done) return;
+    if (tracker.done) {
+      this.connection.awaitResponse();
+      return;
+    }
     this.payloadTarget = (data) => {
       if (!stream.write(data)) this.holdDownstream(stream);
     };
@@ -254,6 +263,7 @@ export class H1Exchange implements ResponseSink {
     this.upstream = upstream;
     const head = `${this.request.method} ${this.plan!.path} HTTP/1.1\r\n${upstreamRequestLines(this.request.fields, this.plan!, true, '')}\r\n`;
     upstream.begin(head, { method: this.request.method, upgrade: true, requestComplete: true }, this);
+    this.connection.awaitResponse();
   }
 
   upgraded(head: ResponseHead, _raw: Buffer, rest: Buffer): void {
@@ -300,6 +310,7 @@ export class H1Exchange implements ResponseSink {
     const lines = downstreamResponseLines(head.fields, keepLength);
     this.pendingHead = `HTTP/1.1 ${head.status} ${head.reason}\r\n${lines}${framingLine}\r\n`;
     countResponse(this.edge.counters, head.status, 'upstream');
+    this.connection.responseStarted();
   }
 
   body(bytes: Buffer): boolean {
@@ -377,8 +388,21 @@ export class H1Exchange implements ResponseSink {
     this.connection.socket.write(head, 'latin1');
   }
 
+  /** No response head within timeouts.http_response_seconds: 504, and the upstream exchange is abandoned. */
+  responseTimedOut(): void {
+    if (this.finished || this.headSent || this.pendingHead !== undefined) return;
+    this.upstream?.abandon();
+    this.h2Stream?.close(http2.constants.NGHTTP2_CANCEL);
+    this.upstream = undefined;
+    this.h2Stream = undefined;
+    this.readingBody = false;
+    this.keepAlive = false;
+    this.refuse({ reason: 'upstream_timeout', message: `the upstream sent no response within ${this.edge.responseMs / 1000} s` });
+  }
+
   /** The request body is all relayed. */
   private bodyComplete(): void {
+    if (!this.headSent && this.pendingHead === undefined) this.connection.awaitResponse();
     this.readingBody = false;
     this.payloadTarget = undefined;
     if (this.upstream) this.upstream.requestEnded();

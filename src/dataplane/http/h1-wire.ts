@@ -157,6 +157,39 @@ export function fieldTokens(fields: readonly Field[], lower: string): ReadonlySe
   return tokens ?? NO_TOKENS;
 }
 
+/** Where a request goes: the path sent upstream (origin-form) and the authority it names (undefined: none). */
+export interface RequestTarget {
+  path: string;
+  authority: string | undefined;
+}
+
+const ABSOLUTE_FORM = /^https?:\/\/([^/?#]*)([^#]*)$/i;
+/** A Host value: reg-name or IP literal and an optional port (RFC 3986 characters; no userinfo, no path). */
+const HOST_VALUE = /^(?:[A-Za-z0-9\-._~!$&'()*+,;=%]*|\[[0-9A-Fa-f:.]+\])(?::\d*)?$/;
+
+/**
+ * RFC 9112 §3.2–3.3: exactly one valid Host field (none is a 400 the edge gives when it routes), and a
+ * target in origin-form, asterisk-form (OPTIONS only) or absolute-form, whose authority then replaces
+ * Host (§3.2.2) and whose path and query are what the upstream gets.
+ */
+export function requestTarget(head: RequestHead): RequestTarget | { error: string } {
+  let host: string | undefined;
+  for (const field of head.fields) {
+    if (field.lower !== 'host') continue;
+    if (host !== undefined) return { error: 'more than one Host' };
+    host = field.value;
+  }
+  if (host !== undefined && !HOST_VALUE.test(host)) return { error: 'invalid Host' };
+  const { target } = head;
+  if (target.startsWith('/')) return { path: target, authority: host };
+  if (target === '*') return head.method === 'OPTIONS' ? { path: target, authority: host } : { error: 'asterisk-form target' };
+  const absolute = ABSOLUTE_FORM.exec(target);
+  if (!absolute) return { error: 'request target' };
+  const [, authority, rest] = absolute as unknown as [string, string, string];
+  if (authority === '' || !HOST_VALUE.test(authority)) return { error: 'authority of the target' };
+  return { path: rest.startsWith('/') ? rest : `/${rest}`, authority };
+}
+
 /**
  * RFC 9112 §6.3 for a request, strictly: Transfer-Encoding with Content-Length, a transfer coding
  * other than exactly `chunked`, Transfer-Encoding on HTTP/1.0, differing or malformed Content-Length

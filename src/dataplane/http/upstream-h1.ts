@@ -1,8 +1,13 @@
 import type { Duplex } from 'node:stream';
-import { BodyTracker, parseResponseHead, fieldTokens, responseFraming, type Framing, type ResponseHead } from './h1-wire.js';
+import { BodyTracker, parseResponseHead, fieldTokens, fieldValue, responseFraming, type Field, type Framing, type ResponseHead } from './h1-wire.js';
 
 /** An upstream response head larger than this is not HTTP the edge will relay. */
 const MAX_RESPONSE_HEAD_BYTES = 64 * 1024;
+/**
+ * Taken off the upstream's `Keep-Alive: timeout=N` hint: a stream idle for nearly that long could be
+ * closed by the upstream while a request is on its way, and a request with a body cannot be retried.
+ */
+const KEEP_ALIVE_MARGIN_MS = 1000;
 
 /** Why an exchange failed; `beforeResponse` failures may get a generated 502 (or a retry). */
 export type UpstreamFailure = { beforeResponse: boolean; reason: 'upstream_closed' | 'bad_upstream_response'; detail: string };
@@ -50,6 +55,10 @@ export class H1Upstream {
   private buffered: Buffer | undefined;
   private tracker: BodyTracker | undefined;
   private keepAlive = true;
+  /** How long the upstream keeps this connection idle (its Keep-Alive hint, less the margin); undefined: no hint. */
+  private idleLimitMs: number | undefined;
+  /** Epoch ms until which the stream may carry another request. */
+  private reusableUntil = Infinity;
   private requestDone = true;
   private responseDone = true;
   private readonly deliver = (data: Buffer): void => {
@@ -67,6 +76,11 @@ export class H1Upstream {
   /** Usable for another request: idle, open both ways. */
   get alive(): boolean {
     return this.phase === Phase.Idle && !this.stream.destroyed && this.stream.writable && !this.stream.readableEnded;
+  }
+
+  /** Idle past what the upstream said it keeps an idle connection for. */
+  get pastKeepAlive(): boolean {
+    return this.reusableUntil !== Infinity && Date.now() >= this.reusableUntil;
   }
 
   /**
@@ -156,6 +170,7 @@ export class H1Upstream {
           return;
         }
         this.keepAlive = head.minor === 1 && framing.kind !== 'close' && !fieldTokens(head.fields, 'connection').has('close');
+        this.idleLimitMs = keepAliveHintMs(head.fields);
         this.tracker = new BodyTracker(framing);
         this.phase = Phase.Body;
         this.sink?.head(head, framing);
@@ -197,8 +212,11 @@ export class H1Upstream {
   /** Both directions of the exchange are over: reuse the stream, or close it. */
   private finish(): void {
     if (this.phase !== Phase.Idle) return;
-    if (this.keepAlive && this.alive) this.onReusable?.();
-    else this.close();
+    const idleLimit = this.idleLimitMs;
+    if (this.keepAlive && this.alive && (idleLimit === undefined || idleLimit > 0)) {
+      this.reusableUntil = idleLimit === undefined ? Infinity : Date.now() + idleLimit;
+      this.onReusable?.();
+    } else this.close();
   }
 
   private onEnd(): void {
@@ -232,4 +250,12 @@ export class H1Upstream {
     this.stream.destroy();
     sink?.fail(failure);
   }
+}
+
+/** The `timeout=` of a Keep-Alive field, in ms less the margin; undefined when the response gives none. */
+function keepAliveHintMs(fields: readonly Field[]): number | undefined {
+  const value = fieldValue(fields, 'keep-alive');
+  if (value === undefined) return undefined;
+  const seconds = /(?:^|[\s,;])timeout\s*=\s*(\d{1,9})/i.exec(value)?.[1];
+  return seconds === undefined ? undefined : Number(seconds) * 1000 - KEEP_ALIVE_MARGIN_MS;
 }

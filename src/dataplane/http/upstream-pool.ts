@@ -175,7 +175,7 @@ export class TunnelUpstreams {
     }
     for (let upstream = this.idleH1.pop(); upstream; upstream = this.idleH1.pop()) {
       this.markBusy(upstream);
-      if (upstream.alive) return upstream;
+      if (upstream.alive && !upstream.pastKeepAlive) return upstream;
       upstream.close(); // its slot goes with it
     }
     return undefined;
