@@ -227,6 +227,12 @@ export const schemaDefinition = {
       min: 1,
       doc: 'Idle keep-alive timeout',
     }),
+    http_request_head_seconds: leaf('timeouts.http_request_head_seconds', {
+      format: 'rivulet-int',
+      default: 60,
+      min: 1,
+      doc: 'An HTTP/1.1 request head must be complete this long after its first byte',
+    }),
     http_response_seconds: leaf('timeouts.http_response_seconds', {
       format: 'rivulet-int',
       default: 120,

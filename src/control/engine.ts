@@ -205,6 +205,7 @@ function dataplaneSettings(config: EngineConfig): DataplaneSettings {
     workers: config.dataplane.workers,
     streamRequestMs: config.timeouts.stream_request_seconds * 1000,
     httpIdleMs: config.timeouts.http_idle_seconds * 1000,
+    httpRequestHeadMs: config.timeouts.http_request_head_seconds * 1000,
     httpResponseMs: config.timeouts.http_response_seconds * 1000,
     tokenSecret: config.auth.jwt.token_jwt_secret,
     maxStreamsPerTunnel: config.dataplane.max_streams_per_tunnel,

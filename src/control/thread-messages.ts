@@ -51,6 +51,8 @@ export interface DataplaneSettings {
   streamRequestMs: number;
   /** timeouts.http_idle_seconds: idle keep-alive connections (downstream and pooled upstream) close after it. */
   httpIdleMs: number;
+  /** timeouts.http_request_head_seconds: an HTTP/1.1 request head must be complete this long after its first byte. */
+  httpRequestHeadMs: number;
   /** timeouts.http_response_seconds: how long a sent request waits for its response head (then 504). */
   httpResponseMs: number;
   /** auth.jwt.token_jwt_secret: the HTTP edge checks token_auth tokens itself, off the main thread. */

@@ -60,6 +60,7 @@ export class HttpEdge implements H1Edge {
   draining = false;
   readonly counters: CounterRow;
   readonly idleMs: number;
+  readonly requestHeadMs: number;
   readonly responseMs: number;
   readonly keepAliveLine: string;
 
@@ -67,6 +68,7 @@ export class HttpEdge implements H1Edge {
     const { certificates, dataplane } = options;
     this.counters = options.counters;
     this.idleMs = dataplane.settings.httpIdleMs;
+    this.requestHeadMs = dataplane.settings.httpRequestHeadMs;
     this.responseMs = dataplane.settings.httpResponseMs;
     this.keepAliveLine = `keep-alive: timeout=${Math.max(1, Math.floor(this.idleMs / 1000))}\r\n`;
     this.tokenAuth = new EdgeTokenAuth(dataplane.settings.tokenSecret);

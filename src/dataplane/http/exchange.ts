@@ -40,8 +40,10 @@ export async function proxyRequest(pool: TunnelUpstreams, req: EdgeRequest, res:
   // The client may have left during the checks before this (token verification is asynchronous).
   if (res.stream.destroyed) return;
   const downstreamGone = new AbortController();
+  // Node's response reports itself finished after a client's RST_STREAM too: what tells a client that
+  // left is that the edge had not ended the response yet.
   res.once('close', () => {
-    if (!res.writableFinished) downstreamGone.abort();
+    if (!res.writableEnded) downstreamGone.abort();
   });
   const bodyless = req.stream.endAfterHeaders;
   for (let attempt = 0; ; attempt++) {

@@ -6,9 +6,8 @@ import { parseRequestHead, requestFraming } from './h1-wire.js';
 import { rawGenerated, statusOf, type EdgeError } from './generated-response.js';
 import { countResponse } from './response-metrics.js';
 
-/** engine.md §12.1: request headers within 60 s, 16 KiB of them at most (431 past that). */
+/** 16 KiB of request line and headers at most (431 past that). */
 export const MAX_HEADER_BYTES = 16 * 1024;
-const HEADERS_TIMEOUT_MS = 60_000;
 /**
  * An idle connection closes this long after the advertised Keep-Alive timeout, so a client that
  * reuses it just before that timeout does not meet a connection closing under it.
@@ -21,6 +20,8 @@ const PIPELINE_LIMIT = 64 * 1024;
 export interface H1Edge {
   readonly counters: CounterRow;
   readonly idleMs: number;
+  /** timeouts.http_request_head_seconds in ms (60 s by default). */
+  readonly requestHeadMs: number;
   /** timeouts.http_response_seconds in ms. */
   readonly responseMs: number;
   /** `Keep-Alive: timeout=<idle seconds>` as a head line: clients close idle connections before the edge does. */
@@ -34,7 +35,8 @@ export interface H1Edge {
  * One HTTP/1.1 connection of the HTTP tunnel edge, on a TLS session the worker terminated itself:
  * request heads parsed here, one request at a time (a pipelined request waits, in order, until the
  * response before it is complete), each handed to an H1Exchange that relays it to the tunnel. Its
- * deadline (idle between requests, or 60 s for a head) is checked by the edge's sweeper.
+ * deadline (idle between requests, a head not yet complete, a response head late) is checked by the
+ * edge's sweeper.
  */
 export class H1Connection {
   /**
@@ -136,7 +138,7 @@ export class H1Connection {
       return;
     }
     if (this.closing) return; // no further request will be read: nothing to keep
-    if (this.pending === undefined && this.exchange === undefined) this.deadline = Date.now() + HEADERS_TIMEOUT_MS;
+    if (this.pending === undefined && this.exchange === undefined) this.deadline = Date.now() + this.edge.requestHeadMs;
     this.pending = this.pending ? Buffer.concat([this.pending, chunk]) : chunk;
     if (this.exchange) {
       if (this.pending.length > PIPELINE_LIMIT) this.socket.pause();

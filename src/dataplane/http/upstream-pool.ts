@@ -22,6 +22,8 @@ export type DedicatedStream = { ok: true; stream: Duplex } | { ok: false; error:
 
 /** A new stream, and what it speaks. */
 type Opened = { ok: true; stream: Duplex; protocol: 'h1' | 'h2'; scheme: 'http' | 'https'; relayed: boolean };
+/** How opening a stream ended: `adopted` when it joined the pool of the worker it reached. */
+type OpenOutcome = Opened | { ok: false; error: EdgeError } | { ok: false; adopted: true };
 
 /**
  * How many times a request asks for a stream that may be adopted by the worker it lands on; then it
@@ -51,6 +53,16 @@ export class TunnelUpstreams {
   private idleSweep: NodeJS.Timeout | undefined;
   private readonly waiters = new Set<(upstream: Upstream | undefined) => void>();
   private closed = false;
+  /** Aborted when the pool closes: the opens of streams, which outlive the requests that asked for them. */
+  private readonly lifetime = new AbortController();
+  /**
+   * Streams being opened for requests that have since left (an h2 client that resets its streams at
+   * once would otherwise make the agent open one upstream connection per reset), and how many waiting
+   * requests have counted on one of them: a request finding one unclaimed waits for it instead of
+   * opening another.
+   */
+  private spareOpens = 0;
+  private spareClaims = 0;
   /** An HTTP/2 session being opened: requests arriving meanwhile wait for it rather than open their own. */
   private openingH2: Promise<unknown> | undefined;
   /**
@@ -77,6 +89,13 @@ export class TunnelUpstreams {
         const shared = this.takePooled();
         if (shared) return { ok: true, upstream: shared, reused: true };
       }
+      if (this.spareOpens > this.spareClaims) {
+        this.spareClaims++;
+        const handed = await this.waitForHandoff(this.dataplane.settings.streamRequestMs, cancelled);
+        this.spareClaims--;
+        if (handed) return { ok: true, upstream: handed, reused: false };
+        if (cancelled.aborted) return { ok: false, error: DOWNSTREAM_LEFT };
+      }
     }
     const opening = this.openUpstream(peerAddress, cancelled, fresh);
     const multiplexed = this.route.properties.http_version === 'h2c' || this.negotiatedH2;
@@ -96,7 +115,13 @@ export class TunnelUpstreams {
     for (let attempt = 0; ; attempt++) {
       const slot = await this.acquireSlot(cancelled, !fresh);
       if (!slot.ok) return slot.upstream ? { ok: true, upstream: slot.upstream, reused: true } : { ok: false, error: slot.error ?? capacityError(this.dataplane) };
-      const opened = await this.openStream(peerAddress, slot.release, cancelled, { websocket: false, adoptable: attempt < ADOPTABLE_ATTEMPTS });
+      // The open outlives the request: one that leaves meanwhile leaves its stream to the next request.
+      const opening = this.openStream(peerAddress, slot.release, this.lifetime.signal, { websocket: false, adoptable: attempt < ADOPTABLE_ATTEMPTS });
+      const opened = await unlessAborted(opening, cancelled);
+      if (opened === undefined) {
+        this.spare(opening);
+        return { ok: false, error: DOWNSTREAM_LEFT };
+      }
       if (!opened.ok && 'adopted' in opened) {
         const pooled = fresh ? undefined : this.takePooled();
         if (pooled) return { ok: true, upstream: pooled, reused: true };
@@ -107,6 +132,22 @@ export class TunnelUpstreams {
       this.adopt(upstream);
       return { ok: true, upstream, reused: false };
     }
+  }
+
+  /** A stream whose request left while it was being opened: it joins the pool (or a waiting request) when ready. */
+  private spare(opening: Promise<OpenOutcome>): void {
+    this.spareOpens++;
+    void opening.then((opened) => {
+      this.spareOpens--;
+      if (opened.ok) {
+        const upstream = this.upstreamOf(opened);
+        this.adopt(upstream);
+        if (this.reusable(upstream)) return;
+      }
+      // Failed, not reusable, or joined another worker's pool: a request that counted on it opens its own.
+      const waiter = this.waiters.size > 0 ? this.waiters.values().next().value : undefined;
+      waiter?.(undefined);
+    });
   }
 
   /**
@@ -149,6 +190,7 @@ export class TunnelUpstreams {
   /** The tunnel is gone: idle streams close now, busy ones when their exchange ends. */
   close(): void {
     this.closed = true;
+    this.lifetime.abort();
     for (const waiter of this.waiters) waiter(undefined);
     for (const upstream of [...this.idleH1, ...this.sessions]) upstream.close();
     this.idleSince.clear();
@@ -223,7 +265,7 @@ export class TunnelUpstreams {
     release: () => void,
     cancelled: AbortSignal,
     options: { websocket: boolean; adoptable: boolean },
-  ): Promise<Opened | { ok: false; error: EdgeError } | { ok: false; adopted: true }> {
+  ): Promise<OpenOutcome> {
     const requested = await requestStream(this.dataplane, this.route, peerAddress, cancelled, 'http', options.adoptable);
     if (!requested.ok) {
       const { reason, message } = requested.failure;
@@ -274,27 +316,28 @@ export class TunnelUpstreams {
   }
 
   /** An exchange finished: the upstream goes to a waiting request, else back to the pool. */
-  private reusable(upstream: Upstream): void {
+  private reusable(upstream: Upstream): boolean {
     if (!upstream.alive) {
       if (upstream.kind === 'h1') upstream.close();
-      return;
+      return false;
     }
     if (this.closed) {
       if (upstream.kind === 'h1' || upstream.idle) upstream.close();
-      return;
+      return false;
     }
     if (this.relayed.has(upstream) && (upstream.kind === 'h1' || upstream.idle)) {
       upstream.close();
-      return;
+      return false;
     }
-    if (upstream.kind === 'h2' && !upstream.hasRoom()) return;
+    if (upstream.kind === 'h2' && !upstream.hasRoom()) return false;
     const waiter = this.waiters.size > 0 ? this.waiters.values().next().value : undefined;
     if (waiter) {
       waiter(upstream);
-      return;
+      return true;
     }
     if (upstream.kind === 'h1') this.idleH1.push(upstream);
     if (upstream.kind === 'h1' || upstream.idle) this.markIdle(upstream);
+    return true;
   }
 
   private forget(upstream: Upstream): void {
@@ -329,6 +372,22 @@ export class TunnelUpstreams {
       this.idleSweep = undefined;
     }
   }
+}
+
+/** The answer to a request that left while it waited: never sent. */
+const DOWNSTREAM_LEFT: EdgeError = { reason: 'agent_refused', message: 'the downstream left' };
+
+/** What `work` resolves to, or undefined if `signal` aborts first (the work goes on). */
+function unlessAborted<T>(work: Promise<T>, signal: AbortSignal): Promise<T | undefined> {
+  if (signal.aborted) return Promise.resolve(undefined);
+  return new Promise((resolve) => {
+    const onAbort = (): void => resolve(undefined);
+    signal.addEventListener('abort', onAbort, { once: true });
+    void work.then((value) => {
+      signal.removeEventListener('abort', onAbort);
+      resolve(value);
+    });
+  });
 }
 
 /** A request that found no stream within the limit: counted as the stream attempt it could not make. */
