@@ -1,3 +1,4 @@
+import { setMaxListeners } from 'node:events';
 import type { Duplex } from 'node:stream';
 import type { TunnelRoute } from '../../control/thread-messages.js';
 import type { Dataplane } from '../dataplane.js';
@@ -53,8 +54,11 @@ export class TunnelUpstreams {
   private idleSweep: NodeJS.Timeout | undefined;
   private readonly waiters = new Set<(upstream: Upstream | undefined) => void>();
   private closed = false;
-  /** Aborted when the pool closes: the opens of streams, which outlive the requests that asked for them. */
-  private readonly lifetime = new AbortController();
+  /**
+   * Aborted when the pool closes: the opens of streams, which outlive the requests that asked for them.
+   * Every open in flight listens to it (and stops listening when done), so it has no listener limit.
+   */
+  private readonly lifetime = unlimitedListeners(new AbortController());
   /**
    * Streams being opened for requests that have since left (an h2 client that resets its streams at
    * once would otherwise make the agent open one upstream connection per reset), and how many waiting
@@ -376,6 +380,11 @@ export class TunnelUpstreams {
 
 /** The answer to a request that left while it waited: never sent. */
 const DOWNSTREAM_LEFT: EdgeError = { reason: 'agent_refused', message: 'the downstream left' };
+
+function unlimitedListeners(controller: AbortController): AbortController {
+  setMaxListeners(0, controller.signal);
+  return controller;
+}
 
 /** What `work` resolves to, or undefined if `signal` aborts first (the work goes on). */
 function unlessAborted<T>(work: Promise<T>, signal: AbortSignal): Promise<T | undefined> {
