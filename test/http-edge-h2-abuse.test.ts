@@ -3,11 +3,10 @@ import http from 'node:http';
 import http2 from 'node:http2';
 import net from 'node:net';
 import { after, before, test } from 'node:test';
-import { emptyTunnelProperties } from '../src/protocol/messages.js';
 import { eachProxyConnReq, openProxyConnection } from './helpers/echo-agent.js';
 import { edgeSession, h2Request } from './helpers/edge-client.js';
 import { sleep, startTestEngine, type TestEngine } from './helpers/engine.js';
-import { mintToken, openControlChannel, type RawConnection } from './helpers/rstrm-agent.js';
+import { openHttpTunnel, type RawConnection } from './helpers/rstrm-agent.js';
 import { listenUpstream, upstreamHandler, type SeenRequest } from './helpers/upstream-server.js';
 
 /**
@@ -28,10 +27,7 @@ before(async () => {
   const seen: SeenRequest[] = [];
   upstream = http.createServer(upstreamHandler(seen));
   const upstreamPort = await listenUpstream(upstream);
-  ({ agent: control } = await openControlChannel(port, t.ca, await mintToken()));
-  control.send({ type: 'open_tunnel_req', request_id: '1', tunnel_properties: { ...emptyTunnelProperties(), protocol: 'http', hostname: 'resets' } });
-  const reply = await control.next('open_tunnel_rsp');
-  assert.ok(!('error' in reply.result), JSON.stringify(reply.result));
+  control = await openHttpTunnel(port, t.ca, 'resets');
   eachProxyConnReq(control, (request) => {
     proxyConnReqs++;
     setTimeout(() => {

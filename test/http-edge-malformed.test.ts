@@ -2,11 +2,10 @@ import assert from 'node:assert/strict';
 import http from 'node:http';
 import http2 from 'node:http2';
 import { after, before, describe, test } from 'node:test';
-import { emptyTunnelProperties } from '../src/protocol/messages.js';
 import { serveForward } from './helpers/echo-agent.js';
 import { edgeSession, rawEdgeConnection, WireReader } from './helpers/edge-client.js';
 import { sleep, startTestEngine, type TestEngine } from './helpers/engine.js';
-import { mintToken, openControlChannel, type RawConnection } from './helpers/rstrm-agent.js';
+import { openHttpTunnel, type RawConnection } from './helpers/rstrm-agent.js';
 import { listenUpstream, upstreamHandler, type SeenRequest } from './helpers/upstream-server.js';
 
 /**
@@ -29,10 +28,7 @@ before(async () => {
   upstream = http.createServer(upstreamHandler(seen));
   upstream.on('connection', (socket) => socket.on('data', (chunk: Buffer) => received.push(chunk)));
   const upstreamPort = await listenUpstream(upstream);
-  ({ agent: control } = await openControlChannel(port, t.ca, await mintToken()));
-  control.send({ type: 'open_tunnel_req', request_id: '1', tunnel_properties: { ...emptyTunnelProperties(), protocol: 'http', hostname: 'strict' } });
-  const reply = await control.next('open_tunnel_rsp');
-  assert.ok(!('error' in reply.result), JSON.stringify(reply.result));
+  control = await openHttpTunnel(port, t.ca, 'strict');
   serveForward(control, port, t.ca, () => upstreamPort);
 });
 after(async () => {

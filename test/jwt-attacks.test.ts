@@ -2,13 +2,12 @@ import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import http from 'node:http';
 import { after, before, describe, test } from 'node:test';
-import { emptyTunnelProperties } from '../src/protocol/messages.js';
 import { apiRequest } from './helpers/api-client.js';
 import { serveForward } from './helpers/echo-agent.js';
 import { edgeRequest } from './helpers/edge-client.js';
 import { startTestEngine, type TestEngine } from './helpers/engine.js';
 import { TEST_SECRET } from './helpers/fixtures.js';
-import { RawConnection, mintToken, openControlChannel } from './helpers/rstrm-agent.js';
+import { RawConnection, mintToken, openControlChannel, openHttpTunnel } from './helpers/rstrm-agent.js';
 import { listenUpstream, upstreamHandler, type SeenRequest } from './helpers/upstream-server.js';
 
 /**
@@ -28,10 +27,7 @@ before(async () => {
   port = t.engine.publicPort;
   upstream = http.createServer(upstreamHandler(seen));
   const upstreamPort = await listenUpstream(upstream);
-  ({ agent: control } = await openControlChannel(port, t.ca, await mintToken()));
-  control.send({ type: 'open_tunnel_req', request_id: '1', tunnel_properties: { ...emptyTunnelProperties(), protocol: 'http', hostname: 'guarded', token_auth: true } });
-  const reply = await control.next('open_tunnel_rsp');
-  assert.ok(!('error' in reply.result), JSON.stringify(reply.result));
+  control = await openHttpTunnel(port, t.ca, 'guarded', { token_auth: true });
   serveForward(control, port, t.ca, () => upstreamPort);
 });
 after(async () => {

@@ -4,11 +4,10 @@ import https from 'node:https';
 import net from 'node:net';
 import tls from 'node:tls';
 import { after, before, test } from 'node:test';
-import { emptyTunnelProperties } from '../src/protocol/messages.js';
 import { serveForward } from './helpers/echo-agent.js';
 import { edgeRequest } from './helpers/edge-client.js';
 import { sleep, startTestEngine, waitFor, type TestEngine } from './helpers/engine.js';
-import { mintToken, openControlChannel, type RawConnection } from './helpers/rstrm-agent.js';
+import { openHttpTunnel, type RawConnection } from './helpers/rstrm-agent.js';
 import { listenUpstream, upstreamHandler, type SeenRequest } from './helpers/upstream-server.js';
 
 /**
@@ -33,10 +32,7 @@ before(async () => {
   const seen: SeenRequest[] = [];
   upstream = http.createServer(upstreamHandler(seen));
   const upstreamPort = await listenUpstream(upstream);
-  ({ agent: control } = await openControlChannel(port, t.ca, await mintToken()));
-  control.send({ type: 'open_tunnel_req', request_id: '1', tunnel_properties: { ...emptyTunnelProperties(), protocol: 'http', hostname: 'steady' } });
-  const reply = await control.next('open_tunnel_rsp');
-  assert.ok(!('error' in reply.result), JSON.stringify(reply.result));
+  control = await openHttpTunnel(port, t.ca, 'steady');
   serveForward(control, port, t.ca, () => upstreamPort);
 });
 after(async () => {

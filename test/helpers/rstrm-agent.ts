@@ -2,7 +2,7 @@ import net from 'node:net';
 import tls from 'node:tls';
 import { SignJWT } from 'jose';
 import { FrameDecoder, encodeFrame } from '../../src/protocol/frame.js';
-import type { Message, MessageOf, MessageType } from '../../src/protocol/messages.js';
+import { emptyTunnelProperties, type Message, type MessageOf, type MessageType, type TunnelProperties } from '../../src/protocol/messages.js';
 import { TEST_SECRET } from './fixtures.js';
 
 /** An engine token signed with the test secret; `claims` override the defaults. */
@@ -136,4 +136,13 @@ export async function openControlChannel(
   const reply = await agent.next('open_control_channel_rsp');
   if (!('ok' in reply.result)) throw new Error(`open refused: ${JSON.stringify(reply.result.error)}`);
   return { agent, clientId: reply.result.ok.client_id, ok: reply.result.ok };
+}
+
+/** A control channel of its own with one published HTTP tunnel at `<hostname>.t.<host>` (plus `overrides`); throws if refused. */
+export async function openHttpTunnel(port: number, ca: Buffer, hostname: string, overrides: Partial<TunnelProperties> = {}): Promise<RawConnection> {
+  const { agent } = await openControlChannel(port, ca, await mintToken());
+  agent.send({ type: 'open_tunnel_req', request_id: '1', tunnel_properties: { ...emptyTunnelProperties(), protocol: 'http', hostname, ...overrides } });
+  const reply = await agent.next('open_tunnel_rsp');
+  if ('error' in reply.result) throw new Error(`tunnel ${hostname} refused: ${JSON.stringify(reply.result)}`);
+  return agent;
 }
