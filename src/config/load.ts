@@ -30,6 +30,7 @@ export interface EngineConfig {
   dataplane: {
     workers: number;
     max_streams_per_tunnel: number;
+    max_connections: number;
     max_tunnels_per_client: number;
     affinity: { enabled: boolean; port_base: number | undefined; advertise_host: string };
   };
@@ -185,6 +186,7 @@ function assemble(values: Map<string, unknown>): EngineConfig {
     dataplane: {
       workers: get('dataplane.workers'),
       max_streams_per_tunnel: get('dataplane.max_streams_per_tunnel'),
+      max_connections: get('dataplane.max_connections'),
       max_tunnels_per_client: get('dataplane.max_tunnels_per_client'),
       affinity: {
         enabled: get('dataplane.affinity.enabled'),

@@ -2,6 +2,7 @@ import net from 'node:net';
 import os from 'node:os';
 import convict from 'convict';
 import { isHostName, parseListenAddress } from './address.js';
+import { machineConnectionLimit } from './machine-limits.js';
 
 /**
  * The engine's configuration schema (engine.md §3.3): every CE key plus Rivulet's `dataplane` section.
@@ -252,6 +253,11 @@ export const schemaDefinition = {
       format: 'rivulet-int',
       default: 0,
       doc: 'Pending + active streams per tunnel (0 = unlimited)',
+    }),
+    max_connections: leaf('dataplane.max_connections', {
+      format: 'rivulet-int',
+      default: machineConnectionLimit(),
+      doc: 'Open connections on the TLS listener, all workers together; past it new ones are refused at accept (0 = unlimited; default sized for the machine)',
     }),
     max_tunnels_per_client: leaf('dataplane.max_tunnels_per_client', {
       format: 'rivulet-int',

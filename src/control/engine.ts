@@ -208,6 +208,7 @@ function dataplaneSettings(config: EngineConfig): DataplaneSettings {
     httpRequestHeadMs: config.timeouts.http_request_head_seconds * 1000,
     httpResponseMs: config.timeouts.http_response_seconds * 1000,
     tokenSecret: config.auth.jwt.token_jwt_secret,
+    maxConnections: config.dataplane.max_connections,
     maxStreamsPerTunnel: config.dataplane.max_streams_per_tunnel,
     affinity: affinity.enabled
       ? { portBase: affinity.port_base!, host: config.tls.listen_addr.host, advertiseHost: affinity.advertise_host }

@@ -57,6 +57,8 @@ export interface DataplaneSettings {
   httpResponseMs: number;
   /** auth.jwt.token_jwt_secret: the HTTP edge checks token_auth tokens itself, off the main thread. */
   tokenSecret: string;
+  /** dataplane.max_connections: open connections on the listener, all workers together; 0 = unlimited. */
+  maxConnections: number;
   /** dataplane.max_streams_per_tunnel; 0 = unlimited. */
   maxStreamsPerTunnel: number;
   /** Affinity: this worker's own proxy port and what to advertise in ProxyConnReq.proxy_endpoint. */

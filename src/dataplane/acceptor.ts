@@ -1,7 +1,7 @@
 import net from 'node:net';
 import tls from 'node:tls';
 import type { Logger } from '../log.js';
-import type { CounterRow, DispatchKind, HandshakeFailureReason } from '../metrics/counters.js';
+import type { ConnectionCensus, CounterRow, DispatchKind, HandshakeFailureReason } from '../metrics/counters.js';
 import type { Dataplane } from './dataplane.js';
 import { ALPN_RSTRM, classifyConnection } from './dispatch.js';
 import { peekClientHello } from './peek.js';
@@ -17,10 +17,22 @@ import type { TunnelRoute } from '../control/thread-messages.js';
 const CLIENT_HELLO_TIMEOUT_MS = 10_000;
 const HANDSHAKE_TIMEOUT_MS = 10_000;
 
+/** Past max_connections a connection must show an agent's ClientHello this fast to be admitted. */
+const AGENTS_ONLY_CLIENT_HELLO_TIMEOUT_MS = 1_000;
+
+type Admission = 'any' | 'agents-only' | 'none';
+
+/** Connections past `max_connections` kept for agents (control channels, proxy connections, dials). */
+export function agentReserve(limit: number): number {
+  return Math.max(64, Math.ceil(limit / 10));
+}
+
 export interface AcceptorOptions {
   engineHost: string;
   apiSocketPath: string;
   counters: CounterRow;
+  /** Every worker's open connections, for `dataplane.max_connections`. */
+  census: ConnectionCensus;
   certificates: WorkerCertificates;
   ticketKeys: Buffer;
   dataplane: Dataplane;
@@ -50,21 +62,48 @@ export class ConnectionAcceptor {
   }
 
   readonly accept = (socket: net.Socket): void => {
-    if (this.track(socket)) void this.dispatch(socket);
+    const admission = this.admission();
+    if (this.track(socket, admission)) void this.dispatch(socket, admission === 'agents-only');
   };
 
   /** A connection on this worker's affinity port: TLS with `rstrm/1`, proxy connections only. */
   readonly acceptAffinity = (socket: net.Socket): void => {
-    if (this.track(socket)) void this.terminate(socket, 'agent', [ALPN_RSTRM], { proxyOnly: true });
+    if (this.track(socket, this.admission('affinity'))) void this.terminate(socket, 'agent', [ALPN_RSTRM], { proxyOnly: true });
   };
 
-  /** Counts and remembers a new connection; false (and closed) while draining. */
-  private track(socket: net.Socket): boolean {
+  /**
+   * What `dataplane.max_connections` lets a new connection do. Below the limit, anything. Past it,
+   * the agents' connections still get a reserve: their proxy connections carry requests the engine has
+   * already accepted, so refusing them would fail the held connections too. A connection in that band
+   * is admitted only once its ClientHello shows an agent; past the reserve, nothing is. Silent
+   * connections can fill that band for a second at a time, so the affinity ports, which only agents
+   * dial, have a second reserve of their own beyond it.
+   */
+  private admission(listener: 'public' | 'affinity' = 'public'): Admission {
+    const limit = this.options.dataplane.settings.maxConnections;
+    if (limit === 0) return 'any';
+    const open = this.options.census.openConnections();
+    if (open < limit) return 'any';
+    const reserve = agentReserve(limit);
+    if (listener === 'affinity') return open < limit + 2 * reserve ? 'any' : 'none';
+    return open < limit + reserve ? 'agents-only' : 'none';
+  }
+
+  /**
+   * Counts and remembers a new connection; false (and closed) while draining or when the limit admits
+   * nothing. Refusing at accept, before any TLS work, is what keeps an overloaded engine serving the
+   * connections it holds: a refused connection costs one accept and one reset.
+   */
+  private track(socket: net.Socket, admission: Admission): boolean {
+    const { counters } = this.options;
     if (this.draining) {
       socket.destroy();
       return false;
     }
-    const { counters } = this.options;
+    if (admission === 'none') {
+      this.refuseOverLimit(socket);
+      return false;
+    }
     this.open.add(socket);
     counters.add('connections_open', 1);
     socket.on('error', () => {}); // every path below ends in destroy(); errors are counted there
@@ -75,6 +114,11 @@ export class ConnectionAcceptor {
       if (this.open.size === 0) this.drained?.();
     });
     return true;
+  }
+
+  private refuseOverLimit(socket: net.Socket): void {
+    this.options.counters.add('connections_refused_max_connections');
+    socket.resetAndDestroy();
   }
 
   /** Stops dispatching: connections still reading their ClientHello are dropped from now on. */
@@ -100,16 +144,21 @@ export class ConnectionAcceptor {
     return cut;
   }
 
-  private async dispatch(socket: net.Socket): Promise<void> {
+  private async dispatch(socket: net.Socket, agentsOnly: boolean): Promise<void> {
     const { engineHost } = this.options;
-    const peek = await peekClientHello(socket, CLIENT_HELLO_TIMEOUT_MS);
+    const peek = await peekClientHello(socket, agentsOnly ? AGENTS_ONLY_CLIENT_HELLO_TIMEOUT_MS : CLIENT_HELLO_TIMEOUT_MS);
     if (peek.status !== 'complete') {
-      if (peek.status === 'timeout') this.failHandshake(socket, 'timeout');
+      if (agentsOnly && peek.status === 'timeout') this.refuseOverLimit(socket);
+      else if (peek.status === 'timeout') this.failHandshake(socket, 'timeout');
       else if (peek.status === 'invalid') this.failHandshake(socket, 'protocol');
       else socket.destroy();
       return;
     }
     const route = classifyConnection(peek.hello, engineHost);
+    if (agentsOnly && route.kind !== 'agent') {
+      this.refuseOverLimit(socket);
+      return;
+    }
     if (route.kind === 'refuse') {
       this.options.log.debug({ sni: peek.hello.serverName }, 'refused connection for an unknown server name');
       this.failHandshake(socket, route.reason);

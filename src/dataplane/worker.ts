@@ -2,10 +2,11 @@ import { receiveMessageOnPort } from 'node:worker_threads';
 import { CertCheckGate } from '../certs/check-gate.js';
 import type { MainToWorker, WorkerExit, WorkerTask, WorkerToMain } from '../control/thread-messages.js';
 import { createLogger } from '../log.js';
-import { CounterRow } from '../metrics/counters.js';
+import { ConnectionCensus, CounterRow } from '../metrics/counters.js';
 import { StreamSlots } from '../control/stream-slots.js';
 import { ConnectionAcceptor } from './acceptor.js';
 import { ControlLink } from './control-link.js';
+import { publishLoopDelay } from './loop-delay.js';
 import { Dataplane } from './dataplane.js';
 import { openAffinityListener, openListener } from './listener.js';
 import { WorkerCertificates } from './worker-certificates.js';
@@ -27,12 +28,14 @@ export default async function runWorker(task: WorkerTask): Promise<WorkerExit> {
   );
   const link = new ControlLink(port);
   const counters = new CounterRow(task.counters, workerIndex);
+  const stopLoopDelay = publishLoopDelay(counters);
   const dataplane = new Dataplane(workerIndex, task.dataplane, link, counters, new StreamSlots(task.streamSlots), log);
   for (const route of task.routes) dataplane.addRoute(route);
   const acceptor = new ConnectionAcceptor({
     engineHost: task.engineHost,
     apiSocketPath: task.apiSocketPath,
     counters,
+    census: new ConnectionCensus(task.counters),
     certificates,
     ticketKeys,
     dataplane,
@@ -78,7 +81,10 @@ export default async function runWorker(task: WorkerTask): Promise<WorkerExit> {
         case 'close-listener':
           // Only after every worker stopped dispatching (see listener.ts); then drain and finish.
           listener.close();
-          void acceptor.drain(drainDeadline).then((connectionsCut) => resolve({ workerIndex, connectionsCut }));
+          void acceptor.drain(drainDeadline).then((connectionsCut) => {
+            stopLoopDelay();
+            resolve({ workerIndex, connectionsCut });
+          });
           return;
       }
     };

@@ -114,8 +114,20 @@ export function buildMetricsRegistry(sources: MetricSources): Registry {
   counter('rivulet_tls_handshake_failures_total', 'Failed or aborted TLS handshakes on the public listener, by reason', ['reason'], () =>
     HANDSHAKE_FAILURE_REASONS.map((reason) => [{ reason }, totals()[`handshake_failures_${reason}`]]),
   );
+  counter('rivulet_connections_refused_total', 'Connections closed at accept, before TLS, by reason', ['reason'], () => [
+    [{ reason: 'max_connections' }, totals().connections_refused_max_connections],
+  ]);
   gauge('rivulet_worker_connections', 'Open TCP connections on the public listener, per data-plane worker', ['worker'], () =>
     Array.from({ length: sources.counters.workers }, (_, worker): Sample => [{ worker: String(worker) }, sources.counters.row(worker).connections_open]),
+  );
+  gauge('rivulet_worker_event_loop_delay_seconds', "A data-plane worker's event-loop delay over the last second", ['worker', 'stat'], () =>
+    Array.from({ length: sources.counters.workers }, (_, worker): Sample[] => {
+      const row = sources.counters.row(worker);
+      return [
+        [{ worker: String(worker), stat: 'p99' }, row.event_loop_delay_p99_ms / 1000],
+        [{ worker: String(worker), stat: 'max' }, row.event_loop_delay_max_ms / 1000],
+      ];
+    }).flat(),
   );
   counter('rivulet_worker_relayed_streams_total', 'Proxy connections that landed on another worker than their stream and were relayed', [], () => [
     [{}, totals().streams_relayed],

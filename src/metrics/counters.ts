@@ -26,14 +26,22 @@ export type ResponseOrigin = (typeof RESPONSE_ORIGINS)[number];
 export const ACCESS_DENIAL_REASONS = ['trusted_ips', 'token_auth'] as const;
 export type AccessDenialReason = (typeof ACCESS_DENIAL_REASONS)[number];
 
-/** Columns that are gauges of what a worker holds: they die with it (see CounterRow). */
-const GAUGE_COLUMNS = ['connections_open', ...STREAM_KINDS.map((kind) => `streams_active_${kind}` as const)] as const;
+/** Columns that are gauges of what a worker holds or measures now: they die with it (see CounterRow). */
+const GAUGE_COLUMNS = [
+  'connections_open',
+  ...STREAM_KINDS.map((kind) => `streams_active_${kind}` as const),
+  /** The worker's event-loop delay over the last second (set, not added: see worker-health.ts). */
+  'event_loop_delay_p99_ms',
+  'event_loop_delay_max_ms',
+] as const;
 
 export const COUNTER_COLUMNS = [
-  /** Gauges: TCP connections this worker holds on the TLS listener; spliced proxy connections by kind. */
+  /** Gauges: TCP connections this worker holds on the TLS listener; spliced proxy connections by kind; loop delay. */
   ...GAUGE_COLUMNS,
   ...DISPATCH_KINDS.map((kind) => `accepted_${kind}` as const),
   ...HANDSHAKE_FAILURE_REASONS.map((reason) => `handshake_failures_${reason}` as const),
+  /** Connections closed at accept because the engine held `dataplane.max_connections` already. */
+  'connections_refused_max_connections',
   /** Raw TCP bytes on the TLS listener's connections, added when each connection closes. */
   'bytes_received',
   'bytes_sent',
@@ -93,11 +101,38 @@ export class CounterRow {
     Atomics.add(this.sequence, 0, 1);
   }
 
+  set(column: CounterColumn, value: number): void {
+    Atomics.add(this.sequence, 0, 1);
+    this.values[COLUMN_INDEX[column]] = value;
+    Atomics.add(this.sequence, 0, 1);
+  }
+
   addPair(first: CounterColumn, firstAmount: number, second: CounterColumn, secondAmount: number): void {
     Atomics.add(this.sequence, 0, 1);
     this.values[COLUMN_INDEX[first]]! += firstAmount;
     this.values[COLUMN_INDEX[second]]! += secondAmount;
     Atomics.add(this.sequence, 0, 1);
+  }
+}
+
+/**
+ * Every worker's `connections_open` gauge summed, read by a worker at each accept to apply the
+ * engine-wide connection limit. No seqlock: a gauge is one aligned float64 that only its worker writes,
+ * so a read sees an old or a new value, never a torn one; workers accepting at the same instant may
+ * overshoot the limit by at most one connection each.
+ */
+export class ConnectionCensus {
+  private readonly gauges: Float64Array[];
+
+  constructor(buffer: SharedArrayBuffer) {
+    const rows = buffer.byteLength / ROW_BYTES;
+    this.gauges = Array.from({ length: rows }, (_, worker) => new Float64Array(buffer, worker * ROW_BYTES + 8 + COLUMN_INDEX.connections_open * 8, 1));
+  }
+
+  openConnections(): number {
+    let open = 0;
+    for (const gauge of this.gauges) open += gauge[0]!;
+    return open;
   }
 }
 
