@@ -1,3 +1,4 @@
+import type { Logger } from '../log.js';
 import net from 'node:net';
 import type { TokenVerifier, Identity } from '../control/auth.js';
 import { PERMISSIONS } from '../control/permissions.js';
@@ -30,6 +31,7 @@ export interface EngineApiOptions {
   /** The OpenAPI document, serialised once at startup. */
   openApiDocument: () => string;
   requestCounts: ApiRequestCounts;
+  log: Logger;
 }
 
 /** What the request handler read from uWS's request object, which lives only during the handler. */
@@ -113,6 +115,8 @@ export class EngineApi {
     const check = await this.options.verifier.verify(token);
     if (aborted()) return undefined;
     if (!check.ok) {
+      // uWS's getUrl() has no query string, where an event stream's token travels.
+      this.options.log.debug({ path: request.url, reason: check.reason }, 'Engine API request refused: bad token');
       res.cork(() => sendError(res, request, 'unauthorized', check.reason, { 'www-authenticate': 'Bearer' }));
       return undefined;
     }

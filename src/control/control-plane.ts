@@ -107,7 +107,10 @@ export class ControlPlane {
     request: Extract<ControlRequest, { type: 'open-client' }>,
   ): Promise<ControlReply<'open-client'>> {
     const check = await this.verifier.verify(request.token);
-    if (!check.ok) return refuse(ErrorCode.Unauthorized, `invalid token: ${check.reason}`);
+    if (!check.ok) {
+      this.log.debug({ worker, agent: request.details.agent, reason: check.reason }, 'control channel refused: bad token');
+      return refuse(ErrorCode.Unauthorized, `invalid token: ${check.reason}`);
+    }
     const version = request.details.protocol_version;
     if (version !== undefined) {
       const match = PROTOCOL_VERSION.exec(version);
@@ -168,7 +171,10 @@ export class ControlPlane {
     request: Extract<ControlRequest, { type: 'authorize-dial' }>,
   ): Promise<ControlReply<'authorize-dial'>> {
     const check = await this.verifier.verify(request.token);
-    if (!check.ok) return refuse(ErrorCode.Unauthorized, `invalid token: ${check.reason}`);
+    if (!check.ok) {
+      this.log.debug({ target: request.target, reason: check.reason }, 'private dial refused: bad token');
+      return refuse(ErrorCode.Unauthorized, `invalid token: ${check.reason}`);
+    }
     if (!allows(check.identity, PERMISSIONS.streamsCreateDelete)) {
       return refuse(ErrorCode.Unauthorized, `permission denied: ${PERMISSIONS.streamsCreateDelete} required`);
     }

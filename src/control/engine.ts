@@ -77,6 +77,7 @@ export async function startEngine(
   let openApiDocument: string | undefined;
   const apiRequests = new ApiRequestCounts();
   const engineApi = new EngineApi({
+    log,
     requestCounts: apiRequests,
     engineHost: config.engine.host,
     registry: control.registry,

@@ -150,6 +150,7 @@ export class HttpEdge implements H1Edge {
     const check = await this.tokenAuth.check({ authorization: request.authorization }, request.path);
     if (!check.ok) {
       this.counters.add('access_denied_token_auth');
+      this.options.dataplane.log.debug({ tunnel_id: route.tunnel_id, reason: check.reason }, 'token_auth refused a request');
       return { ok: false, error: { reason: 'unauthorized', message: `token required: ${check.reason}` }, extraHeaders: { 'www-authenticate': 'Bearer' } };
     }
     // The tunnel may have gone while the token was checked.
