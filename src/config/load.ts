@@ -26,7 +26,13 @@ export interface EngineConfig {
       bearer_token: string | undefined;
     };
   };
-  timeouts: { stream_request_seconds: number; http_idle_seconds: number; http_request_head_seconds: number; http_response_seconds: number };
+  timeouts: {
+    stream_request_seconds: number;
+    http_idle_seconds: number;
+    http_request_head_seconds: number;
+    http_request_body_idle_seconds: number;
+    http_response_seconds: number;
+  };
   dataplane: {
     workers: number;
     max_streams_per_tunnel: number;
@@ -181,6 +187,7 @@ function assemble(values: Map<string, unknown>): EngineConfig {
       stream_request_seconds: get('timeouts.stream_request_seconds'),
       http_idle_seconds: get('timeouts.http_idle_seconds'),
       http_request_head_seconds: get('timeouts.http_request_head_seconds'),
+      http_request_body_idle_seconds: get('timeouts.http_request_body_idle_seconds'),
       http_response_seconds: get('timeouts.http_response_seconds'),
     },
     dataplane: {

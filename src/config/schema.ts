@@ -234,6 +234,12 @@ export const schemaDefinition = {
       min: 1,
       doc: 'An HTTP/1.1 request head must be complete this long after its first byte',
     }),
+    http_request_body_idle_seconds: leaf('timeouts.http_request_body_idle_seconds', {
+      format: 'rivulet-int',
+      default: 60,
+      min: 1,
+      doc: 'A request body that sends nothing this long while the edge could take more ends its request (408)',
+    }),
     http_response_seconds: leaf('timeouts.http_response_seconds', {
       format: 'rivulet-int',
       default: 120,

@@ -207,6 +207,7 @@ function dataplaneSettings(config: EngineConfig): DataplaneSettings {
     streamRequestMs: config.timeouts.stream_request_seconds * 1000,
     httpIdleMs: config.timeouts.http_idle_seconds * 1000,
     httpRequestHeadMs: config.timeouts.http_request_head_seconds * 1000,
+    httpRequestBodyIdleMs: config.timeouts.http_request_body_idle_seconds * 1000,
     httpResponseMs: config.timeouts.http_response_seconds * 1000,
     tokenSecret: config.auth.jwt.token_jwt_secret,
     maxConnections: config.dataplane.max_connections,

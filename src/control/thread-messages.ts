@@ -53,6 +53,8 @@ export interface DataplaneSettings {
   httpIdleMs: number;
   /** timeouts.http_request_head_seconds: an HTTP/1.1 request head must be complete this long after its first byte. */
   httpRequestHeadMs: number;
+  /** timeouts.http_request_body_idle_seconds: a request body silent this long (the edge ready for more) ends its request. */
+  httpRequestBodyIdleMs: number;
   /** timeouts.http_response_seconds: how long a sent request waits for its response head (then 504). */
   httpResponseMs: number;
   /** auth.jwt.token_jwt_secret: the HTTP edge checks token_auth tokens itself, off the main thread. */

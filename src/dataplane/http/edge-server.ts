@@ -7,7 +7,7 @@ import { handshakeFailureReason } from '../handshake-failure.js';
 import type { Dataplane } from '../dataplane.js';
 import { tunnelLabel } from '../dispatch.js';
 import type { WorkerCertificates } from '../worker-certificates.js';
-import { proxyRequest, type ForwardPlan } from './exchange.js';
+import { proxyRequest, type ExchangeLimits, type ForwardPlan } from './exchange.js';
 import { sendGenerated, type EdgeError, type EdgeRequest, type EdgeResponse } from './generated-response.js';
 import { H1Connection, MAX_HEADER_BYTES, type H1Edge } from './h1-connection.js';
 import type { Admission, AdmissionRequest } from './h1-exchange.js';
@@ -61,7 +61,7 @@ export class HttpEdge implements H1Edge {
   readonly counters: CounterRow;
   readonly idleMs: number;
   readonly requestHeadMs: number;
-  readonly responseMs: number;
+  readonly limits: ExchangeLimits;
   readonly keepAliveLine: string;
 
   constructor(private readonly options: HttpEdgeOptions) {
@@ -69,7 +69,7 @@ export class HttpEdge implements H1Edge {
     this.counters = options.counters;
     this.idleMs = dataplane.settings.httpIdleMs;
     this.requestHeadMs = dataplane.settings.httpRequestHeadMs;
-    this.responseMs = dataplane.settings.httpResponseMs;
+    this.limits = { responseMs: dataplane.settings.httpResponseMs, bodyIdleMs: dataplane.settings.httpRequestBodyIdleMs };
     this.keepAliveLine = `keep-alive: timeout=${Math.max(1, Math.floor(this.idleMs / 1000))}\r\n`;
     this.tokenAuth = new EdgeTokenAuth(dataplane.settings.tokenSecret);
     this.h2Server = http2.createSecureServer(
@@ -191,7 +191,7 @@ export class HttpEdge implements H1Edge {
       sendGenerated(req, res, admission.error, admission.extraHeaders);
       return;
     }
-    await proxyRequest(admission.pool, req, res, admission.plan, this.responseMs);
+    await proxyRequest(admission.pool, req, res, admission.plan, this.limits);
   }
 
   /** The host an authority names (lowercase, no port, no final dot), remembered: a client sends the same one on every request. */

@@ -5,6 +5,7 @@ import { chunkOf, LAST_CHUNK } from './h1-wire.js';
 import type { H1Upstream } from './upstream-h1.js';
 import type { H2Upstream } from './upstream-h2.js';
 import type { TunnelUpstreams } from './upstream-pool.js';
+import { BodyIdleWatch } from './body-idle.js';
 
 /** What the pipeline decided about one request before it goes upstream. */
 export interface ForwardPlan {
@@ -22,12 +23,21 @@ const RETRIABLE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS']);
 /** Methods whose bodyless requests carry `Content-Length: 0` to an HTTP/1.1 upstream. */
 const EXPECTS_BODY = new Set(['POST', 'PUT', 'PATCH']);
 
-type Outcome = 'done' | { failedBeforeResponse: 'upstream_closed' | 'bad_upstream_response' | 'upstream_timeout' };
+/** The time bounds of one request (see docs/bounds.md). */
+export interface ExchangeLimits {
+  /** timeouts.http_response_seconds: from the end of the request to the response head. */
+  responseMs: number;
+  /** timeouts.http_request_body_idle_seconds: the longest silence inside a request body. */
+  bodyIdleMs: number;
+}
+
+type Outcome = 'done' | { failedBeforeResponse: 'upstream_closed' | 'bad_upstream_response' | 'upstream_timeout' | 'request_timeout' };
 
 const FAILURE_MESSAGES = {
   upstream_closed: 'the upstream closed before a full response',
   bad_upstream_response: 'the upstream sent a response that is not HTTP',
   upstream_timeout: 'the upstream sent no response in time',
+  request_timeout: 'the request body stopped arriving',
 } as const;
 
 /**
@@ -36,7 +46,7 @@ const FAILURE_MESSAGES = {
  * downstream that leaves abandons the upstream exchange, an upstream that fails after the response
  * head resets the stream.
  */
-export async function proxyRequest(pool: TunnelUpstreams, req: EdgeRequest, res: EdgeResponse, plan: ForwardPlan, responseMs: number): Promise<void> {
+export async function proxyRequest(pool: TunnelUpstreams, req: EdgeRequest, res: EdgeResponse, plan: ForwardPlan, limits: ExchangeLimits): Promise<void> {
   // The client may have left during the checks before this (token verification is asynchronous).
   if (res.stream.destroyed) return;
   const downstreamGone = new AbortController();
@@ -59,11 +69,11 @@ export async function proxyRequest(pool: TunnelUpstreams, req: EdgeRequest, res:
     }
     const outcome =
       upstream.kind === 'h1'
-        ? await exchangeH1(upstream, req, res, plan, bodyless, downstreamGone.signal, responseMs)
-        : await exchangeH2(upstream, req, res, plan, bodyless, downstreamGone.signal, responseMs);
+        ? await exchangeH1(upstream, req, res, plan, bodyless, downstreamGone.signal, limits)
+        : await exchangeH2(upstream, req, res, plan, bodyless, downstreamGone.signal, limits);
     if (outcome === 'done' || downstreamGone.signal.aborted) return;
     const retriable =
-      attempt === 0 && lease.reused && upstream.kind === 'h1' && bodyless && RETRIABLE_METHODS.has(req.method) && outcome.failedBeforeResponse !== 'upstream_timeout';
+      attempt === 0 && lease.reused && upstream.kind === 'h1' && bodyless && RETRIABLE_METHODS.has(req.method) && outcome.failedBeforeResponse === 'upstream_closed';
     if (retriable) continue;
     sendGenerated(req, res, { reason: outcome.failedBeforeResponse, message: FAILURE_MESSAGES[outcome.failedBeforeResponse] });
     return;
@@ -81,7 +91,7 @@ function exchangeH1(
   plan: ForwardPlan,
   bodyless: boolean,
   downstreamGone: AbortSignal,
-  responseMs: number,
+  { responseMs, bodyIdleMs }: ExchangeLimits,
 ): Promise<Outcome> {
   return new Promise((resolve) => {
     const length = req.headers['content-length'];
@@ -108,8 +118,10 @@ function exchangeH1(
         settle({ failedBeforeResponse: 'upstream_timeout' });
       }, responseMs);
     };
+    let bodyIdle: BodyIdleWatch | undefined;
     const settle = (outcome: Outcome): void => {
       clearTimeout(responseTimer);
+      bodyIdle?.stop();
       res.off('drain', onDrain);
       downstreamGone.removeEventListener('abort', onGone);
       resolve(outcome);
@@ -146,13 +158,20 @@ function exchangeH1(
       awaitResponse();
       return;
     }
+    bodyIdle = new BodyIdleWatch(bodyIdleMs, () => upstream.stream.writableNeedDrain, () => {
+      upstream.abandon();
+      if (responded) abortResponse(res);
+      settle(responded ? 'done' : { failedBeforeResponse: 'request_timeout' });
+    });
     req.on('data', (data: Buffer) => {
+      bodyIdle!.activity();
       if (!upstream.write(chunked ? Buffer.concat(chunkOf(data)) : data)) {
         req.pause();
         upstream.stream.once('drain', () => req.resume());
       }
     });
     req.once('end', () => {
+      bodyIdle!.stop();
       if (chunked) upstream.write(LAST_CHUNK);
       upstream.requestEnded();
       awaitResponse();
@@ -168,7 +187,7 @@ function exchangeH2(
   plan: ForwardPlan,
   bodyless: boolean,
   downstreamGone: AbortSignal,
-  responseMs: number,
+  { responseMs, bodyIdleMs }: ExchangeLimits,
 ): Promise<Outcome> {
   return new Promise((resolve) => {
     const headers: http2.OutgoingHttpHeaders = {
@@ -224,9 +243,19 @@ function exchangeH2(
     });
     if (bodyless) awaitResponse();
     else {
+      const bodyIdle = new BodyIdleWatch(bodyIdleMs, () => outgoing.writableNeedDrain, () => {
+        if (responded) abortResponse(res);
+        else resolve({ failedBeforeResponse: 'request_timeout' });
+        outgoing.close(http2.constants.NGHTTP2_CANCEL);
+      });
+      outgoing.once('close', () => bodyIdle.stop());
+      req.on('data', () => bodyIdle.activity());
       req.pipe(outgoing);
       req.once('error', () => outgoing.destroy());
-      req.once('end', awaitResponse);
+      req.once('end', () => {
+        bodyIdle.stop();
+        awaitResponse();
+      });
     }
   });
 }

@@ -12,6 +12,8 @@ const STATUS_OF = {
   unauthorized: 401,
   forbidden_ip: 403,
   tunnel_not_found: 404,
+  /** RD: a request body that stopped arriving for timeouts.http_request_body_idle_seconds. */
+  request_timeout: 408,
   misdirected: 421,
   /** RD: a request line longer than the whole header limit. */
   uri_too_long: 414,

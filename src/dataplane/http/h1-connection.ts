@@ -2,6 +2,7 @@ import type tls from 'node:tls';
 import type { CounterRow } from '../../metrics/counters.js';
 import { endSoon } from '../splice.js';
 import { H1Exchange, type Admission, type AdmissionRequest } from './h1-exchange.js';
+import type { ExchangeLimits } from './exchange.js';
 import { parseRequestHead, requestFraming } from './h1-wire.js';
 import { rawGenerated, statusOf, type EdgeError } from './generated-response.js';
 import { countResponse } from './response-metrics.js';
@@ -22,8 +23,8 @@ export interface H1Edge {
   readonly idleMs: number;
   /** timeouts.http_request_head_seconds in ms (60 s by default). */
   readonly requestHeadMs: number;
-  /** timeouts.http_response_seconds in ms. */
-  readonly responseMs: number;
+  /** The response-head and request-body bounds. */
+  readonly limits: ExchangeLimits;
   /** `Keep-Alive: timeout=<idle seconds>` as a head line: clients close idle connections before the edge does. */
   readonly keepAliveLine: string;
   readonly draining: boolean;
@@ -68,18 +69,31 @@ export class H1Connection {
 
   /** Called by the sweeper past the deadline. */
   expire(): void {
-    if (this.exchange) this.exchange.responseTimedOut();
+    if (this.exchange) this.exchange.timedOut();
     else this.socket.destroy();
+  }
+
+  /** The request body is being read: the client must send some of it within the body-idle bound. */
+  awaitBody(): void {
+    this.deadline = Date.now() + this.edge.limits.bodyIdleMs;
+  }
+
+  /** The edge stopped reading the client (the upstream is full): its silence is not its own. */
+  heldBack(): void {
+    this.deadline = 0;
   }
 
   /** The request is all sent upstream: its response head is due within the response timeout. */
   awaitResponse(): void {
-    this.deadline = Date.now() + this.edge.responseMs;
+    this.deadline = Date.now() + this.edge.limits.responseMs;
   }
 
-  /** The response head arrived: no deadline while its body flows (there is no total request timeout). */
+  /**
+   * The response head arrived: no deadline while its body flows (there is no total request timeout),
+   * unless the request body is still being read (an early response), which keeps its idle bound.
+   */
   responseStarted(): void {
-    this.deadline = 0;
+    if (!this.exchange?.readingBody) this.deadline = 0;
   }
 
   /** Shutdown: an idle connection closes now, a busy one after its response. */
@@ -134,6 +148,7 @@ export class H1Connection {
   private onData(chunk: Buffer): void {
     const exchange = this.exchange;
     if (exchange?.readingBody) {
+      this.awaitBody();
       this.putBack(exchange.feedBody(chunk));
       return;
     }

@@ -185,6 +185,7 @@ export class H1Exchange implements ResponseSink {
     this.readingBody = !tracker.done;
     upstream.begin(first, { method: request.method, upgrade: false, requestComplete: tracker.done }, this);
     if (tracker.done) this.connection.awaitResponse();
+    else this.connection.awaitBody();
   }
 
   private sendH2(upstream: H2Upstream): void {
@@ -242,6 +243,7 @@ export class H1Exchange implements ResponseSink {
     };
     const bytes = this.connection.takePending();
     this.readingBody = true;
+    this.connection.awaitBody();
     if (bytes) this.connection.putBack(this.feedBody(bytes));
   }
 
@@ -388,8 +390,34 @@ export class H1Exchange implements ResponseSink {
     this.connection.socket.write(head, 'latin1');
   }
 
+  /** The connection's deadline passed: the request body went silent, or the response head is late. */
+  timedOut(): void {
+    if (this.readingBody) this.bodyTimedOut();
+    else this.responseTimedOut();
+  }
+
+  /**
+   * No request body byte within timeouts.http_request_body_idle_seconds while the edge was reading:
+   * 408 (or a cut, once a response has begun), the upstream exchange abandoned, the connection closed.
+   */
+  private bodyTimedOut(): void {
+    this.readingBody = false;
+    this.keepAlive = false;
+    this.payloadTarget = undefined;
+    this.upstream?.abandon();
+    this.h2Stream?.close(http2.constants.NGHTTP2_CANCEL);
+    this.upstream = undefined;
+    this.h2Stream = undefined;
+    if (this.headSent || this.pendingHead !== undefined) {
+      this.finished = true;
+      this.connection.socket.destroy();
+    } else {
+      this.refuse({ reason: 'request_timeout', message: `the request body sent nothing for ${this.edge.limits.bodyIdleMs / 1000} s` });
+    }
+  }
+
   /** No response head within timeouts.http_response_seconds: 504, and the upstream exchange is abandoned. */
-  responseTimedOut(): void {
+  private responseTimedOut(): void {
     if (this.finished || this.headSent || this.pendingHead !== undefined) return;
     this.upstream?.abandon();
     this.h2Stream?.close(http2.constants.NGHTTP2_CANCEL);
@@ -397,13 +425,14 @@ export class H1Exchange implements ResponseSink {
     this.h2Stream = undefined;
     this.readingBody = false;
     this.keepAlive = false;
-    this.refuse({ reason: 'upstream_timeout', message: `the upstream sent no response within ${this.edge.responseMs / 1000} s` });
+    this.refuse({ reason: 'upstream_timeout', message: `the upstream sent no response within ${this.edge.limits.responseMs / 1000} s` });
   }
 
   /** The request body is all relayed. */
   private bodyComplete(): void {
-    if (!this.headSent && this.pendingHead === undefined) this.connection.awaitResponse();
     this.readingBody = false;
+    if (!this.headSent && this.pendingHead === undefined) this.connection.awaitResponse();
+    else this.connection.responseStarted();
     this.payloadTarget = undefined;
     if (this.upstream) this.upstream.requestEnded();
     else this.h2Stream?.end();
@@ -429,9 +458,12 @@ export class H1Exchange implements ResponseSink {
     this.holding = true;
     const { socket } = this.connection;
     socket.pause();
+    this.connection.heldBack();
     upstream.once('drain', () => {
       this.holding = false;
-      if (!this.gone) socket.resume();
+      if (this.gone) return;
+      socket.resume();
+      if (this.readingBody) this.connection.awaitBody();
     });
   }
 
