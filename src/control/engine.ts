@@ -42,6 +42,8 @@ export interface RunningEngine {
   readonly certificates: StaticCertificateProvider;
   readonly supervisor: WorkerSupervisor;
   readonly control: ControlPlane;
+  /** The Unix socket the Engine API listens on now. */
+  readonly apiSocketPath: string;
   /** Stops accepting, drains for up to `drainMs`, stops the workers; safe to call twice. */
   shutdown(drainMs?: number): Promise<void>;
 }
@@ -94,7 +96,7 @@ export async function startEngine(
     certCheckGate: createCertCheckGate(),
     streamSlots,
     ticketKeys: crypto.randomBytes(48),
-    apiSocketPath: api.socketPath,
+    apiSocketPath: () => api.socketPath,
     checkCertificate: () => certificates.check(),
     dataplane: dataplaneSettings(config),
     routes: () => control.routes(),
@@ -127,6 +129,10 @@ export async function startEngine(
     const address = formatListenAddress(config.tls.listen_addr);
     throw new ListenError(`listen error: tls.listen_addr "${address}": ${errorCode(error)}`);
   }
+  api.keepListening((socketPath) => {
+    log.warn({ socket: socketPath }, 'the Engine API socket file was removed; listening on a new one');
+    supervisor.broadcast({ type: 'api-socket', socketPath });
+  });
   if (config.http.enabled && config.http.listen_addr) {
     try {
       redirect = await startRedirectListener(config.http.listen_addr, publicPort);
@@ -179,6 +185,9 @@ export async function startEngine(
     certificates,
     supervisor,
     control,
+    get apiSocketPath() {
+      return api.socketPath;
+    },
     shutdown(drainMs = SHUTDOWN_DRAIN_MS) {
       stopped ??= (async () => {
         log.info({ drain_ms: drainMs }, 'shutting down');

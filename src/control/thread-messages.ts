@@ -149,6 +149,8 @@ export type MainToWorker =
   /** Worker `index`'s end of a worker↔worker channel (transferred). */
   | { type: 'peer'; index: number; port: MessagePort }
   | { type: 'certificate-checked'; requestId: number }
+  /** The Engine API listens on a new Unix socket (its file was removed). */
+  | { type: 'api-socket'; socketPath: string }
   /**
    * Stop dispatching new connections and say goodbye to agents; let open connections finish until
    * the deadline (epoch ms), then resolve the task.

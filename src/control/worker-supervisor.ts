@@ -24,7 +24,8 @@ export interface SupervisorOptions {
   certCheckGate: SharedArrayBuffer;
   streamSlots: SharedArrayBuffer;
   ticketKeys: Buffer;
-  apiSocketPath: string;
+  /** Where the Engine API listens now (it moves if its socket file is removed). */
+  apiSocketPath: () => string;
   dataplane: DataplaneSettings;
   /** Live routes, for a worker that joins a running engine. */
   routes: () => TunnelRoute[];
@@ -177,7 +178,7 @@ export class WorkerSupervisor {
       streamSlots: this.options.streamSlots,
       ticketKeys: this.options.ticketKeys,
       certificate: this.options.certificate(),
-      apiSocketPath: this.options.apiSocketPath,
+      apiSocketPath: this.options.apiSocketPath(),
       dataplane: this.options.dataplane,
       routes: this.options.routes(),
     };

@@ -49,8 +49,10 @@ export class ConnectionAcceptor {
   private draining = false;
   private drained: (() => void) | undefined;
   private readonly httpEdge: HttpEdge;
+  private apiSocketPath: string;
 
   constructor(private readonly options: AcceptorOptions) {
+    this.apiSocketPath = options.apiSocketPath;
     this.httpEdge = new HttpEdge({
       dataplane: options.dataplane,
       engineHost: options.engineHost,
@@ -119,6 +121,10 @@ export class ConnectionAcceptor {
   private refuseOverLimit(socket: net.Socket): void {
     this.options.counters.add('connections_refused_max_connections');
     socket.resetAndDestroy();
+  }
+
+  apiSocketMoved(socketPath: string): void {
+    this.apiSocketPath = socketPath;
   }
 
   /** Stops dispatching: connections still reading their ClientHello are dropped from now on. */
@@ -238,7 +244,7 @@ export class ConnectionAcceptor {
   private handle(kind: DispatchKind, session: tls.TLSSocket, raw: net.Socket, proxyOnly: boolean): void {
     switch (kind) {
       case 'api':
-        spliceToApi(session, this.options.apiSocketPath);
+        spliceToApi(session, this.apiSocketPath);
         return;
       case 'agent':
         serveRstrm(this.options.dataplane, { session, raw, peerAddress: raw.remoteAddress, proxyOnly });

@@ -62,6 +62,9 @@ export default async function runWorker(task: WorkerTask): Promise<WorkerExit> {
         case 'reply':
           link.reply(message.id, message.reply);
           return;
+        case 'api-socket':
+          acceptor.apiSocketMoved(message.socketPath);
+          return;
         case 'route-add':
           dataplane.addRoute(message.route);
           return;
