@@ -45,10 +45,11 @@ export interface SuiteResult {
   scenarios: ScenarioResult[];
 }
 
-export function writeReports(result: SuiteResult, outDir: string): { json: string; markdown: string; charts: string[] } {
+/** Writes the run's files; a run of named scenarios only (`name`) gets its own instead of latest.md. */
+export function writeReports(result: SuiteResult, outDir: string, name?: string): { json: string; markdown: string; charts: string[] } {
   fs.mkdirSync(outDir, { recursive: true });
   const stamp = result.date.slice(0, 10);
-  const json = path.join(outDir, `${stamp}-${result.host}.json`);
+  const json = path.join(outDir, `${stamp}-${result.host}${name ? `-${name}` : ''}.json`);
   fs.writeFileSync(json, JSON.stringify(result, null, 2) + '\n');
   const charts: string[] = [];
   for (const scenario of result.scenarios) {
@@ -57,7 +58,7 @@ export function writeReports(result: SuiteResult, outDir: string): { json: strin
     fs.writeFileSync(file, chart(scenario));
     charts.push(file);
   }
-  const markdown = path.join(outDir, 'latest.md');
+  const markdown = path.join(outDir, `${name ?? 'latest'}.md`);
   fs.writeFileSync(markdown, renderMarkdown(result, path.basename(json)));
   return { json, markdown, charts };
 }

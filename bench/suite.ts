@@ -12,7 +12,10 @@ import { writeReports, type ScenarioResult, type SuiteResult } from './report.js
  *   (default)  quick pass, about 3 minutes on 2 cores;
  *   --full     every scenario at full size, several runs each (about 15 minutes);
  *   --smoke    a few seconds each with tiny sizes, written to --out-dir (what `npm test` runs);
- *   --only a,b run only these scenarios; --out-dir DIR write there instead of bench/results.
+ *   --only a,b run only these scenarios, reported as <a+b>.md next to latest.md (not replacing it);
+ *   --out-dir DIR write there instead of bench/results.
+ * `soak` (long mixed traffic, watched for leaks) runs only when named: `--only soak` (2 minutes, or 30
+ * with --full); smoke mode runs it too, for 15 s.
  */
 
 type Mode = SuiteResult['mode'];
@@ -21,6 +24,8 @@ interface Scenario {
   name: string;
   script: string;
   args: Record<Mode, string[]>;
+  /** Left out of quick and full runs unless named in --only. */
+  onlyWhenNamed?: boolean;
 }
 
 const SCENARIOS: Scenario[] = [
@@ -88,6 +93,16 @@ const SCENARIOS: Scenario[] = [
       smoke: ['--tunnels', '200', '--agents', '4', '--subscribers', '10', '--lists', '3', '--events', '2'],
     },
   },
+  {
+    name: 'soak',
+    script: 'soak.js',
+    onlyWhenNamed: true,
+    args: {
+      quick: ['--minutes', '2', '--sample-seconds', '10'],
+      full: ['--minutes', '30', '--sample-seconds', '60'],
+      smoke: ['--minutes', '0.25', '--sample-seconds', '3', '--churn-seconds', '5'],
+    },
+  },
 ];
 
 const HERE = path.dirname(new URL(import.meta.url).pathname);
@@ -96,7 +111,7 @@ async function main(): Promise<void> {
   const mode: Mode = process.argv.includes('--full') ? 'full' : process.argv.includes('--smoke') ? 'smoke' : 'quick';
   const only = stringArgument('only')?.split(',');
   const outDir = path.resolve(stringArgument('out-dir') ?? path.join(HERE, '..', '..', 'bench', 'results'));
-  const selected = SCENARIOS.filter((scenario) => !only || only.includes(scenario.name));
+  const selected = SCENARIOS.filter((scenario) => (only ? only.includes(scenario.name) : mode === 'smoke' || !scenario.onlyWhenNamed));
   if (only && selected.length !== only.length) throw new Error(`unknown scenario in --only; known: ${SCENARIOS.map((scenario) => scenario.name).join(', ')}`);
   const work = fs.mkdtempSync(path.join(os.tmpdir(), 'rivulet-bench-suite-'));
   const started = Date.now();
@@ -129,7 +144,7 @@ async function main(): Promise<void> {
     durationSeconds: (Date.now() - started) / 1000,
     scenarios,
   };
-  const written = writeReports(result, outDir);
+  const written = writeReports(result, outDir, only?.join('+'));
   process.stderr.write(`\nresults: ${written.json}\ntable:   ${written.markdown}\ncharts:  ${path.dirname(written.charts[0] ?? outDir)}/\n`);
 }
 
