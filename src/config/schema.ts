@@ -255,9 +255,11 @@ export const schemaDefinition = {
       max: 256,
       doc: 'Data-plane worker threads',
     }),
+    // A default limit, not unlimited: one tunnel's visitors must not make the engine ask its agent for an
+    // unbounded number of proxy connections. 10,000 is far above what a pooled HTTP tunnel needs.
     max_streams_per_tunnel: leaf('dataplane.max_streams_per_tunnel', {
       format: 'rivulet-int',
-      default: 0,
+      default: 10_000,
       doc: 'Pending + active streams per tunnel (0 = unlimited)',
     }),
     max_connections: leaf('dataplane.max_connections', {

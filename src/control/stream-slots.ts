@@ -5,7 +5,8 @@
  * limit) and decrements it when that stream ends. The main thread hands slots out and takes them
  * back once a deleted tunnel's streams are all gone.
  */
-export const STREAM_SLOTS = 65_536;
+/** Live tunnels the engine can hold while streams per tunnel are limited (as they are by default). */
+export const STREAM_SLOTS = 1_048_576;
 
 export function createStreamSlotBuffer(): SharedArrayBuffer {
   return new SharedArrayBuffer(STREAM_SLOTS * Int32Array.BYTES_PER_ELEMENT);
