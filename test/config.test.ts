@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
 import { before, describe, test } from 'node:test';
 import { ConfigError, buildConfig, readConfigFile } from '../src/config/load.js';
 import { isLoopbackHost, parseListenAddress } from '../src/config/address.js';
@@ -29,7 +30,12 @@ describe('config validation names the key', () => {
     assert.equal(config.metrics.prometheus.path, '/metrics');
     assert.equal(config.timeouts.stream_request_seconds, 30);
     assert.equal(config.timeouts.http_idle_seconds, 90);
+    assert.equal(config.timeouts.http_request_body_idle_seconds, 60);
     assert.equal(config.dataplane.max_tunnels_per_client, 0);
+    assert.equal(config.dataplane.max_streams_per_tunnel, 10_000);
+    // Sized for the machine: below its open-file limit, and never unlimited by default.
+    const openFiles = Number(/Max open files\s+(\d+)/.exec(fs.readFileSync('/proc/self/limits', 'utf8'))?.[1]);
+    assert.ok(config.dataplane.max_connections > 0 && config.dataplane.max_connections < openFiles, String(config.dataplane.max_connections));
     assert.equal(config.dataplane.affinity.advertise_host, 'localhost');
     assert.ok(config.dataplane.workers >= 1);
   });
