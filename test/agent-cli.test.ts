@@ -9,7 +9,7 @@ import { devCertificates } from './helpers/fixtures.js';
 import { CLI, runCli, spawnCli } from './helpers/process.js';
 import { mintToken } from './helpers/rstrm-agent.js';
 import type { DevCertificateFiles } from '../src/certs/dev-ca.js';
-import { stableHostname } from '../src/agent/forward.js';
+import { requestedHostname, stableHostname } from '../src/agent/forward.js';
 
 let certs: DevCertificateFiles;
 let t: TestEngine;
@@ -118,6 +118,9 @@ describe('rivulet forward and rivulet nc', () => {
     assert.equal(noToken.stderr, 'missing authentication token (use --token, RSTREAM_AUTHENTICATION_TOKEN or a context)\n');
     const clash = await runCli(['forward', '--http', '--tls', '--engine', 'e:1', '--token', 't']);
     assert.equal(clash.code, 2);
+    const foreignHost = await runCli(['forward', '8080', '--host', 'shop.example.com', '--engine', 'edge.localhost:1', '--token', 't']);
+    assert.equal(foreignHost.code, 2);
+    assert.match(foreignHost.stderr, /--host "shop\.example\.com": .* pass the label \(--host shop\) or shop\.t\.edge\.localhost/);
   });
 
   test('an engine that does not negotiate rstrm/1 is refused', async () => {
@@ -133,10 +136,18 @@ describe('rivulet forward and rivulet nc', () => {
   });
 });
 
-test('stable hostnames: r<8 hex>-<first label>.t.<rest>, only for DNS names with two labels or more', () => {
+test('stable hostnames for every engine host (the official form where it fits); --host is a label or <label>.t.<engine host>, anything else refused with what to pass', () => {
   assert.match(stableHostname('edge.example.com')!, /^r[0-9a-f]{8}-edge\.t\.example\.com$/);
-  assert.equal(stableHostname('localhost'), undefined);
-  assert.equal(stableHostname('127.0.0.1'), undefined);
+  assert.match(stableHostname('localhost'), /^r[0-9a-f]{8}-localhost$/);
+  assert.match(stableHostname('127.0.0.1'), /^r[0-9a-f]{8}$/);
+  assert.equal(requestedHostname('Web', 'edge.example.com'), 'web');
+  assert.equal(requestedHostname('web.t.edge.example.com', 'edge.example.com'), 'web.t.edge.example.com');
+  assert.deepEqual(requestedHostname('web.example.com', 'edge.example.com'), {
+    problem: '--host "web.example.com": a published tunnel\'s hostname is <label>.t.<engine host>; pass the label (--host web) or web.t.edge.example.com',
+  });
+  assert.deepEqual(requestedHostname('web.example.com', '127.0.0.1'), {
+    problem: '--host "web.example.com": a published tunnel\'s hostname is <label>.t.<engine host>; pass the label (--host web) or web.t.<engine host>',
+  });
 });
 
 // The generated name needs an engine host with two labels that resolves here; none does on these machines

@@ -44,6 +44,14 @@ describe('startup errors exit 1 with one line naming the key', () => {
     const result = await runCli(['engine', '--check'], { env: { RSTREAM_ENGINE_CONFIG: file } });
     assert.equal(result.code, 0, result.stderr);
     assert.equal(result.stdout, 'config ok\n');
+    assert.equal(result.stderr, '');
+  });
+
+  test('--check warns about an RSTREAM_ENGINE_* variable that names no key, as a run does', async () => {
+    const result = await runCli(['engine', '--check', '-c', writeConfig(configTree(certs))], { env: { RSTREAM_ENGINE_TIMEOUTS__STREAM_REQUEST: '5' } });
+    assert.equal(result.code, 0, result.stderr);
+    assert.equal(result.stdout, 'config ok\n');
+    assert.equal(result.stderr, 'warning: ignoring environment variable RSTREAM_ENGINE_TIMEOUTS__STREAM_REQUEST: no config key "timeouts.stream_request"\n');
   });
 
   test('config/engine.example.yaml passes --check with its secret from the environment', async () => {

@@ -117,14 +117,31 @@ export function forwardingAddress(tunnel: TunnelProperties): string {
 }
 
 /**
- * The official CLI's stable hostname (engine.md §17.2): `r<8 hex>-<first label>.t.<rest>` for an
- * engine host with at least two DNS labels, generated once per process and reused on every reconnect.
+ * The hostname a published tunnel asks for when `--host` is not given, generated once per process and
+ * reused on every reconnect, so the URL survives an engine restart. For an engine host of two labels or
+ * more it has the official CLI's form, `r<8 hex>-<first label>.t.<rest>` (the engine keeps its first
+ * label); for `localhost` or an IP address, where that form has no room, the label alone.
  */
-export function stableHostname(engineHost: string): string | undefined {
-  if (net.isIP(engineHost)) return undefined;
+export function stableHostname(engineHost: string): string {
+  const tag = `r${crypto.randomBytes(4).toString('hex')}`;
+  if (net.isIP(engineHost)) return tag;
   const labels = engineHost.toLowerCase().split('.');
-  if (labels.length < 2) return undefined;
-  return `r${crypto.randomBytes(4).toString('hex')}-${labels[0]}.t.${labels.slice(1).join('.')}`;
+  if (labels.length < 2) return `${tag}-${labels[0]}`;
+  return `${tag}-${labels[0]}.t.${labels.slice(1).join('.')}`;
+}
+
+/**
+ * `--host` as the tunnel's hostname: a label (`web`), or the full `<label>.t.<engine host>`. Any other
+ * name would be cut to its first label by the engine, so it is refused with what to pass instead.
+ */
+export function requestedHostname(host: string, engineHost: string): string | { problem: string } {
+  const name = host.toLowerCase().replace(/\.$/, '');
+  if (!name.includes('.')) return name;
+  const suffix = `.t.${engineHost.toLowerCase()}`;
+  if (!net.isIP(engineHost) && name.endsWith(suffix) && !name.slice(0, -suffix.length).includes('.')) return name;
+  const label = name.split('.')[0];
+  const full = net.isIP(engineHost) ? `${label}.t.<engine host>` : `${label}${suffix}`;
+  return { problem: `--host "${host}": a published tunnel's hostname is <label>.t.<engine host>; pass the label (--host ${label}) or ${full}` };
 }
 
 function sleep(ms: number, signal: AbortSignal): Promise<void> {

@@ -1,6 +1,6 @@
 import { Command, Option } from 'commander';
 import { runDial } from '../agent/dial.js';
-import { runForward, stableHostname } from '../agent/forward.js';
+import { requestedHostname, runForward, stableHostname } from '../agent/forward.js';
 import { emptyTunnelProperties, type TunnelProperties } from '../protocol/messages.js';
 import { resolveTarget, type TargetFlags } from './engine-target.js';
 import { collect, commaList, positiveInteger } from './option-parsers.js';
@@ -142,7 +142,11 @@ export function forwardProperties(flags: ForwardFlags, engineHost: string): Tunn
   const properties: TunnelProperties = { ...emptyTunnelProperties(), labels, publish };
   if (flags.name) properties.name = flags.name;
   if (protocol) properties.protocol = protocol;
-  if (publish) properties.hostname = flags.host ?? stableHostname(engineHost);
+  if (publish) {
+    const requested = flags.host === undefined ? stableHostname(engineHost) : requestedHostname(flags.host, engineHost);
+    if (typeof requested !== 'string') throw new UsageError(requested.problem);
+    properties.hostname = requested;
+  }
   if (flags.tlsMode) properties.tls_mode = flags.tlsMode;
   if (flags.tlsAlpn) properties.tls_alpns = flags.tlsAlpn;
   if (flags.tlsMinVersion) properties.tls_min_version = flags.tlsMinVersion;

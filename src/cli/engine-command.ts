@@ -28,6 +28,7 @@ export async function runEngineCommand(options: EngineCommandOptions): Promise<v
     exitWithStartupError(error);
   }
   if (options.check) {
+    for (const warning of loaded.warnings) process.stderr.write(`warning: ${warning}\n`);
     process.stdout.write('config ok\n');
     process.exit(0);
   }

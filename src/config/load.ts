@@ -127,9 +127,6 @@ export function buildConfig(tree: Tree, env: NodeJS.ProcessEnv): LoadedConfig {
   if (errors.length > 0) throw new ConfigError(errors);
 
   const config = assemble(values);
-  if (Buffer.byteLength(config.auth.jwt.token_jwt_secret) < 32) {
-    warnings.push('auth.jwt.token_jwt_secret is shorter than 32 bytes; use a longer random secret');
-  }
   return { config, warnings };
 }
 

@@ -11,6 +11,7 @@ import { machineConnectionLimit } from './machine-limits.js';
  */
 
 export const ENV_PREFIX = 'RSTREAM_ENGINE_';
+const MIN_SECRET_BYTES = 32;
 
 /** The env variable that overrides `path` (§3.2): `a.b_c` → `RSTREAM_ENGINE_A__B_C`. */
 export function envNameForKey(path: string): string {
@@ -26,6 +27,7 @@ type FormatName =
   | 'rivulet-int'
   | 'rivulet-string'
   | 'rivulet-non-empty-string'
+  | 'rivulet-secret'
   | 'rivulet-log-level'
   | 'rivulet-listen-addr'
   | 'rivulet-engine-host'
@@ -87,6 +89,13 @@ const FORMATS: Record<FormatName, RivuletFormat> = {
       if (typeof value !== 'string' || value.length === 0) throw new Error('expected non-empty string');
     },
   },
+  'rivulet-secret': {
+    validate(value: unknown) {
+      if (typeof value !== 'string') throw new Error('expected string');
+      // A short HMAC key can be brute-forced from any one token an attacker holds.
+      if (Buffer.byteLength(value) < MIN_SECRET_BYTES) throw new Error(`must be at least ${MIN_SECRET_BYTES} bytes (generate one: openssl rand -hex 32)`);
+    },
+  },
   'rivulet-log-level': {
     validate(value: unknown) {
       if (!LOG_LEVELS.includes(value as LogLevel)) throw new Error(`must be one of ${LOG_LEVELS.join(', ')}`);
@@ -141,8 +150,7 @@ export const schemaDefinition = {
     host: leaf('engine.host', { format: 'rivulet-engine-host', default: undefined, required: true, doc: 'Base host' }),
     log_level: leaf('engine.log_level', {
       format: 'rivulet-log-level',
-      default: undefined,
-      required: true,
+      default: 'info',
       doc: 'Log level',
     }),
   },
@@ -190,7 +198,7 @@ export const schemaDefinition = {
         doc: 'Must be true',
       }),
       token_jwt_secret: leaf('auth.jwt.token_jwt_secret', {
-        format: 'rivulet-non-empty-string',
+        format: 'rivulet-secret',
         default: undefined,
         required: true,
         sensitive: true,
