@@ -129,9 +129,57 @@ describe('rivulet forward and rivulet nc', () => {
     try {
       const result = await runCli(['forward', '1', '--no-retry', '--engine', `127.0.0.1:${(server.address() as net.AddressInfo).port}`], { env });
       assert.equal(result.code, 1);
-      assert.match(result.stdout, /connection failed \(engine did not negotiate rstrm\/1/);
+      assert.match(result.stdout, /connection failed \(127\.0\.0\.1:\d+ is not an engine's agent port \(engine did not negotiate rstrm\/1/);
     } finally {
       server.close();
+    }
+  });
+
+  describe('failures the operator must fix stop the agent (exit 1) with what to do, even with retries on', () => {
+    const cases: Array<[string, () => Promise<{ args?: string[]; env: NodeJS.ProcessEnv }>, RegExp]> = [
+      ['a malformed token', async () => ({ env: { ...env, RSTREAM_AUTHENTICATION_TOKEN: 'not-a-token' } }), /the engine refused the token; mint a new one/],
+      ['an expired token', async () => ({ env: { ...env, RSTREAM_AUTHENTICATION_TOKEN: await mintToken({ exp: Math.floor(Date.now() / 1000) - 120 }) } }), /expired.*the engine refused the token/],
+      ['an engine certificate nobody told it to trust', async () => ({ env: { ...env, NODE_EXTRA_CA_CERTS: '' } }), /cannot verify the engine's certificate .*--engine-tls-ca-file <ca\.pem> or set NODE_EXTRA_CA_CERTS/],
+    ];
+    for (const [name, setup, expected] of cases) {
+      test(name, async () => {
+        const { env: caseEnv } = await setup();
+        const started = Date.now();
+        const result = await runCli(['forward', '8080', '--retry-interval', '200'], { env: caseEnv });
+        assert.equal(result.code, 1, result.stdout + result.stderr);
+        assert.match(result.stdout, expected);
+        assert.doesNotMatch(result.stdout, /retrying/);
+        assert.ok(Date.now() - started < 5000);
+      });
+    }
+
+    test('a port that does not speak TLS', async () => {
+      const plain = net.createServer((socket) => socket.end('HTTP/1.1 400 Bad Request\r\n\r\n'));
+      await new Promise<void>((resolve) => plain.listen(0, '127.0.0.1', resolve));
+      try {
+        const result = await runCli(['forward', '8080', '--engine', `127.0.0.1:${(plain.address() as net.AddressInfo).port}`], { env });
+        assert.equal(result.code, 1, result.stdout + result.stderr);
+        assert.match(result.stdout, /does not speak TLS: use the engine's TLS port/);
+      } finally {
+        plain.close();
+      }
+    });
+  });
+
+  test('an unreachable engine is retried, waiting longer each time, and says so', async () => {
+    const closed = net.createServer();
+    await new Promise<void>((resolve) => closed.listen(0, '127.0.0.1', resolve));
+    const port = (closed.address() as net.AddressInfo).port;
+    await new Promise((resolve) => closed.close(resolve));
+    const forward = spawnCli(['forward', '8080', '--engine', `127.0.0.1:${port}`, '--retry-interval', '100'], { env });
+    try {
+      await waitFor(() => forward.logs.filter((line) => line.msg.startsWith('retrying in')).length >= 4, 10_000);
+      const waits = forward.logs.filter((line) => line.msg.startsWith('retrying in')).map((line) => Number(/retrying in ([\d.]+) s/.exec(line.msg)![1]));
+      assert.ok(waits[3]! > waits[0]! * 3, `waits ${waits.join(', ')} s do not back off`);
+      assert.ok(forward.logs.some((line) => /connection failed \(connect ECONNREFUSED/.test(line.msg)));
+    } finally {
+      forward.child.kill('SIGINT');
+      assert.equal((await forward.exited).code, 0);
     }
   });
 });

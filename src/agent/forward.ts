@@ -2,7 +2,8 @@ import crypto from 'node:crypto';
 import net from 'node:net';
 import type { TunnelProperties } from '../protocol/messages.js';
 import { VERSION } from '../version.js';
-import { ControlClient, EngineRefusal } from './control-client.js';
+import { ControlClient } from './control-client.js';
+import { diagnose } from './engine-errors.js';
 import type { EngineEndpoint } from './engine-connection.js';
 import { StreamForwarder, type ForwardTarget } from './stream-forwarder.js';
 
@@ -27,10 +28,21 @@ interface Status {
   forwarded?: string;
 }
 
+/** The longest wait between attempts, however long the engine has been unreachable. */
+const MAX_RETRY_INTERVAL_MS = 60_000;
+
 /**
- * `rivulet forward`: connect → create → serve, and on any failure (connect, create, channel loss,
- * unsolicited close) wait the retry interval and start again, recreating the same hostname.
- * Resolves with the exit status.
+ * How one attempt ended: Ctrl-C; online, then the channel or tunnel was lost; a failure worth retrying
+ * (the network, an engine restarting); or one the operator must fix (a bad token, an untrusted
+ * certificate, a wrong address), which stops the agent.
+ */
+type Attempt = 'stopped' | 'lost' | 'failed' | 'permanent';
+
+/**
+ * `rivulet forward`: connect → create → serve, and on a failure worth retrying (connect, create,
+ * channel loss, unsolicited close) wait and start again, recreating the same hostname. The wait starts
+ * at the retry interval and doubles with each failure in a row (up to 60 s, ±20 % so that agents cut
+ * off together do not come back together). Resolves with the exit status.
  */
 export async function runForward(options: ForwardOptions): Promise<number> {
   const { signal } = options;
@@ -39,17 +51,26 @@ export async function runForward(options: ForwardOptions): Promise<number> {
     if (options.output === 'json') options.print(JSON.stringify({ version: VERSION, ...status, forwarded }));
     else options.print(status.forwarding ? `${status.status}: ${status.forwarding} -> ${forwarded}` : status.status);
   };
+  let failuresInARow = 0;
   while (!signal.aborted) {
     report({ status: 'connecting' });
     const outcome = await serveOnce(options, report);
     if (outcome === 'stopped' || signal.aborted) return 0;
-    if (!options.retry) return 1;
-    await sleep(options.retryIntervalMs, signal);
+    if (outcome === 'permanent' || !options.retry) return 1;
+    failuresInARow = outcome === 'lost' ? 1 : failuresInARow + 1;
+    const wait = retryWait(options.retryIntervalMs, failuresInARow);
+    if (options.output === 'text') options.print(`retrying in ${(wait / 1000).toFixed(1)} s`);
+    await sleep(wait, signal);
   }
   return 0;
 }
 
-async function serveOnce(options: ForwardOptions, report: (status: Status) => void): Promise<'stopped' | 'failed'> {
+export function retryWait(intervalMs: number, failuresInARow: number): number {
+  const doubled = intervalMs * 2 ** Math.min(failuresInARow - 1, 16);
+  return Math.round(Math.min(doubled, Math.max(intervalMs, MAX_RETRY_INTERVAL_MS)) * (0.8 + 0.4 * Math.random()));
+}
+
+async function serveOnce(options: ForwardOptions, report: (status: Status) => void): Promise<Attempt> {
   const tunnels = new Set<string>();
   let unsolicited: ((tunnelId: string) => void) | undefined;
   let forwarder: StreamForwarder | undefined;
@@ -62,8 +83,9 @@ async function serveOnce(options: ForwardOptions, report: (status: Status) => vo
       },
     });
   } catch (error) {
-    report({ status: `connection failed (${(error as Error).message})` });
-    return 'failed';
+    const diagnosis = diagnose(error, options.engine);
+    report({ status: `connection failed (${diagnosis.message})` });
+    return diagnosis.permanent ? 'permanent' : 'failed';
   }
   const { client } = opened;
   report({ status: 'connected' });
@@ -81,10 +103,10 @@ async function serveOnce(options: ForwardOptions, report: (status: Status) => vo
   try {
     tunnel = await client.openTunnel(options.properties);
   } catch (error) {
-    const message = error instanceof EngineRefusal ? error.message : (error as Error).message;
-    report({ status: `tunnel creation failed (${message})` });
+    const diagnosis = diagnose(error, options.engine);
+    report({ status: `tunnel creation failed (${diagnosis.message})` });
     await client.close([]);
-    return 'failed';
+    return diagnosis.permanent ? 'permanent' : 'failed';
   }
   tunnels.add(tunnel.id!);
   report({ status: 'online', tunnel_id: tunnel.id!, forwarding: forwardingAddress(tunnel) });
@@ -105,7 +127,7 @@ async function serveOnce(options: ForwardOptions, report: (status: Status) => vo
   }
   await client.close([]);
   report({ status: 'disconnected' });
-  return 'failed';
+  return 'lost';
 }
 
 /** How official clients show a tunnel (protocol.md §8.1). */

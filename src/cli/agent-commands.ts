@@ -59,7 +59,7 @@ export function addAgentCommands(program: Command): void {
     .option('--trusted-ips <cidr,cidr>', 'allow only these client addresses (published)', commaList)
     .option('--retry', 'reconnect after failures (default)', true)
     .option('--no-retry', 'exit 1 on the first failure')
-    .option('--retry-interval <ms>', 'wait between attempts', positiveInteger, 5000)
+    .option('--retry-interval <ms>', 'first wait between attempts; doubles while they keep failing, up to 60 s', positiveInteger, 5000)
     .addOption(new Option('-o, --output <format>', 'output format').choices(['text', 'json']).default('text'))
     .action(async (targetText: string, flags: ForwardFlags) => {
       const target = resolveTarget(flags);
