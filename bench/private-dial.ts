@@ -86,6 +86,7 @@ async function main(): Promise<void> {
     target: { host: '127.0.0.1', port: upstreamPort },
     knowsTunnel: (id) => id === tunnel.id,
     onConnection: () => {},
+    onTargetFailure: (reason) => process.stderr.write(`target failed: ${reason}\n`),
   });
 
   /** One private dial reading everything the upstream sends; resolves with the byte count. */

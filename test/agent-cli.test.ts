@@ -10,6 +10,7 @@ import { CLI, runCli, spawnCli } from './helpers/process.js';
 import { mintToken } from './helpers/rstrm-agent.js';
 import type { DevCertificateFiles } from '../src/certs/dev-ca.js';
 import { requestedHostname, stableHostname } from '../src/agent/forward.js';
+import { TargetFailureReport } from '../src/agent/target-failures.js';
 
 let certs: DevCertificateFiles;
 let t: TestEngine;
@@ -166,6 +167,26 @@ describe('rivulet forward and rivulet nc', () => {
     });
   });
 
+  test('a target that refuses: the agent says so on stderr, once, then at most once per ten seconds with a count', async () => {
+    const closed = net.createServer();
+    await new Promise<void>((resolve) => closed.listen(0, '127.0.0.1', resolve));
+    const deadPort = (closed.address() as net.AddressInfo).port;
+    await new Promise((resolve) => closed.close(resolve));
+    const forward = spawnCli(['forward', String(deadPort), '--no-publish', '--name', 'refusing', '-o', 'json'], { env });
+    try {
+      await waitForStatus(forward, 'online');
+      for (let dial = 0; dial < 5; dial++) await nc(['refusing'], 'x');
+      await waitFor(() => /cannot reach the target/.test(forward.stderr()));
+      await sleep(300);
+      const lines = forward.stderr().trim().split('\n');
+      assert.equal(lines.length, 1, forward.stderr());
+      assert.match(lines[0]!, new RegExp(`^cannot reach the target localhost:${deadPort} \\(.*ECONNREFUSED`));
+    } finally {
+      forward.child.kill('SIGINT');
+      await forward.exited;
+    }
+  });
+
   test('an unreachable engine is retried, waiting longer each time, and says so', async () => {
     const closed = net.createServer();
     await new Promise<void>((resolve) => closed.listen(0, '127.0.0.1', resolve));
@@ -242,3 +263,21 @@ async function waitForStatus(
     await sleep(50);
   }
 }
+
+test('target failures are reported at once, then once per ten seconds with the count since', () => {
+  let now = 0;
+  const lines: string[] = [];
+  const report = new TargetFailureReport('localhost:8080', (line) => lines.push(line), () => now);
+  report.failed('ECONNREFUSED');
+  for (let second = 1; second <= 9; second++) {
+    now = second * 1000;
+    report.failed('ECONNREFUSED');
+    report.failed('ECONNREFUSED');
+  }
+  now = 10_000;
+  report.failed('connect timed out');
+  assert.deepEqual(lines, [
+    'cannot reach the target localhost:8080 (ECONNREFUSED)',
+    'cannot reach the target localhost:8080 (connect timed out); 19 streams failed since the last report',
+  ]);
+});

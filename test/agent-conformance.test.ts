@@ -150,6 +150,7 @@ test('ProxyConnReq: unknown tunnel → 4000; proxy_endpoint is dialed with the s
     target: { host: '127.0.0.1', port: (upstream.address() as net.AddressInfo).port },
     knowsTunnel: (id) => id === 'mine',
     onConnection: (source) => sources.push(source),
+    onTargetFailure: () => {},
   });
   const deadline = Date.now() + 5000;
   while ((proxyHits.length === 0 || engine.received[0]!.filter((m) => m.type === 'proxy_conn_rsp').length < 2) && Date.now() < deadline) {

@@ -6,6 +6,7 @@ import { ControlClient } from './control-client.js';
 import { diagnose } from './engine-errors.js';
 import type { EngineEndpoint } from './engine-connection.js';
 import { StreamForwarder, type ForwardTarget } from './stream-forwarder.js';
+import { TargetFailureReport } from './target-failures.js';
 
 export interface ForwardOptions {
   engine: EngineEndpoint;
@@ -18,6 +19,8 @@ export interface ForwardOptions {
   /** Aborted on Ctrl-C / SIGTERM: close the tunnel and the channel, then return 0. */
   signal: AbortSignal;
   print: (line: string) => void;
+  /** Warnings that must not mix with `-o json` lines (stderr). */
+  warn: (line: string) => void;
 }
 
 /** A status change as `-o json` prints it (engine.md §17.2); unknown keys are left out. */
@@ -51,10 +54,11 @@ export async function runForward(options: ForwardOptions): Promise<number> {
     if (options.output === 'json') options.print(JSON.stringify({ version: VERSION, ...status, forwarded }));
     else options.print(status.forwarding ? `${status.status}: ${status.forwarding} -> ${forwarded}` : status.status);
   };
+  const targetFailures = new TargetFailureReport(forwarded, options.warn);
   let failuresInARow = 0;
   while (!signal.aborted) {
     report({ status: 'connecting' });
-    const outcome = await serveOnce(options, report);
+    const outcome = await serveOnce(options, report, targetFailures);
     if (outcome === 'stopped' || signal.aborted) return 0;
     if (outcome === 'permanent' || !options.retry) return 1;
     failuresInARow = outcome === 'lost' ? 1 : failuresInARow + 1;
@@ -70,7 +74,7 @@ export function retryWait(intervalMs: number, failuresInARow: number): number {
   return Math.round(Math.min(doubled, Math.max(intervalMs, MAX_RETRY_INTERVAL_MS)) * (0.8 + 0.4 * Math.random()));
 }
 
-async function serveOnce(options: ForwardOptions, report: (status: Status) => void): Promise<Attempt> {
+async function serveOnce(options: ForwardOptions, report: (status: Status) => void, targetFailures: TargetFailureReport): Promise<Attempt> {
   const tunnels = new Set<string>();
   let unsolicited: ((tunnelId: string) => void) | undefined;
   let forwarder: StreamForwarder | undefined;
@@ -98,6 +102,7 @@ async function serveOnce(options: ForwardOptions, report: (status: Status) => vo
     onConnection: (sourceIp) => {
       if (options.output === 'text') options.print(`connection from ${sourceIp}`);
     },
+    onTargetFailure: (reason) => targetFailures.failed(reason),
   });
   let tunnel: TunnelProperties;
   try {

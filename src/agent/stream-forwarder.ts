@@ -34,6 +34,8 @@ export class StreamForwarder {
       target: ForwardTarget;
       knowsTunnel: (tunnelId: string) => boolean;
       onConnection: (sourceIp: string) => void;
+      /** The local target refused or timed out a stream. */
+      onTargetFailure: (reason: string) => void;
     },
   ) {}
 
@@ -70,6 +72,7 @@ export class StreamForwarder {
     try {
       upstream = await dialTarget(target);
     } catch (error) {
+      this.options.onTargetFailure((error as Error).message);
       refuse({ code: ErrorCode.ServiceUnavailable, message: `upstream dial failed: ${(error as Error).message}` });
       return;
     }

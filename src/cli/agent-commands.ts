@@ -76,6 +76,7 @@ export function addAgentCommands(program: Command): void {
         output: flags.output,
         signal: controller.signal,
         print: (line) => process.stdout.write(line + '\n'),
+        warn: (line) => process.stderr.write(line + '\n'),
       });
       process.exit(status);
     });
