@@ -100,6 +100,37 @@ describe('rivulet forward and rivulet nc', () => {
     assert.equal(result.stderr, 'dial failed: tunnel "no-such" not found (code 3000)\n');
   });
 
+  test('nc piped into head: the reader leaving ends the dial quietly (exit 0, nothing on stderr)', async () => {
+    const firehose = net.createServer((socket) => {
+      socket.on('error', () => {});
+      const chunk = Buffer.alloc(64 * 1024, 0x66);
+      const pump = (): void => {
+        while (socket.writable && socket.write(chunk));
+        if (socket.writable) socket.once('drain', pump);
+      };
+      pump();
+    });
+    await new Promise<void>((resolve) => firehose.listen(0, '127.0.0.1', resolve));
+    const forward = spawnCli(['forward', String((firehose.address() as net.AddressInfo).port), '--no-publish', '--name', 'firehose', '-o', 'json'], { env });
+    try {
+      await waitForStatus(forward, 'online');
+      const result = await new Promise<{ stdout: string; stderr: string }>((resolve) => {
+        const child = spawn('bash', ['-c', `"${process.execPath}" "${CLI}" nc firehose < /dev/null | head -c 10; echo " exit=\${PIPESTATUS[0]}"`], { env: { ...process.env, ...env } });
+        let stdout = '';
+        let stderr = '';
+        child.stdout.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
+        child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
+        child.on('close', () => resolve({ stdout, stderr }));
+      });
+      assert.equal(result.stdout, 'ffffffffff exit=0\n');
+      assert.equal(result.stderr, '');
+    } finally {
+      forward.child.kill('SIGINT');
+      await forward.exited;
+      firehose.close();
+    }
+  });
+
   test('killing the agent removes its client and tunnels from the registry', async () => {
     const forward = spawnCli(['forward', String(upstreamPort), '--no-publish', '--name', 'doomed', '-o', 'json'], { env });
     const online = await waitForStatus(forward, 'online');

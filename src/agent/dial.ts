@@ -68,6 +68,11 @@ export async function runDial(options: DialOptions): Promise<number> {
     if (early.length > 0) socket.unshift(early);
   }
   return new Promise((resolve) => {
+    // The reader went away (`rivulet nc … | head`): that ends the dial, quietly, as it ends cat.
+    options.output.once('error', () => {
+      socket.destroy();
+      resolve(0);
+    });
     socket.pipe(options.output, { end: false });
     options.input.pipe(socket); // the end of input half-closes the stream
     socket.on('error', () => socket.destroy());
