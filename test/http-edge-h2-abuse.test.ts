@@ -15,9 +15,13 @@ import {
   headersFrame,
   indexedField,
   literalField,
+  pingFrame,
   RawH2Connection,
   requestBlock,
   rstCodeOf,
+  rstStreamFrame,
+  Setting,
+  settingsFrame,
   StaticIndex,
   type Goaway,
 } from './helpers/h2-frames.js';
@@ -219,6 +223,11 @@ function assertGoaway(outcome: AttackOutcome, codes: number[], { mayBeLost = fal
   for (const goaway of outcome.goaways) assert.ok(codes.includes(goaway.code), `GOAWAY with code ${goaway.code}`);
 }
 
+/** The edge's flood budgets (h2-flood-guard.ts): frames or early-closed streams it takes at once. */
+const FLOOD_BURST = 500;
+/** Past its budget the edge still handles what is left of the read under way (64 KiB at most). */
+const framesInOneRead = (frame: Buffer): number => Math.ceil(65536 / frame.length);
+
 const times = (count: number, make: (i: number) => Buffer): Buffer => Buffer.concat(Array.from({ length: count }, (_, i) => make(i)));
 
 /** The header block of a request of the attack. */
@@ -230,6 +239,29 @@ const attackRequest = (id: number, path: string, host = ABUSE_HOST): Buffer =>
 
 /** The id of a client's `i`th stream. */
 const streamId = (i: number): number => 1 + 2 * i;
+
+test('SETTINGS flood: 5,000 SETTINGS frames, acknowledgements unread, get GOAWAY ENHANCE_YOUR_CALM', async (context) => {
+  // Four entries a frame: fewer than 1,000 frames a TLS record, so nghttp2's own limit on queued
+  // acknowledgements (GOAWAY INTERNAL_ERROR past 1,000 in one read) does not trip first.
+  const settings = settingsFrame(Array.from({ length: 4 }, () => [Setting.INITIAL_WINDOW_SIZE, 65535]));
+  const outcome = await attack(times(5000, () => settings), { read: false });
+  const acknowledged = outcome.connection.count(FrameType.SETTINGS) - 1; // the server's own SETTINGS
+  report(context, outcome, { acknowledged });
+  assertBounded(outcome, 'SETTINGS flood');
+  assertGoaway(outcome, [http2.constants.NGHTTP2_ENHANCE_YOUR_CALM]);
+  assert.ok(acknowledged <= FLOOD_BURST + framesInOneRead(settings), `the edge acknowledged ${acknowledged} SETTINGS frames before the cut`);
+  assert.equal(outcome.upstreamRequests, 0);
+});
+
+test('PING flood: 20,000 PING frames get GOAWAY ENHANCE_YOUR_CALM', async (context) => {
+  const outcome = await attack(times(20_000, (i) => pingFrame(BigInt(i))));
+  const answered = outcome.connection.count(FrameType.PING);
+  report(context, outcome, { answered });
+  assertBounded(outcome, 'PING flood');
+  assertGoaway(outcome, [http2.constants.NGHTTP2_ENHANCE_YOUR_CALM]);
+  assert.ok(answered <= FLOOD_BURST + framesInOneRead(pingFrame(0n)), `the edge answered ${answered} PINGs before the cut`);
+  assert.equal(outcome.upstreamRequests, 0);
+});
 
 test("empty DATA flood: 20,000 empty DATA frames on an open request close the connection (Node's 1,000 invalid frames)", async (context) => {
   const open = headersFrame(1, attackBlock('empty-data', StaticIndex.METHOD_POST), { endStream: false, endHeaders: true });
@@ -302,4 +334,20 @@ test('more streams than advertised before the SETTINGS acknowledgement: REFUSED_
     Array.from({ length: 50 }, (_, i) => [streamId(100 + i), http2.constants.NGHTTP2_REFUSED_STREAM]),
   );
   assert.equal(outcome.upstreamRequests, 100);
+});
+
+test('rapid reset with raw frames: 20,000 HEADERS + RST_STREAM pairs get GOAWAY ENHANCE_YOUR_CALM and cost the upstream a few requests', async (context) => {
+  const outcome = await attack(
+    times(20_000, (i) => Buffer.concat([attackRequest(streamId(i), `reset?i=${i}`), rstStreamFrame(streamId(i), http2.constants.NGHTTP2_CANCEL)])),
+  );
+  const streams = outcome.goaways.length > 0 ? (outcome.goaways[0]!.lastStreamId + 1) / 2 : 0;
+  report(context, outcome, { streams });
+  assertBounded(outcome, 'rapid reset');
+  // Before nghttp2's own limit (GOAWAY INTERNAL_ERROR after 1,000 resets, the connection left open).
+  assertGoaway(outcome, [http2.constants.NGHTTP2_ENHANCE_YOUR_CALM]);
+  assert.ok(streams < 1000, `the edge took ${streams} streams before the cut`);
+  // A request that finds an idle upstream stream is sent before its reset is read; the others wait for
+  // a stream and leave first.
+  assert.ok(outcome.upstreamRequests <= 10, `${outcome.upstreamRequests} requests reached the upstream`);
+  assert.ok(outcome.agentStreams <= 10, `${outcome.agentStreams} streams asked of the agent`);
 });
