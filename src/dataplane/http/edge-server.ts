@@ -11,6 +11,7 @@ import { proxyRequest, type ExchangeLimits, type ForwardPlan } from './exchange.
 import { sendGenerated, type EdgeError, type EdgeRequest, type EdgeResponse } from './generated-response.js';
 import { H1Connection, MAX_HEADER_BYTES, type H1Edge } from './h1-connection.js';
 import type { Admission, AdmissionRequest } from './h1-exchange.js';
+import { guardAgainstFloods } from './h2-flood-guard.js';
 import { countWhenDone } from './response-metrics.js';
 import { EdgeTokenAuth } from './token-auth.js';
 import { TunnelUpstreams } from './upstream-pool.js';
@@ -234,6 +235,7 @@ export class HttpEdge implements H1Edge {
   /** engine.md §12.1: an h2 session with no open streams for http_idle_seconds gets GOAWAY. */
   private trackSession(session: http2.ServerHttp2Session): void {
     this.h2Sessions.add(session);
+    guardAgainstFloods(session);
     let open = 0;
     let idleTimer: NodeJS.Timeout | undefined;
     const armIdle = (): void => {
