@@ -99,22 +99,27 @@ after(async () => {
   await t.stop();
 });
 
-test('rapid reset: 500 requests, each cancelled once the edge has it, ten live at a time, cost the agent at most one stream in ten', async () => {
+test('rapid reset: 500 requests, each cancelled once the edge has it, ten live at a time, cost the agent a few streams per round trip, not one per request', async () => {
   const session = edgeSession(port, t.ca, HOST);
   session.on('error', () => {});
   try {
     const before = proxyConnReqs;
+    const started = Date.now();
     for (let request = 0; request < 500; request++) {
       const stream = session.request({ ':method': 'GET', ':path': `/echo?reset=${request}`, ':authority': HOST });
       stream.on('error', () => {});
       setTimeout(() => stream.close(http2.constants.NGHTTP2_CANCEL), 5);
       if (request % 10 === 9) await sleep(20); // at most ten of them live at a time
     }
+    const roundTrips = Math.ceil((Date.now() - started) / AGENT_DELAY_MS) + 1;
     await sleep(AGENT_DELAY_MS * 3);
     const opened = proxyConnReqs - before;
-    // Each stream that arrives is taken by a live request and dies with it when that request is reset
-    // (an HTTP/1.1 exchange cut in the middle cannot be reused): a few per agent round trip.
-    assert.ok(opened <= 50, `${opened} streams asked of the agent for 500 cancelled requests`);
+    // A request that finds no idle stream asks for one, unless one asked for is still on its way; so at
+    // most the ten live requests wait on opens at a time, and each open takes an agent round trip. (Each
+    // stream that arrives is taken by a live request and dies with it when that request is reset: an
+    // HTTP/1.1 exchange cut in the middle cannot be reused.) How many rounds fit in the loop depends on
+    // how busy the machine is, so the bound is counted in rounds, and stays far below one per request.
+    assert.ok(opened <= 10 * roundTrips && opened < 250, `${opened} streams asked of the agent for 500 cancelled requests in ${roundTrips} agent round trips`);
     // The tunnel still serves, on the streams those requests left behind.
     const reply = await h2Request(session, HOST, { path: '/echo' });
     assert.equal(reply.status, 200, reply.body.toString());
