@@ -8,7 +8,7 @@ import { before, describe, test } from 'node:test';
 import type { DevCertificateFiles } from '../src/certs/dev-ca.js';
 import { SHUTDOWN_DRAIN_MS } from '../src/control/engine.js';
 import { promisify } from 'node:util';
-import { handshake, waitFor } from './helpers/engine.js';
+import { handshake, startTestEngine, waitFor } from './helpers/engine.js';
 import { configTree, devCertificates, tempDir, writeConfig } from './helpers/fixtures.js';
 import { runCli, spawnCli } from './helpers/process.js';
 
@@ -76,6 +76,19 @@ describe('startup errors exit 1 with one line naming the key', () => {
       assert.match(result.stderr, new RegExp(`^listen error: tls\\.listen_addr "127\\.0\\.0\\.1:${port}": EADDRINUSE$`, 'm'));
     } finally {
       blocker.close();
+    }
+  });
+
+  test('a second engine on the first one\'s metrics port fails naming metrics.prometheus.listen_addr (no shared port)', async () => {
+    const first = await startTestEngine({ metrics: { prometheus: { enabled: true, listen_addr: '127.0.0.1:0' } } }, certs);
+    const port = first.engine.metricsPort!;
+    try {
+      const file = writeConfig(configTree(certs, { metrics: { prometheus: { enabled: true, listen_addr: `127.0.0.1:${port}` } } }));
+      const result = await runCli(['engine', '-c', file]);
+      assert.equal(result.code, 1, result.stderr);
+      assert.match(result.stderr, new RegExp(`^listen error: metrics\\.prometheus\\.listen_addr "127\\.0\\.0\\.1:${port}": EADDRINUSE$`, 'm'));
+    } finally {
+      await first.stop();
     }
   });
 

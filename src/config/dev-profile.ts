@@ -45,7 +45,8 @@ export async function prepareDevProfile(cwd: string, env: NodeJS.ProcessEnv): Pr
       tls: { enabled: true, listen_addr: '127.0.0.1:8443' },
       certs: { static: { enabled: true, cert_file: files.cert, key_file: files.key } },
       auth: { jwt: { enabled: true, token_jwt_secret: secret } },
-      metrics: { prometheus: { enabled: true, listen_addr: '127.0.0.1:9090' } },
+      // Next to the TLS port, not Prometheus's own 9090, so a local Prometheus can scrape it.
+      metrics: { prometheus: { enabled: true, listen_addr: '127.0.0.1:8444' } },
     },
     caFile: files.caCert,
     secretFile,

@@ -154,9 +154,9 @@ export async function startEngine(
     });
     try {
       metrics = await MetricsServer.start({ address: prometheus.listen_addr, path: prometheus.path, bearerToken: prometheus.bearer_token, registry });
-    } catch {
+    } catch (error) {
       await stopAll();
-      throw new ListenError(`listen error: metrics.prometheus.listen_addr "${formatListenAddress(prometheus.listen_addr)}": cannot listen`);
+      throw new ListenError(`listen error: metrics.prometheus.listen_addr "${formatListenAddress(prometheus.listen_addr)}": ${(error as Error).message}`);
     }
   }
   const redirectAddress = redirect?.address();

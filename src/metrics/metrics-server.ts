@@ -1,9 +1,23 @@
 import crypto from 'node:crypto';
+import net from 'node:net';
 import type { Registry } from 'prom-client';
 import { endHead, loadUws, type us_listen_socket } from '../api/uws.js';
 import type { ListenAddress } from '../config/address.js';
 
 const EXPOSITION_TYPE = 'text/plain; version=0.0.4; charset=utf-8';
+
+/** uWS's LIBUS_LISTEN_EXCLUSIVE_PORT; its typings only declare the flag on the port-only overload. */
+const EXCLUSIVE_PORT = 1;
+type ListenWithOptions = (host: string, port: number, options: number, done: (socket: us_listen_socket | false) => void) => void;
+
+/** uWS says only that a listen failed: a plain bind of the same address tells why (EADDRINUSE, EACCES…). */
+async function bindFailure(address: ListenAddress): Promise<string> {
+  return new Promise((resolve) => {
+    const probe = net.createServer();
+    probe.once('error', (error: NodeJS.ErrnoException) => resolve(error.code ?? error.message));
+    probe.listen({ host: address.host, port: address.port, exclusive: true }, () => probe.close(() => resolve('cannot listen')));
+  });
+}
 
 /**
  * The Prometheus listener (engine.md §16.1): plain HTTP/1.1 on its own address, served by uWS in the
@@ -47,8 +61,12 @@ export class MetricsServer {
         });
       });
     });
-    const listenSocket = await new Promise<us_listen_socket | false>((resolve) => app.listen(options.address.host, options.address.port, (socket) => resolve(socket)));
-    if (!listenSocket) throw new Error('cannot listen');
+    // Exclusive: uWS binds with SO_REUSEPORT by default, and a second engine on the same port would then
+    // take half the scrapes instead of failing.
+    const listenSocket = await new Promise<us_listen_socket | false>((resolve) =>
+      (app.listen as unknown as ListenWithOptions)(options.address.host, options.address.port, EXCLUSIVE_PORT, (socket) => resolve(socket)),
+    );
+    if (!listenSocket) throw new Error(await bindFailure(options.address));
     return new MetricsServer(listenSocket, uws.us_socket_local_port(listenSocket as never));
   }
 
