@@ -42,8 +42,10 @@ async function openTunnel(on: RawConnection, overrides: Partial<TunnelProperties
   return id;
 }
 
+/** `rivulet events`, one compact JSON object per line (`-o ndjson`) unless `args` choose. */
 function watch(args: string[], extraEnv: NodeJS.ProcessEnv = {}): RunningCli {
-  const cli = spawnCli(['events', ...args], { env: { ...env, ...extraEnv } });
+  const output = args.includes('-o') ? [] : ['-o', 'ndjson'];
+  const cli = spawnCli(['events', ...output, ...args], { env: { ...env, ...extraEnv } });
   running.push(cli);
   return cli;
 }
@@ -71,7 +73,7 @@ describe('tunnel list and client list', () => {
     const text = await runCli(['tunnel', 'list'], { env });
     const [header, first] = text.stdout.split('\n');
     assert.match(header!, /^ID\s+NAME\s+PROTOCOL\s+PUBLISH\s+HOSTNAME\s+CLIENT\s+CREATED$/);
-    assert.match(first!, /alpha\s+http\s+true\s+alpha\.t\.localhost/);
+    assert.match(first!, new RegExp(`alpha\\s+http\\s+true\\s+alpha\\.t\\.localhost:${t.engine.publicPort}\\s`), 'the port is shown when it is not 443');
     const clients = await runCli(['client', 'list'], { env });
     assert.match(clients.stdout, /^ID\s+USER\s+AGENT\s+VERSION\s+OS\/ARCH\s+PROTOCOL$/m);
     assert.match(clients.stdout, new RegExp(`^${clientId}\\s+tester\\s+test\\s`, 'm'));
@@ -91,7 +93,7 @@ describe('events', () => {
   for (const transport of ['websocket', 'sse'] as const) {
     test(`${transport}: state.initial then filtered events, one JSON object per line; --events filters types`, async () => {
       const all = watch(['--transport', transport, '--tunnel-filter', 'labels.team=blue']);
-      const typed = watch(['--transport', transport, '--events', 'tunnel.created', '-o', 'ndjson']);
+      const typed = watch(['--transport', transport, '--events', 'tunnel.created']);
       await waitFor(() => all.logs.some((line) => line.type === 'state.initial'), 15_000);
       await sleep(300);
       await openTunnel(agent, { name: `red-${transport}`, publish: false, labels: { team: 'red' } });
@@ -140,6 +142,15 @@ describe('events', () => {
     } finally {
       receiver.close();
     }
+  });
+
+  test('-o json indents each event for reading; -o ndjson prints one compact object per line', async () => {
+    const pretty = watch(['--events', 'state.initial', '-o', 'json']);
+    const compact = watch(['--events', 'state.initial', '-o', 'ndjson']);
+    await waitFor(() => pretty.logs.some((line) => line.msg === '}') && compact.logs.some((line) => line.type === 'state.initial'), 10_000);
+    assert.equal(pretty.logs[0]!.msg, '{');
+    assert.ok(pretty.logs.some((line) => line.msg === '  "type": "state.initial",'), JSON.stringify(pretty.logs.slice(0, 3)));
+    assert.equal(compact.logs.filter((line) => line.type === 'state.initial').length, 1);
   });
 
   test('--webhook without a secret prints a generated one; a non-deliverable --events type is refused', async () => {

@@ -82,3 +82,17 @@ describe('rivulet token mint', () => {
     assert.equal((await runCli(['token', 'mint', '--secret', secret, '--ttl', '5 minutes'])).code, 2);
   });
 });
+
+test('every command’s --help (the built binary) ends with two or three examples and says each default once', async () => {
+  const commands = [['engine'], ['certs', 'dev'], ['token', 'mint'], ['forward'], ['nc'], ['tunnel', 'list'], ['client', 'list'], ['events']];
+  for (const command of commands) {
+    const { code, stdout } = await runCli([...command, '--help']);
+    assert.equal(code, 0, command.join(' '));
+    const examples = /\nExamples:\n((?: {2}.+\n)+)\n?$/.exec(stdout);
+    assert.ok(examples, `${command.join(' ')} --help ends without examples:\n${stdout}`);
+    const lines = examples[1]!.trimEnd().split('\n');
+    assert.ok(lines.length >= 2 && lines.length <= 3, `${command.join(' ')}: ${lines.length} examples`);
+    assert.ok(lines.some((line) => line.includes(`rivulet ${command.join(' ')}`)), `${command.join(' ')}: no example runs it`);
+    assert.doesNotMatch(stdout, /\(default\)\s*\(default:/, `${command.join(' ')} says a default twice`);
+  }
+});

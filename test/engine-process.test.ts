@@ -172,7 +172,9 @@ test('the development profile creates its CA, certificate and secret once and se
   const first = spawnCli(['engine'], { cwd, env });
   const ready = await first.waitForLog('ready');
   const next = await first.waitForLog(/^next steps/);
-  assert.match(String(next.mint_token), /rivulet token mint --secret-file \.rivulet\/dev\/jwt-secret/);
+  const devDir = fs.realpathSync(path.join(cwd, '.rivulet', 'dev'));
+  assert.equal(next.mint_token, `rivulet token mint --secret-file ${devDir}/jwt-secret`);
+  assert.match(String(next.publish), new RegExp(`^RSTREAM_ENGINE=localhost:${ready.public_port} NODE_EXTRA_CA_CERTS=${devDir}/ca\\.crt .* rivulet forward 3000$`));
   assert.ok(first.logs.some((line) => line.level === 'warn' && /not for production/.test(line.msg)));
   const dev = path.join(cwd, '.rivulet', 'dev');
   for (const [file, mode] of [['ca.crt', 0o644], ['cert.pem', 0o644], ['key.pem', 0o600], ['jwt-secret', 0o600]] as const) {

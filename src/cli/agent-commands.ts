@@ -1,4 +1,5 @@
 import { Command, Option } from 'commander';
+import { withExamples } from './help-examples.js';
 import { runDial } from '../agent/dial.js';
 import { requestedHostname, runForward, stableHostname } from '../agent/forward.js';
 import { emptyTunnelProperties, type TunnelProperties } from '../protocol/messages.js';
@@ -37,7 +38,7 @@ interface ForwardFlags extends TargetFlags {
 }
 
 export function addAgentCommands(program: Command): void {
-  withTargetOptions(
+  const forward = withTargetOptions(
     program
       .command('forward')
       .argument('[target]', 'local target [host:]port', 'localhost:8080')
@@ -57,7 +58,7 @@ export function addAgentCommands(program: Command): void {
     .option('--upstream-tls', 'speak TLS to the upstream through the tunnel')
     .option('--token-auth', 'require an engine token on every request (published HTTP)')
     .option('--trusted-ips <cidr,cidr>', 'allow only these client addresses (published)', commaList)
-    .option('--retry', 'reconnect after failures (default)', true)
+    .option('--retry', 'reconnect after failures worth retrying', true)
     .option('--no-retry', 'exit 1 on the first failure')
     .option('--retry-interval <ms>', 'first wait between attempts; doubles while they keep failing, up to 60 s', positiveInteger, 5000)
     .addOption(new Option('-o, --output <format>', 'output format').choices(['text', 'json']).default('text'))
@@ -80,8 +81,13 @@ export function addAgentCommands(program: Command): void {
       });
       process.exit(status);
     });
+  withExamples(forward, [
+    'rivulet forward 3000                          # https://<random>.t.<engine host> -> localhost:3000',
+    'rivulet forward 8080 --host web --token-auth  # https://web.t.<engine host>, a token on every request',
+    'rivulet forward 5432 --no-publish --name db   # private: dial it with rivulet nc db',
+  ]);
 
-  withTargetOptions(
+  const nc = withTargetOptions(
     program
       .command('nc')
       .argument('<target>', 'rstrm://<name-or-id> (or just the name or id)')
@@ -101,6 +107,7 @@ export function addAgentCommands(program: Command): void {
       });
       process.exit(status);
     });
+  withExamples(nc, ['echo PING | rivulet nc cache                 # a private tunnel named cache', 'rivulet nc rstrm://db --no-zero-rtt < dump.sql  # wait for the stream before sending']);
 }
 
 /** `port`, `host:port` or `[v6]:port`; a bare port means localhost. */

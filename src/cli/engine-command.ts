@@ -77,15 +77,18 @@ export async function runEngineCommand(options: EngineCommandOptions): Promise<v
   }
 
   if (devProfile) {
-    const ca = path.relative(process.cwd(), devProfile.caFile);
+    // Absolute paths: the lines work pasted into a shell in any directory (README's quick start).
+    const ca = path.resolve(devProfile.caFile);
+    const secret = path.resolve(devProfile.secretFile);
     const port = engine.publicPort;
     log.info(
       {
         ca_file: ca,
-        mint_token: `rivulet token mint --secret-file ${path.relative(process.cwd(), devProfile.secretFile)}`,
+        mint_token: `rivulet token mint --secret-file ${secret}`,
+        publish: `RSTREAM_ENGINE=localhost:${port} NODE_EXTRA_CA_CERTS=${ca} RSTREAM_AUTHENTICATION_TOKEN=$(rivulet token mint --secret-file ${secret}) rivulet forward 3000`,
         check: `curl --cacert ${ca} https://localhost:${port}/api/openapi.json`,
       },
-      `next steps: trust ${ca}; mint a token; check the Engine API`,
+      `next steps: publish localhost:3000 with the "publish" command; trust ${ca} in curl or a browser`,
     );
   }
 }

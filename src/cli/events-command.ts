@@ -1,6 +1,7 @@
 import http from 'node:http';
 import https from 'node:https';
 import { Command, Option } from 'commander';
+import { withExamples } from './help-examples.js';
 import WebSocket from 'ws';
 import { apiErrorMessage, apiPath, apiTlsOptions } from './api-client.js';
 import { withTargetOptions } from './agent-commands.js';
@@ -56,7 +57,7 @@ class StreamEnded extends Error {
 
 /** `rivulet events` (engine.md §17.5, §18). */
 export function addEventsCommand(program: Command): void {
-  withTargetOptions(program.command('events').description('watch client and tunnel events (and forward them, optionally as signed webhooks)'))
+  const events = withTargetOptions(program.command('events').description('watch client and tunnel events (and forward them, optionally as signed webhooks)'))
     .addOption(new Option('--transport <transport>', 'event stream').choices(['websocket', 'sse']).default('websocket'))
     .option('--events <a,b>', 'only these event types (client-side)', commaList)
     .option('--client-filter <k=v,...>', 'server-side client filter: id,status,user_id,agent,channel,version,os,arch,protocol_version,labels.<k>')
@@ -67,8 +68,8 @@ export function addEventsCommand(program: Command): void {
     .option('--webhook-secret <secret>', 'signing secret (default: generated, printed on stderr)')
     .option('--webhook-id <id>', 'value of rstream-webhook-id (default: cli_we_<24 hex>)')
     .option('--include-webhook-headers', 'print {"headers":…,"body":…} lines', false)
-    .addOption(new Option('-o, --output <format>', 'output format').choices(['json', 'ndjson']).default('json'))
-    .option('--retry', 'resubscribe with backoff when the stream drops (default)', true)
+    .addOption(new Option('-o, --output <format>', 'json: each event indented, for reading; ndjson: one compact object per line, for tools').choices(['json', 'ndjson']).default('json'))
+    .option('--retry', 'resubscribe with backoff when the stream drops', true)
     .option('--no-retry', 'exit 1 when the stream drops')
     .option('--retry-interval <ms>', 'first wait before resubscribing (doubles up to 30 s)', positiveInteger, 1000)
     .action(async (flags: EventsFlags) => {
@@ -77,6 +78,11 @@ export function addEventsCommand(program: Command): void {
       for (const signal of ['SIGINT', 'SIGTERM'] as const) process.once(signal, () => process.exit(0));
       await watcher.run();
     });
+  withExamples(events, [
+    'rivulet events --events tunnel.created,tunnel.deleted',
+    'rivulet events -o ndjson --tunnel-filter labels.env=prod | jq .type',
+    'rivulet events --webhook --forward-to https://hooks.example.com/rivulet',
+  ]);
 }
 
 class EventWatcher {
@@ -218,7 +224,8 @@ class EventWatcher {
     if (this.secret && !(DELIVERABLE_TYPES as readonly string[]).includes(type)) return;
     const body = this.secret ? webhookBody(event) : JSON.stringify(event);
     const headersNow = (): Record<string, string> => (this.secret ? webhookHeaders(this.secret, this.webhookId, body) : { 'content-type': 'application/json' });
-    process.stdout.write(this.flags.includeWebhookHeaders ? `${JSON.stringify({ headers: headersNow(), body: JSON.parse(body) })}\n` : `${body}\n`);
+    const printed = this.flags.includeWebhookHeaders ? { headers: headersNow(), body: JSON.parse(body) as unknown } : JSON.parse(body);
+    process.stdout.write(`${JSON.stringify(printed, null, this.flags.output === 'json' ? 2 : undefined)}\n`);
     if (this.forwardTo) {
       const url = this.forwardTo;
       // Signed when sent, not when received: a delivery that waited behind others still has a fresh t=.

@@ -4,6 +4,7 @@ import { resolveTarget, type TargetFlags } from './engine-target.js';
 import { parseFilterFlags, type FilterKind } from './filter-flags.js';
 import { collect, positiveInteger } from './option-parsers.js';
 import { withTargetOptions } from './agent-commands.js';
+import { withExamples } from './help-examples.js';
 
 interface ListFlags extends TargetFlags {
   filter: string[];
@@ -18,7 +19,8 @@ const COLUMNS: Record<FilterKind, Array<[string, (object: Record<string, unknown
     ['NAME', (tunnel) => tunnel.name],
     ['PROTOCOL', (tunnel) => tunnel.protocol],
     ['PUBLISH', (tunnel) => tunnel.publish],
-    ['HOSTNAME', (tunnel) => tunnel.hostname],
+    // The address a visitor types: the port too when it is not 443 (a development engine on 8443).
+    ['HOSTNAME', (tunnel) => (tunnel.hostname && tunnel.port && tunnel.port !== 443 ? `${tunnel.hostname}:${tunnel.port}` : tunnel.hostname)],
     ['CLIENT', (tunnel) => tunnel.client_id],
     ['CREATED', (tunnel) => tunnel.creation_date],
   ],
@@ -35,7 +37,7 @@ const COLUMNS: Record<FilterKind, Array<[string, (object: Record<string, unknown
 /** `rivulet tunnel list` and `rivulet client list`. */
 export function addListCommands(program: Command): void {
   for (const [noun, kind] of [['tunnel', 'tunnels'], ['client', 'clients']] as const) {
-    withTargetOptions(program.command(noun).description(`${noun}s of the engine`).command('list').description(`list live ${kind}, oldest first`))
+    const list = withTargetOptions(program.command(noun).description(`${noun}s of the engine`).command('list').description(`list live ${kind}, oldest first`))
       .option('--filter <k=v,...>', 'filter (repeatable): key=value, labels.<key>=value', collect, [])
       .option('--limit <n>', 'at most n results', positiveInteger)
       .addOption(new Option('-o, --output <format>', 'output format').choices(['text', 'json']).default('text'))
@@ -46,6 +48,12 @@ export function addListCommands(program: Command): void {
         const objects = (await getJson(target, apiPath(`/api/${kind}`, params))) as Array<Record<string, unknown>>;
         process.stdout.write(flags.output === 'json' ? `${JSON.stringify(objects)}\n` : table(kind, objects));
       });
+    withExamples(
+      list,
+      kind === 'tunnels'
+        ? ['rivulet tunnel list', 'rivulet tunnel list --filter labels.env=prod --filter publish=true -o json']
+        : ['rivulet client list', 'rivulet client list --filter agent=rivulet --limit 10'],
+    );
   }
 }
 

@@ -9,7 +9,7 @@ import { runEngineCommand } from './engine-command.js';
 import { runTokenMintCommand } from './token-command.js';
 import { CommandError, UsageError } from './usage-error.js';
 import { VERSION } from '../version.js';
-
+import { withExamples } from './help-examples.js';
 
 export function buildProgram(): Command {
   const program = new Command('rivulet')
@@ -18,15 +18,22 @@ export function buildProgram(): Command {
     .exitOverride()
     .showHelpAfterError();
 
-  program
-    .command('engine')
-    .description('run the engine (without --config: the embedded development profile)')
-    .option('-c, --config <file>', 'YAML config file (default: $RSTREAM_ENGINE_CONFIG)')
-    .option('--check', 'validate the config and certificate, print "config ok" and exit')
-    .action((options: { config?: string; check?: boolean }) => runEngineCommand(options));
+  withExamples(
+    program
+      .command('engine')
+      .description('run the engine (without --config: the embedded development profile)')
+      .option('-c, --config <file>', 'YAML config file (default: $RSTREAM_ENGINE_CONFIG)')
+      .option('--check', 'validate the config and certificate, print "config ok" and exit')
+      .action((options: { config?: string; check?: boolean }) => runEngineCommand(options)),
+    [
+      'rivulet engine                                  # development profile: https://localhost:8443',
+      'rivulet engine --check -c /etc/rivulet/engine.yaml',
+      'RSTREAM_ENGINE_AUTH__JWT__TOKEN_JWT_SECRET=$(cat /run/secrets/jwt) rivulet engine -c /etc/rivulet/engine.yaml',
+    ],
+  );
 
   const certs = program.command('certs').description('certificate helpers');
-  certs
+  const certsDev = certs
     .command('dev')
     .description('generate a local CA and a server certificate for development (never for production)')
     .requiredOption('--host <engine.host>', 'engine host; SANs <host> and *.t.<host>')
@@ -37,9 +44,10 @@ export function buildProgram(): Command {
     .action((options: { host: string; san: string[]; out: string; days: number; force: boolean }) =>
       runCertsDevCommand(options),
     );
+  withExamples(certsDev, ['rivulet certs dev --host localhost --out ./tls', 'rivulet certs dev --host edge.test --san 192.0.2.10 --days 30']);
 
   const token = program.command('token').description('engine tokens');
-  token
+  const tokenMint = token
     .command('mint')
     .description('print one HS256 engine token')
     .option('--secret <s>', 'signing secret (default: $RSTREAM_ENGINE_AUTH__JWT__TOKEN_JWT_SECRET)')
@@ -49,6 +57,10 @@ export function buildProgram(): Command {
     .option('--permissions <list>', 'comma-separated engine permissions (default: full access)')
     .addOption(new Option('-o, --output <format>', 'output format').choices(['text', 'json']).default('text'))
     .action((options: Parameters<typeof runTokenMintCommand>[0]) => runTokenMintCommand(options));
+  withExamples(tokenMint, [
+    'rivulet token mint --secret-file .rivulet/dev/jwt-secret',
+    'rivulet token mint --secret-file /etc/rivulet/jwt-secret --sub ci --ttl 30d --permissions tunnels.resources.read-only',
+  ]);
 
   addAgentCommands(program);
   addListCommands(program);
