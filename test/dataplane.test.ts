@@ -109,6 +109,28 @@ describe('dispatch by SNI and ALPN', () => {
   });
 });
 
+test('a client that ends its side mid-handshake is closed at once (not after the 10 s handshake wait), a failed handshake', async () => {
+  const hello = await captureClientHello({ servername: 'localhost', ALPNProtocols: ['rstrm/1'] });
+  // The end in the same segment as the ClientHello, or after the engine's ServerHello.
+  for (const endWithHello of [true, false]) {
+    let elapsed = 0;
+    const delta = await totalsAfter(
+      () =>
+        new Promise<void>((resolve) => {
+          const started = Date.now();
+          const socket = net.connect(port, '127.0.0.1', () => (endWithHello ? socket.end(hello) : socket.write(hello)));
+          socket.on('error', () => {});
+          socket.once('data', () => socket.end());
+          socket.resume();
+          socket.on('close', () => resolve(void (elapsed = Date.now() - started)));
+        }),
+    );
+    assert.ok(elapsed < 1000, `closed after ${elapsed} ms`);
+    assert.equal(delta.handshake_failures_other, 1);
+    assert.equal(delta.connections_open, 0);
+  }
+});
+
 test('200 TLS connections are spread over more than one worker thread', async () => {
   const before = [0, 1].map((worker) => t.engine.counters.row(worker).accepted_api);
   for (let batch = 0; batch < 4; batch++) {

@@ -4,6 +4,7 @@ import { describe, test } from 'node:test';
 import protobuf from 'protobufjs';
 import { FrameDecoder, FrameError, encodeFrame } from '../src/protocol/frame.js';
 import { decodeMessage, emptyTunnelProperties, encodeMessage, type Message } from '../src/protocol/messages.js';
+import { DecodeError } from '../src/protocol/wire.js';
 
 const root = protobuf.loadSync(fileURLToPath(new URL('../../src/protocol/rstrm.proto', import.meta.url)));
 const Reference = root.lookupType('rstream.io_rstrm.protobuf.Message');
@@ -57,6 +58,16 @@ const samples: Message[] = [
   { type: 'server_message', message: 'hello' },
 ];
 
+/** A varint's bytes, for values a ProtoWriter would not write. */
+function varint(value: bigint): number[] {
+  const bytes: number[] = [];
+  for (; value >= 0x80n; value >>= 7n) bytes.push(Number(value & 0x7fn) | 0x80);
+  return [...bytes, Number(value)];
+}
+
+/** Field `field` holding `content`, length-delimited (tag and length of one byte each). */
+const embedded = (field: number, content: number[]): number[] => [field * 8 + 2, content.length, ...content];
+
 describe('codec against the .proto (protobufjs as the reference)', () => {
   for (const sample of samples) {
     test(`${sample.type} round-trips and protobufjs agrees`, () => {
@@ -81,6 +92,10 @@ describe('codec against the .proto (protobufjs as the reference)', () => {
     assert.equal((asObject(bytes).proxyConnReq as { sourceIp: { v4: number } }).sourceIp.v4, 0x01020304);
   });
 
+  test('a source_ip with neither v4 nor v6 leaves no source_ip key', () => {
+    assert.deepEqual(decodeMessage(Buffer.from(embedded(9, embedded(4, [])))), { type: 'proxy_conn_req', tunnel_id: '', stream_id: '' });
+  });
+
   test('unknown payloads, unknown fields and open enum values are tolerated', () => {
     const unknownPayload = Buffer.from([0xc2, 0x01, 0x00]); // field 24, empty
     assert.deepEqual(decodeMessage(unknownPayload), { type: 'unknown' });
@@ -95,6 +110,38 @@ describe('codec against the .proto (protobufjs as the reference)', () => {
     assert.throws(() => decodeMessage(bytes.subarray(0, bytes.length - 3)));
     assert.throws(() => decodeMessage(Buffer.from([0x0b])), /wire type/); // group start
     assert.throws(() => decodeMessage(Buffer.from([0x32, 0x00])), /without/); // empty OpenTunnelRsp
+  });
+});
+
+describe('integers at the edges of their types', () => {
+  test('negative int32 error codes and int64 timestamp seconds read back exactly', () => {
+    for (const code of [-1, -5, -3000, -(2 ** 31)]) {
+      const refusal: Message = { type: 'proxy_rsp', error: { code } };
+      assert.deepEqual(decodeMessage(encodeMessage(refusal)), refusal);
+    }
+    const early: Message = {
+      type: 'open_tunnel_req',
+      request_id: '',
+      tunnel_properties: { ...emptyTunnelProperties(), creation_date: { seconds: -62135596800, nanos: -1 } },
+    };
+    assert.deepEqual(decodeMessage(encodeMessage(early)), early);
+  });
+
+  test('an int32 is the low 32 bits of its varint, never a number outside int32', () => {
+    const code = (value: bigint) => decodeMessage(Buffer.from(embedded(12, embedded(1, [0x08, ...varint(value)]))));
+    assert.deepEqual(code(2n ** 33n + 5n), { type: 'proxy_rsp', error: { code: 5 } });
+    assert.deepEqual(code(2n ** 64n - 1n), { type: 'proxy_rsp', error: { code: -1 } });
+  });
+
+  test('a varint past 64 bits is refused; 2^64 − 1 and 2^63 − 1 read as numbers that write back the same', () => {
+    const heartbeat = (value: bigint) => Buffer.from(embedded(15, [0x08, ...varint(value)]));
+    assert.throws(() => decodeMessage(heartbeat(2n ** 64n)), DecodeError);
+    assert.throws(() => decodeMessage(heartbeat(2n ** 70n - 1n)), DecodeError);
+    const largest = decodeMessage(heartbeat(2n ** 64n - 1n));
+    assert.deepEqual(decodeMessage(encodeMessage(largest)), largest);
+    const seconds = Buffer.from(embedded(5, embedded(2, embedded(2, [0x08, ...varint(2n ** 63n - 1n)]))));
+    const latest = decodeMessage(seconds);
+    assert.deepEqual(decodeMessage(encodeMessage(latest)), latest);
   });
 });
 

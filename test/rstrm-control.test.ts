@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
-import { emptyTunnelProperties, type TunnelProperties } from '../src/protocol/messages.js';
+import { encodeFrame } from '../src/protocol/frame.js';
+import { emptyTunnelProperties, type Message, type TunnelProperties } from '../src/protocol/messages.js';
 import { sleep, startTestEngine, waitFor, type TestEngine } from './helpers/engine.js';
 import { TEST_SECRET } from './helpers/fixtures.js';
 import { RawConnection, mintToken, openControlChannel } from './helpers/rstrm-agent.js';
@@ -353,6 +354,34 @@ describe('closing and bad input', () => {
     agent.socket.write(Buffer.from([0, 0, 0, 0]));
     await agent.closed;
     await waitFor(() => !t.engine.control.registry.clients.has(clientId), 1000);
+  });
+
+  test('a connection that ends before its first frame is complete is closed at once, not after the 10 s first-frame wait', async () => {
+    for (const sent of [Buffer.alloc(0), Buffer.from([0, 0, 0, 28, 0x0a])]) {
+      const agent = await RawConnection.connect(port, t.ca);
+      agent.socket.end(sent);
+      const started = Date.now();
+      await agent.closed;
+      assert.ok(Date.now() - started < 1000, `${sent.length} bytes then an end: closed after ${Date.now() - started} ms`);
+    }
+  });
+
+  test('a refused handshake with bytes after it is let go as soon as the peer closes, not after the 1 s grace for its end', async () => {
+    const open = (): number => t.engine.counters.totals().connections_open;
+    await waitFor(() => open() === 0);
+    const refused: Message[] = [
+      { type: 'open_control_channel_req', client_details: { token: 'not-a-jwt' } },
+      { type: 'proxy_req', stream_id: '00' + 'f'.repeat(22), client_details: { token: 'secret' } },
+      { type: 'stream_req', client_details: { token: 'not-a-jwt' }, tunnel_id_name: 'nowhere' },
+    ];
+    for (const handshake of refused) {
+      const agent = await RawConnection.connect(port, t.ca);
+      agent.socket.write(Buffer.concat([encodeFrame(handshake), Buffer.from('early payload')]));
+      await agent.closed; // the reply, the engine's end, ours in answer
+      const closedAt = Date.now();
+      await waitFor(() => open() === 0);
+      assert.ok(Date.now() - closedAt < 500, `${handshake.type}: the engine held the connection ${Date.now() - closedAt} ms after the peer closed`);
+    }
   });
 
   test('a first frame of another type (CloseTunnelReq) closes the connection without a reply', async () => {

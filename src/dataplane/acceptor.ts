@@ -225,6 +225,8 @@ export class ConnectionAcceptor {
       clearTimeout(timer);
       session.off('error', onHandshakeError);
       session.off('close', onCloseBeforeSecure);
+      session.off('end', onCloseBeforeSecure);
+      socket.off('end', onCloseBeforeSecure);
       if (failure) this.failHandshake(socket, failure);
     };
     const onHandshakeError = (error: NodeJS.ErrnoException): void => settle(handshakeFailureReason(error));
@@ -232,6 +234,10 @@ export class ConnectionAcceptor {
     const timer = setTimeout(() => settle('timeout'), HANDSHAKE_TIMEOUT_MS);
     session.once('error', onHandshakeError);
     session.once('close', onCloseBeforeSecure);
+    // Half-open sockets: a peer that ends its side mid-handshake is not closed for us, and cannot finish.
+    // Its end reaches the session, or, when it came with the ClientHello, the TCP socket the hello was read from.
+    session.once('end', onCloseBeforeSecure);
+    socket.once('end', onCloseBeforeSecure);
     session.once('secure', () => {
       settle();
       this.options.counters.add(`accepted_${kind}`);

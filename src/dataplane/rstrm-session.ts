@@ -39,6 +39,11 @@ export function serveRstrm(dataplane: Dataplane, connection: RstrmConnection): v
     session.destroy();
   };
   const timer = setTimeout(() => fail('no first frame within 10 s'), FIRST_FRAME_TIMEOUT_MS);
+  // The listener lets peers half-close: one that ends before its first frame is whole never sends the rest.
+  const onEnd = (): void => {
+    clearTimeout(timer);
+    fail('ended before its first frame');
+  };
   const onData = (chunk: Buffer): void => {
     decoder.push(chunk);
     let first: Message | undefined;
@@ -52,10 +57,12 @@ export function serveRstrm(dataplane: Dataplane, connection: RstrmConnection): v
     if (!first) return;
     clearTimeout(timer);
     session.off('data', onData);
+    session.off('end', onEnd);
     session.pause();
     route(dataplane, connection, decoder, first);
   };
   session.on('data', onData);
+  session.once('end', onEnd);
   session.once('close', () => clearTimeout(timer));
 }
 
@@ -85,6 +92,16 @@ function writeFrame(session: TLSSocket, message: Message): void {
   if (!session.destroyed) session.write(encodeFrame(message));
 }
 
+/**
+ * A refusal, then the end. Whatever the peer still sends is dropped: unread bytes would hide its
+ * end, and the connection would be held for endSoon's whole grace after the peer has gone.
+ */
+function refuseAndEnd(session: TLSSocket, refusal: Message): void {
+  writeFrame(session, refusal);
+  session.resume();
+  endSoon(session);
+}
+
 async function openControlChannel(
   dataplane: Dataplane,
   connection: RstrmConnection,
@@ -96,8 +113,7 @@ async function openControlChannel(
     .call('open-client', { token: request.client_details?.token, details: request.client_details ?? {} })
     .catch(() => ({ ok: false as const, error: { code: ErrorCode.Internal, message: 'internal error' } }));
   if (!reply.ok) {
-    writeFrame(session, { type: 'open_control_channel_rsp', result: { error: reply.error } });
-    endSoon(session);
+    refuseAndEnd(session, { type: 'open_control_channel_rsp', result: { error: reply.error } });
     return;
   }
   const clientId = reply.client_id;
@@ -179,10 +195,7 @@ async function serveProxyConnection(dataplane: Dataplane, session: TLSSocket, re
         : { code: ErrorCode.InvalidStream, message: 'unknown or expired stream' };
     dataplane.log.debug({ stream_id: streamId, verdict: verdict.verdict }, 'proxy connection refused');
     if (zeroRtt) session.destroy();
-    else {
-      writeFrame(session, { type: 'proxy_rsp', error });
-      endSoon(session);
-    }
+    else refuseAndEnd(session, { type: 'proxy_rsp', error });
     return;
   }
   if (!zeroRtt) writeFrame(session, { type: 'proxy_rsp' });
@@ -200,10 +213,7 @@ async function servePrivateDial(dataplane: Dataplane, connection: RstrmConnectio
   const zeroRtt = request.zero_rtt === true;
   const refuse = (error: RstrmError): void => {
     if (zeroRtt) session.destroy();
-    else {
-      writeFrame(session, { type: 'stream_rsp', result: { error } });
-      endSoon(session);
-    }
+    else refuseAndEnd(session, { type: 'stream_rsp', result: { error } });
   };
   const authorization = await dataplane.link
     .call('authorize-dial', {

@@ -379,7 +379,11 @@ function readPayload(type: Exclude<MessageType, 'unknown'>, r: ProtoReader): Mes
         if (f === 1) m.tunnel_id = x.string();
         else if (f === 2) m.stream_id = x.string();
         else if (f === 3) m.secret = readStringValue(x.message());
-        else if (f === 4) m.source_ip = readIpAddress(x.message());
+        else if (f === 4) {
+          // An IpAddress with neither v4 nor v6 says nothing: no key rather than one set to undefined.
+          const address = readIpAddress(x.message());
+          if (address) m.source_ip = address;
+        }
         else if (f === 5) m.proxy_endpoint = readStringValue(x.message());
         else return false;
         return true;
@@ -544,7 +548,7 @@ function readIpAddress(r: ProtoReader): IpAddress | undefined {
 function readTimestamp(r: ProtoReader): Timestamp {
   const t: Timestamp = { seconds: 0, nanos: 0 };
   r.fields((f, wt, x) => {
-    if (f === 1 && wt === VARINT) t.seconds = x.varint();
+    if (f === 1 && wt === VARINT) t.seconds = x.int64();
     else if (f === 2 && wt === VARINT) t.nanos = x.int32();
     else return false;
     return true;

@@ -109,6 +109,13 @@ export class ProtoWriter {
   }
 }
 
+/**
+ * The largest doubles inside uint64 and int64. 2^64 − 1 and 2^63 − 1 round up to 2^64 and 2^63, just
+ * outside, which would be written back as another integer; these stand in for them.
+ */
+const LARGEST_UINT64 = 2 ** 64 - 2 ** 11;
+const LARGEST_INT64 = 2 ** 63 - 2 ** 10;
+
 export class ProtoReader {
   private position: number;
 
@@ -133,20 +140,25 @@ export class ProtoReader {
   varint(): number {
     let result = 0;
     let scale = 1;
-    for (let i = 0; i < 10; i++) {
+    for (let i = 0; ; i++) {
       if (this.position >= this.end) throw new DecodeError('truncated varint');
       const byte = this.buffer[this.position++]!;
+      // The tenth byte holds bit 63 only.
+      if (i === 9 && byte > 1) throw new DecodeError('varint longer than 64 bits');
       result += (byte & 0x7f) * scale;
-      if (byte < 0x80) return result;
+      if (byte < 0x80) return Math.min(result, LARGEST_UINT64);
       scale *= 0x80;
     }
-    throw new DecodeError('varint longer than 10 bytes');
   }
 
-  /** An int32 enum value: a ten-byte varint of a negative number folds back to it. */
+  /** An int32 (an enum): the low 32 bits, two's complement, as protobuf reads them. */
   int32(): number {
-    const value = this.varint();
-    return value >= 2 ** 63 ? value - 2 ** 64 : value > 0x7fffffff ? value - 2 ** 32 : value;
+    return Number(BigInt.asIntN(32, this.varint64()));
+  }
+
+  /** An int64 (a timestamp's seconds): negatives are ten-byte two's complement. */
+  int64(): number {
+    return Math.min(Number(BigInt.asIntN(64, this.varint64())), LARGEST_INT64);
   }
 
   fixed32(): number {
@@ -203,6 +215,15 @@ export class ProtoReader {
       if (field === 0) throw new DecodeError('field number 0');
       if (!onField(field, wireType, this)) this.skip(wireType);
     }
+  }
+
+  /** The varint's bits exactly: a double cannot hold the ten-byte form of a small negative number. */
+  private varint64(): bigint {
+    const start = this.position;
+    this.varint();
+    let bits = 0n;
+    for (let i = start; i < this.position; i++) bits |= BigInt(this.buffer[i]! & 0x7f) << BigInt(7 * (i - start));
+    return bits;
   }
 
   private advance(count: number): void {
