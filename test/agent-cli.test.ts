@@ -94,10 +94,14 @@ describe('rivulet forward and rivulet nc', () => {
     }
   });
 
-  test('nc reports an unknown tunnel with its code and exits 1', async () => {
+  test('nc reports an unknown tunnel and exits 1: with its code, or with zero-RTT as a refusal it cannot explain', async () => {
     const result = await nc(['rstrm://no-such', '--no-zero-rtt'], '');
     assert.equal(result.code, 1);
     assert.equal(result.stderr, 'dial failed: tunnel "no-such" not found (code 3000)\n');
+    const zeroRtt = await nc(['rstrm://no-such'], 'hello');
+    assert.equal(zeroRtt.code, 1);
+    assert.equal(zeroRtt.stdout, '');
+    assert.equal(zeroRtt.stderr, 'dial failed: the engine refused the stream (ECONNRESET); rerun with --no-zero-rtt to see why\n');
   });
 
   test('nc piped into head: the reader leaving ends the dial quietly (exit 0, nothing on stderr)', async () => {

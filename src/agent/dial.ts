@@ -68,18 +68,30 @@ export async function runDial(options: DialOptions): Promise<number> {
     if (early.length > 0) socket.unshift(early);
   }
   return new Promise((resolve) => {
+    let status = 0;
+    let received = 0;
     // The reader went away (`rivulet nc … | head`): that ends the dial, quietly, as it ends cat.
     options.output.once('error', () => {
       socket.destroy();
       resolve(0);
     });
+    socket.on('data', (chunk: Buffer) => (received += chunk.length));
     socket.pipe(options.output, { end: false });
     options.input.pipe(socket); // the end of input half-closes the stream
-    socket.on('error', () => socket.destroy());
+    socket.on('error', (error: NodeJS.ErrnoException) => {
+      // A reset instead of an end: with zero-RTT, before any byte, that is how the engine refuses a dial.
+      status = 1;
+      options.printError(
+        received === 0 && options.zeroRtt
+          ? `dial failed: the engine refused the stream (${error.code ?? error.message}); rerun with --no-zero-rtt to see why`
+          : `dial failed: the stream was cut (${error.code ?? error.message})`,
+      );
+      socket.destroy();
+    });
     socket.once('end', () => {
       options.input.unpipe(socket);
       socket.destroy();
     });
-    socket.once('close', () => resolve(0));
+    socket.once('close', () => resolve(status));
   });
 }

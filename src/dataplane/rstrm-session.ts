@@ -212,7 +212,8 @@ async function servePrivateDial(dataplane: Dataplane, connection: RstrmConnectio
   const { session } = connection;
   const zeroRtt = request.zero_rtt === true;
   const refuse = (error: RstrmError): void => {
-    if (zeroRtt) session.destroy();
+    // A zero-RTT dialer gets no StreamRsp; a reset, never a clean end, tells it the dial failed.
+    if (zeroRtt) connection.raw.resetAndDestroy();
     else refuseAndEnd(session, { type: 'stream_rsp', result: { error } });
   };
   const authorization = await dataplane.link
