@@ -2,7 +2,7 @@ import { benchCertificates, freePort, numberArgument, startEngineProcess, writeR
 import { load, startBenchUpstream, startForwardAgent, summarize, tunnelTarget, type LoadFigures } from './load.js';
 
 /**
- * The cost of counting (issue 6): the small-response scenario (100-byte responses, 50 keep-alive
+ * The cost of counting: the small-response scenario (100-byte responses, 50 keep-alive
  * connections, autocannon) through two engines that differ only in metrics.prometheus.enabled; the one
  * with the emitter is scraped every second during its runs, as Prometheus would. Runs interleaved
  * (off, on, off, on …) so machine noise hits both alike. The counting itself is always on (the workers'

@@ -3,7 +3,7 @@ import net from 'node:net';
 import tls from 'node:tls';
 
 /**
- * One hop of the "plain Node" reference relay (design.md's ceiling): TLS in, piped to the next hop,
+ * One hop of the "plain Node" reference relay (the Node ceiling): TLS in, piped to the next hop,
  * which is TLS (`--to-tls`) or plain TCP. Two of these in a row carry what a published tunnel carries
  * (client ⇄ TLS ⇄ engine ⇄ TLS ⇄ agent ⇄ TCP ⇄ upstream) with nothing else. Prints `{"port":…}`.
  * Usage: node dist/bench/tls-relay.js <cert.pem> <key.pem> <host:port> [--to-tls]

@@ -4,7 +4,7 @@ import type { LogLevel } from './config/schema.js';
 export type { Logger };
 
 /**
- * JSON-lines logging on stdout (engine.md §2). Secrets must never reach a log line: callers log
+ * JSON-lines logging on stdout. Secrets must never reach a log line (docs/threat-model.md): callers log
  * reasons, not values, and these paths are censored as a second line of defence.
  */
 const REDACTED_PATHS = [

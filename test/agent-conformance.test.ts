@@ -12,7 +12,7 @@ import type { DevCertificateFiles } from '../src/certs/dev-ca.js';
 
 /**
  * The agent against a scripted engine: a real TLS server speaking rstrm/1 whose replies each test
- * chooses, to check what the agent refuses (protocol.md §16, items 28 and 30).
+ * chooses, to check what the agent refuses.
  */
 let certs: DevCertificateFiles;
 before(async () => {

@@ -9,7 +9,7 @@ import { sleep, startTestEngine, waitFor, type TestEngine } from './helpers/engi
 import { runCli, spawnCli, type RunningCli } from './helpers/process.js';
 import { mintToken, openControlChannel, type RawConnection } from './helpers/rstrm-agent.js';
 
-/** `rivulet tunnel list`, `client list` and `events` (engine.md §17.4, §17.5, §18) as child processes. */
+/** `rivulet tunnel list`, `client list` and `events` (docs/cli.md) as child processes. */
 let t: TestEngine;
 let env: NodeJS.ProcessEnv;
 let agent: RawConnection;
@@ -50,7 +50,7 @@ function watch(args: string[], extraEnv: NodeJS.ProcessEnv = {}): RunningCli {
   return cli;
 }
 
-/** An independent check of engine.md §18's signature, as the SDK verifiers do it. */
+/** An independent check of the webhook signature, as the SDK verifiers do it. */
 function verifySignature(header: string, body: string, secret: string, now = Math.floor(Date.now() / 1000)): boolean {
   const parts = header.split(',');
   const t = parts.find((part) => part.startsWith('t='))?.slice(2);

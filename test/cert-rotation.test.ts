@@ -15,7 +15,7 @@ before(async () => {
 });
 after(() => t.stop());
 
-/** The operations recipe (engine.md §19): write .new files beside the live ones, then rename them over. */
+/** The operations recipe (docs/operations.md#rotate-certificates): write .new files beside the live ones, then rename them over. */
 function rotate(certPem: string, keyPem: string): void {
   fs.writeFileSync(path.join(dir, 'cert.pem.new'), certPem, { mode: 0o644 });
   fs.writeFileSync(path.join(dir, 'key.pem.new'), keyPem, { mode: 0o600 });

@@ -8,7 +8,7 @@ import { rawEdgeConnection, WireReader } from './helpers/edge-client.js';
 import { sleep, startTestEngine, waitFor, type TestEngine } from './helpers/engine.js';
 import { mintToken, openControlChannel, type RawConnection } from './helpers/rstrm-agent.js';
 
-/** The Engine API's request/response endpoints (engine.md §10) against a real engine. */
+/** The Engine API's request/response endpoints (docs/engine-api.md) against a real engine. */
 let t: TestEngine;
 let port: number;
 let token: string;
@@ -100,7 +100,7 @@ describe('auth', () => {
 });
 
 describe('clients and tunnels', () => {
-  test('lists: objects shaped as engine.md says, oldest first, optional fields omitted', async () => {
+  test('lists: objects in the Engine API shape, oldest first, optional fields omitted', async () => {
     const clients = (await get('/api/clients', { token })).json() as Array<Record<string, unknown>>;
     const client = clients.find((entry) => entry.id === clientId)!;
     assert.deepEqual(client, {

@@ -8,7 +8,7 @@ import { apiRequest, schemaValidator } from './helpers/api-client.js';
 import { sleep, startTestEngine, waitFor, type TestEngine } from './helpers/engine.js';
 import { mintToken, openControlChannel, type RawConnection } from './helpers/rstrm-agent.js';
 
-/** Signaling (engine.md §11): SSE with curl and Node, WebSocket with ws, filters, ordering, slow subscribers. */
+/** Event streams (docs/engine-api.md): SSE with curl and Node, WebSocket with ws, filters, ordering, slow subscribers. */
 let t: TestEngine;
 let port: number;
 let token: string;

@@ -12,7 +12,7 @@ import { mintToken } from './helpers/rstrm-agent.js';
 import { listenUpstream, patternBytes } from './helpers/upstream-server.js';
 
 /**
- * A response cut after its head must never look complete (engine.md §12.9): the HTTP/1.1 connection
+ * A response cut after its head must never look complete (docs/http-edge.md#decisions): the HTTP/1.1 connection
  * closes without the final chunk or the full length, the h2 stream ends with RST_STREAM
  * INTERNAL_ERROR, never a clean end. Cut by the agent dying (SIGKILL) or the upstream resetting its
  * connection, for Content-Length and chunked answers, seen by Node's clients and by curl.

@@ -15,7 +15,7 @@ import { mintToken, openControlChannel, type RawConnection } from './helpers/rst
 import { listenUpstream, upstreamHandler, type SeenRequest } from './helpers/upstream-server.js';
 
 /**
- * The HTTP edge's upstream side (engine.md §12.3, §12.6, §12.9): h2c and upstream TLS, the pool and
+ * The HTTP edge's upstream side (docs/http-edge.md): h2c and upstream TLS, the pool and
  * its limit, idle timeouts, 504 and agent failure, many tunnels at once.
  */
 let t: TestEngine;

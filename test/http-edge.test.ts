@@ -12,7 +12,7 @@ import { mintToken } from './helpers/rstrm-agent.js';
 import { listenUpstream, patternBytes, sha256, upstreamHandler, type SeenRequest } from './helpers/upstream-server.js';
 
 /**
- * The HTTP tunnel edge (engine.md §12) end to end: real clients (curl, Node's http/https/http2, ws)
+ * The HTTP tunnel edge (docs/http-edge.md) end to end: real clients (curl, Node's http/https/http2, ws)
  * against a real engine, `rivulet forward` agents, real upstream servers.
  */
 let t: TestEngine;

@@ -14,7 +14,7 @@ import { sleep, startTestEngine, waitFor, type TestEngine } from './helpers/engi
 import { mintToken, openControlChannel, type RawConnection } from './helpers/rstrm-agent.js';
 import { listenUpstream, patternBytes, upstreamHandler } from './helpers/upstream-server.js';
 
-/** The Prometheus listener (engine.md §16): emitter rules and values read from the engine's state. */
+/** The Prometheus listener (docs/metrics.md): emitter rules and values read from the engine's state. */
 let open: TestEngine;
 let guarded: TestEngine;
 let upstream: http.Server;

@@ -86,7 +86,7 @@ describe('codec against the .proto (protobufjs as the reference)', () => {
     assert.equal((decodeMessage(explicitFalse) as { zero_rtt?: boolean }).zero_rtt, false);
   });
 
-  test('source_ip v4 is fixed32 with the first octet in the high byte (protocol.md §6)', () => {
+  test('source_ip v4 is fixed32 with the first octet in the high byte', () => {
     const bytes = encodeMessage({ type: 'proxy_conn_req', tunnel_id: '', stream_id: '', source_ip: { v4: 0x01020304 } });
     assert.ok(bytes.includes(Buffer.from([0x0d, 0x04, 0x03, 0x02, 0x01])));
     assert.equal((asObject(bytes).proxyConnReq as { sourceIp: { v4: number } }).sourceIp.v4, 0x01020304);

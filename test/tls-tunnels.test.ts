@@ -8,7 +8,7 @@ import { sleep, startTestEngine, waitFor, type TestEngine } from './helpers/engi
 import { spawnCli } from './helpers/process.js';
 import { mintToken } from './helpers/rstrm-agent.js';
 
-/** Published TLS tunnels (engine.md §13) served through `rivulet forward --tls`, with real TLS clients. */
+/** Published TLS tunnels served through `rivulet forward --tls`, with real TLS clients. */
 let t: TestEngine;
 let env: NodeJS.ProcessEnv;
 let plainEcho: net.Server;

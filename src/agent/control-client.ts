@@ -4,7 +4,7 @@ import { type Message, type MessageOf, type RstrmError, type TunnelProperties } 
 import { VERSION } from '../version.js';
 import { FrameChannel, connectEngine, type EngineEndpoint } from './engine-connection.js';
 
-/** Official agents' heartbeat interval; the engine must echo it exactly (protocol.md §11). */
+/** Official agents' heartbeat interval; the engine must echo it exactly (docs/protocol.md#the-control-channel). */
 const HEARTBEAT_INTERVAL_MS = 5000;
 const HEARTBEAT_TIMEOUT_MAX_MS = 900_000;
 const OPEN_TIMEOUT_MS = 10_000;
@@ -20,7 +20,7 @@ export class EngineRefusal extends Error {
   }
 }
 
-/** ClientDetails of every connection `rivulet` opens (protocol.md §14). */
+/** ClientDetails of every connection `rivulet` opens. */
 export function clientDetails(token: string) {
   return {
     agent: 'rivulet',
@@ -40,7 +40,7 @@ export interface ControlClientHandlers {
 }
 
 /**
- * The agent's control channel (protocol.md §7, §8, §11, §14): open with liveness offered, heartbeats
+ * The agent's control channel (docs/protocol.md#the-control-channel): open with liveness offered, heartbeats
  * with validated acknowledgements, tunnels opened by request id, a clean close. `closed` resolves with
  * the reason the channel ended, whatever it was.
  */

@@ -16,7 +16,7 @@ export interface DialOptions {
 }
 
 /**
- * `rivulet nc`: a private dial (protocol.md §10). Input goes to the stream and the stream to output,
+ * `rivulet nc`: a private dial (docs/protocol.md#a-private-dial). Input goes to the stream and the stream to output,
  * with half-close: the end of input ends our write side and we keep reading until the remote ends.
  * Resolves with the exit status.
  */

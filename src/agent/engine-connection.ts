@@ -15,7 +15,7 @@ export interface EngineEndpoint {
 const CONNECT_TIMEOUT_MS = 10_000;
 
 /**
- * A TLS connection to the engine with ALPN `rstrm/1` (protocol.md §14): SNI unless the host is an IP
+ * A TLS connection to the engine with ALPN `rstrm/1` (docs/protocol.md#transport-and-framing): SNI unless the host is an IP
  * literal, system roots plus the private CA, and a clear error if the engine picks another protocol.
  */
 export function connectEngine(endpoint: EngineEndpoint): Promise<tls.TLSSocket> {

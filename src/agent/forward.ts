@@ -23,7 +23,7 @@ export interface ForwardOptions {
   warn: (line: string) => void;
 }
 
-/** A status change as `-o json` prints it (engine.md §17.2); unknown keys are left out. */
+/** A status change as `-o json` prints it (docs/cli.md#rivulet-forward-hostport); unknown keys are left out. */
 interface Status {
   status: string;
   tunnel_id?: string;
@@ -135,7 +135,7 @@ async function serveOnce(options: ForwardOptions, report: (status: Status) => vo
   return 'lost';
 }
 
-/** How official clients show a tunnel (protocol.md §8.1). */
+/** How official clients show a tunnel. */
 export function forwardingAddress(tunnel: TunnelProperties): string {
   const hostname = tunnel.hostname ?? tunnel.host;
   if (!hostname) return `rstrm://${tunnel.name || tunnel.id} (unpublished)`;

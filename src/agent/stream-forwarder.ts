@@ -6,7 +6,7 @@ import { clientDetails, type ControlClient } from './control-client.js';
 import { connectEngine, type EngineEndpoint } from './engine-connection.js';
 import { formatSourceIp } from './source-ip-text.js';
 
-/** The official JS client's caps (protocol.md §15): beyond them a stream is refused with 7000. */
+/** The official JS client's caps: beyond them a stream is refused with 7000. */
 const MAX_DIALS_IN_FLIGHT = 256;
 const MAX_DIALS_QUEUED = 1024;
 const TARGET_DIAL_TIMEOUT_MS = 10_000;
@@ -17,7 +17,7 @@ export interface ForwardTarget {
 }
 
 /**
- * Serves ProxyConnReqs for the agent's tunnels (protocol.md §14): dial the local target first, then the
+ * Serves ProxyConnReqs for the agent's tunnels (docs/protocol.md#a-stream): dial the local target first, then the
  * proxy connection (to `proxy_endpoint` when the engine names one), ProxyReq with zero_rtt, the
  * ProxyConnRsp once the proxy connection is up, and a splice with half-close. Failures are reported
  * with ProxyConnRsp errors, never a silent drop.
@@ -94,7 +94,7 @@ export class StreamForwarder {
         zero_rtt: true,
       }),
     );
-    // JS ordering: ProxyConnRsp once the proxy connection is up (protocol.md §9).
+    // JS ordering: ProxyConnRsp once the proxy connection is up (docs/protocol.md#a-stream).
     client.sendProxyConnRsp(request.stream_id);
     this.options.onConnection(formatSourceIp(request.source_ip));
     splice(proxy, upstream);

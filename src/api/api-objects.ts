@@ -2,8 +2,8 @@ import type { ClientRecord, TunnelRecord } from '../control/registry.js';
 import type { TunnelProperties } from '../protocol/messages.js';
 
 /**
- * The Engine API's Client and Tunnel objects (engine.md §10.4–10.6): required fields always present,
- * optional ones omitted rather than null, JSON names as §9.1 gives them, timestamps ISO-8601 with Z.
+ * The Engine API's Client and Tunnel objects (docs/engine-api.md): required fields always present,
+ * optional ones omitted rather than null, JSON names are the proto's (renames below), timestamps ISO-8601 with Z.
  */
 
 export type Status = 'online' | 'offline';
@@ -46,7 +46,7 @@ export function apiClient(client: ClientRecord, status: Status = 'online'): ApiC
   return object;
 }
 
-/** Proto fields that have no API field (engine.md §9.1 "—") or are written by the envelope above. */
+/** Proto fields that have no API field or are written by the envelope above. */
 const NOT_IN_API = new Set<keyof TunnelProperties>(['id', 'creation_date', 'type', 'publish', 'mtls_cacert_pem', 'datagram_guaranteed_delivery', 'allow_cross_region_routing']);
 /** JSON names that differ from the proto's. */
 const API_NAME: Partial<Record<keyof TunnelProperties, string>> = { geoip: 'geo_ip' };
@@ -71,7 +71,7 @@ export function apiTunnel(tunnel: TunnelRecord, status: Status = 'online'): ApiT
   return object;
 }
 
-/** "Set" as engine.md §9.1 means it: present, non-empty; booleans present in the echo are kept even when false. */
+/** "Set" means present and non-empty; booleans present in the echo are kept even when false. */
 function isSet(value: unknown): boolean {
   if (value === undefined || value === null || value === '') return false;
   if (Array.isArray(value)) return value.length > 0;

@@ -8,7 +8,7 @@ import { ParamsError, listJson, parseListParams } from './filters.js';
 import { endpointOf, type ApiEndpoint, type ApiRequestCounts } from './request-counts.js';
 import { endHead, type HttpRequest, type HttpResponse, type TemplatedApp } from './uws.js';
 
-/** engine.md §10.1: the error codes of the API's JSON error body, with their status line. */
+/** The error codes of the API's JSON error body, with their status line. */
 const STATUS_LINE = {
   bad_request: '400 Bad Request',
   unauthorized: '401 Unauthorized',
@@ -48,9 +48,9 @@ export interface ApiRequest {
 }
 
 /**
- * The Engine API's request/response routes on the main thread's uWS app (engine.md §10): host check,
+ * The Engine API's request/response routes on the main thread's uWS app (docs/engine-api.md): host check,
  * CORS, methods, Bearer auth and permissions, the list and get endpoints and the OpenAPI document.
- * The event streams (§11) register their own routes next to these.
+ * The event streams (event-streams.ts) register their own routes next to these.
  */
 export class EngineApi {
   /** The unfiltered lists as sent, rebuilt after a change: dashboards poll them (10,000 tunnels ≈ 4 MB). */
@@ -195,7 +195,7 @@ export class EngineApi {
     return collection === 'clients' ? [...registry.clients.values()].map(cachedClient) : [...registry.tunnels.values()].map(cachedTunnel);
   }
 
-  /** engine.md §6.4, Engine API class: engine.host or an IP literal. */
+  /** The hosts the Engine API serves: engine.host or an IP literal (any other gets 421, docs/engine-api.md#decisions). */
   private servesHost(hostHeader: string): boolean {
     let host = hostHeader.toLowerCase();
     host = host.startsWith('[') ? host.slice(1, host.indexOf(']')) : host.replace(/:\d+$/, '');

@@ -3,7 +3,7 @@ import type { Registry, RegistryEvent } from '../control/registry.js';
 import { apiClient, apiTunnel, cachedClient, cachedTunnel } from './api-objects.js';
 import type { WatchParams } from './filters.js';
 
-/** engine.md §11.2: a subscriber with more than this queued is cut off (it reconnects for a fresh snapshot). */
+/** A subscriber with more than this queued is cut off (it reconnects for a fresh snapshot). */
 export const MAX_QUEUED_BYTES = 1024 * 1024;
 
 /** One event-stream subscriber as the hub sees it: a filter and a way to hand it serialised events. */
@@ -16,7 +16,7 @@ export interface Subscriber {
 }
 
 /**
- * The signaling fan-out (engine.md §11): registry changes as API events, each serialised once and
+ * The event-stream fan-out (docs/engine-api.md): registry changes as API events, each serialised once and
  * handed to every subscriber whose filter it passes. Subscribing takes the snapshot in the same turn
  * as joining the feed, so nothing is lost or repeated between `state.initial` and the next event.
  */

@@ -4,9 +4,9 @@ import { MAX_QUEUED_BYTES, type EventHub, type Subscriber } from './event-hub.js
 import { ParamsError, parseWatchParams, type WatchParams } from './filters.js';
 import type { HttpResponse, TemplatedApp } from './uws.js';
 
-/** engine.md §11.3 (RD): an SSE comment every 15 s keeps proxies and readers from timing out. */
+/** An SSE comment every 15 s keeps proxies and readers from timing out. */
 const SSE_KEEPALIVE_MS = 15_000;
-/** engine.md §11.4 (RD): uWS pings a quiet peer and closes one that stays silent this long. */
+/** uWS pings a quiet peer and closes one that stays silent this long. */
 const WEBSOCKET_IDLE_SECONDS = 60;
 
 interface SocketData {
@@ -20,7 +20,7 @@ interface SocketData {
 const WEBSOCKET_MAX_BACKPRESSURE = 256 * 1024 * 1024;
 
 /**
- * engine.md §11.2 cuts a subscriber with more than 1 MiB queued. The first event, `state.initial`, can
+ * A subscriber with more than 1 MiB queued is cut (docs/engine-api.md#decisions). The first event, `state.initial`, can
  * alone be megabytes (10,000 tunnels ≈ 4 MB) and is queued all at once, so the 1 MiB counts beyond it.
  */
 function queueAllowance(snapshotBytes: number): number {
@@ -28,7 +28,7 @@ function queueAllowance(snapshotBytes: number): number {
 }
 
 /**
- * `GET /api/sse` and `GET /api/websocket` (engine.md §11): auth before the stream starts (Bearer header,
+ * `GET /api/sse` and `GET /api/websocket` (docs/engine-api.md): auth before the stream starts (Bearer header,
  * else the `rstream.token` query), `params` filters, `state.initial` first, then the hub's events;
  * a subscriber with more than 1 MiB queued is cut off without slowing anyone else.
  */
@@ -83,7 +83,7 @@ export class EventStreams {
           if (data.subscriber === subscriber) this.hub.subscribe(subscriber);
         });
       },
-      message: () => {}, // frames from the client are ignored (engine.md §11.4)
+      message: () => {}, // frames from the client are ignored
       close: (ws) => {
         this.webSockets--;
         const data = ws.getUserData();

@@ -1,5 +1,5 @@
 /**
- * The `params` query of the Engine API (engine.md §10.3, §11.2): list params (`limit`, `filters`) and
+ * The `params` query of the Engine API (docs/engine-api.md): list params (`limit`, `filters`) and
  * watch params (`clients`, `tunnels`), checked strictly (a bad one is a 400 that names the problem)
  * and compiled to a predicate over API objects.
  */
@@ -111,7 +111,7 @@ function compileFilter(value: unknown, fields: Record<string, FieldKind>, path: 
   return (object) => tests.every((test) => test(object));
 }
 
-/** A value, `{"exact": v}` or `{"oneof": [v, …]}` (RD); anything else is a 400. */
+/** A value, `{"exact": v}` or `{"oneof": [v, …]}`; anything else is a 400. */
 function compileField(field: string, kind: FieldKind, condition: unknown, path: string): ObjectFilter {
   let accepted: unknown[];
   if (isPlainObject(condition)) {

@@ -5,7 +5,7 @@ import { loadUws, type TemplatedApp, type us_listen_socket } from './uws.js';
 
 /**
  * The main thread's uWS HTTP server. Workers terminate TLS for base-host HTTP connections and splice
- * the plaintext here over a Unix socket in a private directory (design.md: the Engine API lives in
+ * the plaintext here over a Unix socket in a private directory (docs/architecture.md#the-main-thread: the Engine API lives in
  * the control plane).
  */
 /** How often the main thread checks that its socket file is still there. */

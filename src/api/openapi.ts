@@ -1,6 +1,6 @@
 /**
- * The OpenAPI 3.1 document of the Engine API (engine.md §10.8), built once at startup. The schemas
- * encode the rules the official clients check: required fields, no nulls, the enums of §9, Z timestamps.
+ * The OpenAPI 3.1 document of the Engine API (docs/engine-api.md), built once at startup. The schemas
+ * encode the rules the official clients check: required fields, no nulls, the tunnel properties' enums, Z timestamps.
  */
 
 const READ_ONLY = ['tunnels.resources.read-only'];

@@ -1,4 +1,4 @@
-/** The Engine API's endpoints as a fixed label set (engine.md §16.2: no label grows with tenants). */
+/** The Engine API's endpoints as a fixed label set (no label grows with tenants: docs/metrics.md#how-the-figures-are-gathered). */
 export const API_ENDPOINTS = ['openapi', 'auth', 'clients', 'client', 'tunnels', 'tunnel', 'sse', 'websocket', 'other'] as const;
 export type ApiEndpoint = (typeof API_ENDPOINTS)[number];
 

@@ -5,7 +5,7 @@ import type { HttpResponse } from '@trufflesuite/uws-js-unofficial';
 
 /**
  * Loads uWebSockets.js. It is not on the npm registry under its own name; two republishes carry its
- * prebuilt binaries (design.md). We load the native binary directly: the trufflesuite package would
+ * prebuilt binaries. We load the native binary directly: the trufflesuite package would
  * otherwise fall back silently to a slow JavaScript imitation.
  */
 

@@ -12,7 +12,7 @@ export interface CertificatePair {
   subjectAltName: string;
 }
 
-/** Why a pair could not be loaded, already phrased as the spec's `certificate error:` line. */
+/** Why a pair could not be loaded, already phrased as its `certificate error:` line (docs/troubleshooting.md). */
 export class CertificateError extends Error {
   override name = 'CertificateError';
 }
@@ -82,7 +82,7 @@ function certificateError(key: string, file: string, problem: string): Certifica
 
 const EXPIRY_WARNING_MS = 14 * 86_400_000;
 
-/** Non-fatal findings at load time (engine.md §4): missing names, expired or expiring soon. */
+/** Non-fatal findings at load time: missing names, expired or expiring soon. */
 export function certificateWarnings(pair: CertificatePair, engineHost: string, now = Date.now()): string[] {
   const warnings: string[] = [];
   const x509 = new crypto.X509Certificate(PEM_CERTIFICATE.exec(pair.certPem)![0]);

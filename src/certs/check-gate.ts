@@ -1,5 +1,5 @@
 /**
- * The engine-wide "at most one certificate check per second" gate (engine.md §4). Workers race for
+ * The engine-wide "at most one certificate check per second" gate (docs/operations.md#rotate-certificates). Workers race for
  * it on handshakes through one shared int64 timestamp; the winner asks the main thread to check.
  */
 export const CERT_CHECK_INTERVAL_MS = 1000;

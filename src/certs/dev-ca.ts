@@ -6,7 +6,7 @@ import 'reflect-metadata'; // @peculiar/x509's dependency injection needs it loa
 import * as x509 from '@peculiar/x509';
 
 /**
- * A local development CA and a server certificate signed by it (engine.md §17.6), ECDSA P-256.
+ * A local development CA and a server certificate signed by it (docs/cli.md#rivulet-certs-dev), ECDSA P-256.
  * Pure JavaScript (WebCrypto + @peculiar/x509) so it works wherever the engine runs, openssl or not.
  */
 

@@ -3,7 +3,7 @@ import type { Logger } from 'pino';
 import { CertificateError, certificateWarnings, loadCertificatePair, type CertificatePair } from './certificate-pair.js';
 
 /**
- * The static certificate provider with hot reload (engine.md §4), owned by the main thread.
+ * The static certificate provider with hot reload (docs/operations.md#rotate-certificates), owned by the main thread.
  * Workers ask for a check on handshakes (rate-limited engine-wide through a shared gate); this
  * class decides whether the files changed, validates a new pair and hands it to `onReload`.
  */
@@ -28,7 +28,7 @@ export class StaticCertificateProvider {
 
   /**
    * Loads the pair at startup; throws CertificateError (fatal, exit 1) when it is unusable. A pair
-   * that is usable but does not cover the engine's names, or expires soon, is logged (engine.md §4).
+   * that is usable but does not cover the engine's names, or expires soon, is logged.
    */
   static async open(options: {
     certFile: string;

@@ -7,7 +7,7 @@ import { resolveTarget, type TargetFlags } from './engine-target.js';
 import { collect, commaList, positiveInteger } from './option-parsers.js';
 import { UsageError } from './usage-error.js';
 
-/** The engine/token/CA flags every agent and API command takes (engine.md §17.1). */
+/** The engine/token/CA flags every agent and API command takes (docs/cli.md#reaching-the-engine-agent-and-api-commands). */
 export function withTargetOptions(command: Command): Command {
   return command
     .option('--engine <host[:port]>', 'engine address (default port 443; env RSTREAM_ENGINE)')

@@ -8,7 +8,7 @@ export interface CertsDevOptions {
   force: boolean;
 }
 
-/** `rivulet certs dev`: a local CA and a server certificate for development (engine.md §17.6). */
+/** `rivulet certs dev`: a local CA and a server certificate for development (docs/cli.md#rivulet-certs-dev). */
 export async function runCertsDevCommand(options: CertsDevOptions): Promise<void> {
   try {
     const files = await writeDevCertificates({

@@ -5,7 +5,7 @@ import path from 'node:path';
 import YAML from 'yaml';
 import { CommandError, UsageError } from './usage-error.js';
 
-/** Where and how an agent or API command reaches the engine (engine.md §17.1). */
+/** Where and how an agent or API command reaches the engine (docs/cli.md#reaching-the-engine-agent-and-api-commands). */
 export interface EngineTarget {
   host: string;
   port: number;

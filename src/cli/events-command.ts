@@ -55,7 +55,7 @@ class StreamEnded extends Error {
   }
 }
 
-/** `rivulet events` (engine.md §17.5, §18). */
+/** `rivulet events`, with webhooks (docs/cli.md#rivulet-events). */
 export function addEventsCommand(program: Command): void {
   const events = withTargetOptions(program.command('events').description('watch client and tunnel events (and forward them, optionally as signed webhooks)'))
     .addOption(new Option('--transport <transport>', 'event stream').choices(['websocket', 'sse']).default('websocket'))

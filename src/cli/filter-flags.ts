@@ -1,8 +1,8 @@
 import { UsageError } from './usage-error.js';
 
 /**
- * The CLI's filter grammar (engine.md §17.5): `k=v,k=v`, `labels.<k>=v` (or `label.<k>`), `publish` as a
- * boolean, a label value of `""` or `*` meaning any value. Turned into the API's filter object.
+ * The CLI's filter grammar (docs/cli.md#rivulet-tunnel-list-rivulet-client-list): `k=v,k=v`, `labels.<k>=v` (or
+ * `label.<k>`), `publish` as a boolean, a label value of `""` or `*` meaning any value. Turned into the API's filter object.
  */
 const TUNNEL_KEYS = ['id', 'name', 'type', 'status', 'client_id', 'user_id', 'protocol', 'publish', 'hostname', 'http_version'];
 const CLIENT_KEYS = ['id', 'status', 'user_id', 'agent', 'channel', 'version', 'os', 'arch', 'protocol_version'];

@@ -12,7 +12,7 @@ interface ListFlags extends TargetFlags {
   output: 'text' | 'json';
 }
 
-/** The table columns of `tunnel list` and `client list` (engine.md §17.4). */
+/** The table columns of `tunnel list` and `client list` (docs/cli.md#rivulet-tunnel-list-rivulet-client-list). */
 const COLUMNS: Record<FilterKind, Array<[string, (object: Record<string, unknown>) => unknown]>> = {
   tunnels: [
     ['ID', (tunnel) => tunnel.id],

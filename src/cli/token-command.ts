@@ -14,7 +14,7 @@ export interface TokenMintOptions {
   output: 'text' | 'json';
 }
 
-/** `rivulet token mint`: one HS256 engine token on stdout (engine.md §17.7). */
+/** `rivulet token mint`: one HS256 engine token on stdout (docs/cli.md#rivulet-token-mint). */
 export async function runTokenMintCommand(options: TokenMintOptions): Promise<void> {
   const secret = readSecret(options);
   const ttlSeconds = parseTtl(options.ttl);
@@ -31,7 +31,7 @@ export async function runTokenMintCommand(options: TokenMintOptions): Promise<vo
     jti: crypto.randomUUID(),
   };
   if (permissions?.length === 1 && permissions[0] === PERMISSIONS.resourcesReadOnly) {
-    // Lets the JS Watch helper accept the token as a browser query token (engine.md §8.3).
+    // Lets the JS Watch helper accept the token as a browser query token.
     claims.resources = { tunnels: { scopes: { tunnels: { list: true } } } };
   }
   const token = await new SignJWT(claims).setProtectedHeader({ alg: 'HS256', typ: 'JWT' }).sign(Buffer.from(secret, 'utf8'));

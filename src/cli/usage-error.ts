@@ -1,4 +1,4 @@
-/** A command-line mistake: printed on stderr, exit status 2 (engine.md §17.1). */
+/** A command-line mistake: printed on stderr, exit status 2. */
 export class UsageError extends Error {
   override name = 'UsageError';
 }

@@ -1,7 +1,7 @@
 import crypto from 'node:crypto';
 
 /**
- * Webhook payloads and signatures as rstream's SDK verifiers expect them (engine.md §18): the body's keys
+ * Webhook payloads and signatures as rstream's SDK verifiers expect them (docs/cli.md#rivulet-events): the body's keys
  * in a fixed order, `rstream-signature: t=<unix>,v1=<hex HMAC-SHA256 of "<t>." + body>` keyed by the UTF-8
  * bytes of the whole secret string.
  */

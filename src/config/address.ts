@@ -33,7 +33,7 @@ export function isHostName(name: string): boolean {
   return labels.every((label) => HOST_LABEL.test(label)) && !/^\d+$/.test(labels.at(-1)!);
 }
 
-/** Loopback per engine.md §3.4: 127.0.0.0/8, ::1, ::ffff:127.0.0.0/104 or the name `localhost`. */
+/** Loopback: 127.0.0.0/8, ::1, ::ffff:127.0.0.0/104 or the name `localhost`. */
 export function isLoopbackHost(host: string): boolean {
   const bare = host.toLowerCase();
   if (bare === 'localhost') return true;

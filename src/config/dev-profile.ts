@@ -8,7 +8,7 @@ import { envNameForKey } from './schema.js';
 export const DEV_DIRECTORY = path.join('.rivulet', 'dev');
 
 export interface DevProfile {
-  /** The profile as a config tree; env overrides still apply on top (engine.md §3.6). */
+  /** The profile as a config tree; env overrides still apply on top (docs/configuration.md#the-development-profile). */
   tree: Record<string, unknown>;
   caFile: string;
   secretFile: string;

@@ -11,7 +11,7 @@ import {
   type LogLevel,
 } from './schema.js';
 
-/** The validated, normalized engine configuration. Keys mirror the file (engine.md §3.3). */
+/** The validated, normalized engine configuration. Keys mirror the file (docs/configuration.md#keys). */
 export interface EngineConfig {
   engine: { host: string; log_level: LogLevel };
   http: { enabled: boolean; listen_addr: ListenAddress | undefined };
@@ -42,7 +42,7 @@ export interface EngineConfig {
   };
 }
 
-/** Startup problems, one spec-formatted line each (`config error: <key>: <problem>`). */
+/** Startup problems, one line each (`config error: <key>: <problem>`, docs/configuration.md). */
 export class ConfigError extends Error {
   constructor(readonly lines: string[]) {
     super(lines.join('\n'));
@@ -105,7 +105,7 @@ export function buildConfig(tree: Tree, env: NodeJS.ProcessEnv): LoadedConfig {
   const store = convict(schemaDefinition as never, { env: overrides, args: [] });
   store.load(knownPart(tree, schemaDefinition));
 
-  // Every leaf is checked even when others failed: all problems are reported at once (engine.md §2).
+  // Every leaf is checked even when others failed: all problems are reported at once.
   const values = new Map<string, unknown>();
   const failed = new Set<string>();
   for (const [path, leaf] of leaves) {

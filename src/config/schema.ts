@@ -5,15 +5,15 @@ import { isHostName, parseListenAddress } from './address.js';
 import { machineConnectionLimit } from './machine-limits.js';
 
 /**
- * The engine's configuration schema (engine.md §3.3): every CE key plus Rivulet's `dataplane` section.
+ * The engine's configuration schema (docs/configuration.md#keys): every CE key plus Rivulet's `dataplane` section.
  * convict holds defaults, env-variable mapping and string coercion; `load.ts` reports problems in the
- * spec's one-line format, so each format's `validate` throws just the problem text.
+ * one-line format of docs/configuration.md, so each format's `validate` throws just the problem text.
  */
 
 export const ENV_PREFIX = 'RSTREAM_ENGINE_';
 const MIN_SECRET_BYTES = 32;
 
-/** The env variable that overrides `path` (§3.2): `a.b_c` → `RSTREAM_ENGINE_A__B_C`. */
+/** The env variable that overrides `path`: `a.b_c` → `RSTREAM_ENGINE_A__B_C`. */
 export function envNameForKey(path: string): string {
   return ENV_PREFIX + path.split('.').join('__').toUpperCase();
 }
@@ -135,7 +135,7 @@ export function leafProblem(leaf: SchemaLeaf, value: unknown): string | undefine
 export const LOG_LEVELS = ['debug', 'info', 'warn', 'error'] as const;
 export type LogLevel = (typeof LOG_LEVELS)[number];
 
-/** `engine.host` is compared lowercased and without a trailing dot (§3.3). */
+/** `engine.host` is compared lowercased and without a trailing dot. */
 export function normalizeEngineHost(host: string): string {
   return host.toLowerCase().replace(/\.$/, '');
 }

@@ -2,8 +2,8 @@ import { compactVerify, decodeProtectedHeader, errors } from 'jose';
 import { type Permission } from './permissions.js';
 
 /**
- * Engine token validation (engine.md §8.2), the same on every surface: HS256 only, signature checked
- * by jose, then the claim rules checked here exactly as the spec words them (30 s leeway on exp/nbf,
+ * Engine token validation (docs/threat-model.md), the same on every surface: HS256 only, signature checked
+ * by jose, then the claim rules checked here (30 s leeway on exp/nbf,
  * tokens without exp accepted, iat ignored, permissions null or a string array).
  */
 

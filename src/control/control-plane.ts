@@ -89,7 +89,7 @@ export class ControlPlane {
     }
   }
 
-  /** A worker died: tear down the clients whose control channels it held (engine.md §2). */
+  /** A worker died: tear down the clients whose control channels it held. */
   workerLost(worker: number): void {
     for (const client of [...this.registry.clients.values()]) {
       if (client.worker === worker) this.closeClient(client.id, 'eof');

@@ -23,7 +23,7 @@ import { startRedirectListener } from './http-redirect.js';
 import type { DataplaneSettings } from './thread-messages.js';
 import { WorkerSupervisor } from './worker-supervisor.js';
 
-/** engine.md §2: established connections get this long to finish after SIGTERM. */
+/** Established connections get this long to finish after SIGTERM (docs/operations.md#shut-down). */
 export const SHUTDOWN_DRAIN_MS = 10_000;
 
 /** A listener could not bind: `listen error: <key> "<addr>": <code>` (exit 1). */
@@ -33,7 +33,7 @@ export class ListenError extends Error {
 
 export interface RunningEngine {
   readonly config: EngineConfig;
-  /** The port the TLS listener bound (the public port, engine.md §5.1). */
+  /** The port the TLS listener bound (the public port). */
   readonly publicPort: number;
   readonly httpPort: number | undefined;
   /** The Prometheus listener's port, when metrics are enabled. */
@@ -49,7 +49,7 @@ export interface RunningEngine {
 }
 
 /**
- * Starts the engine in the order of engine.md §2: certificate, workers on the TLS listener, then the
+ * Starts the engine in this order: certificate, workers on the TLS listener, then the
  * HTTP redirect listener, then one `ready` line. Throws CertificateError or ListenError on failure,
  * after releasing whatever had started.
  */

@@ -3,7 +3,7 @@ import net from 'node:net';
 import { isHostName, type ListenAddress } from '../config/address.js';
 
 /**
- * The plain-HTTP listener (engine.md §5.2): every request is redirected with 308 to the same host,
+ * The plain-HTTP listener (`http.enabled`, docs/configuration.md#keys): every request is redirected with 308 to the same host,
  * path and query over HTTPS on the public port. Not tunnel traffic, so it lives in the main thread.
  */
 export async function startRedirectListener(address: ListenAddress, publicPort: number): Promise<http.Server> {

@@ -1,4 +1,4 @@
-/** The three engine permission strings a token's `permissions` claim may list (engine.md §8.1). */
+/** The three engine permission strings a token's `permissions` claim may list (docs/cli.md#rivulet-token-mint). */
 export const PERMISSIONS = {
   tunnelsCreateDelete: 'tunnels.tunnels.create-delete',
   streamsCreateDelete: 'tunnels.streams.create-delete',

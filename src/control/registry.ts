@@ -3,7 +3,7 @@ import type { ClientDetails, TunnelProperties } from '../protocol/messages.js';
 import type { Identity } from './auth.js';
 
 /**
- * The control plane's state (engine.md §7): live clients and tunnels, in creation order, with the
+ * The control plane's state (docs/architecture.md#what-state-exists): live clients and tunnels, in creation order, with the
  * name and hostname indexes that keep them unique engine-wide. In memory only; main thread only.
  * Every change is announced to subscribers in registry order (a client's tunnel.deleted events
  * before its client.deleted).
@@ -33,7 +33,7 @@ export type RegistryEvent =
   | { type: 'client.created' | 'client.deleted'; client: ClientRecord }
   | { type: 'tunnel.created' | 'tunnel.deleted'; tunnel: TunnelRecord };
 
-/** 24 lowercase hex characters from a CSPRNG (protocol.md §6). */
+/** 24 lowercase hex characters from a CSPRNG. */
 export function newId(): string {
   return crypto.randomBytes(12).toString('hex');
 }
@@ -86,7 +86,7 @@ export class Registry {
 
   /**
    * Holds the name and hostname of an accepted tunnel until its reply is written; `publish` then
-   * makes it routable and announces it (protocol.md §8.1 ordering rule).
+   * makes it routable and announces it (no ProxyConnReq may precede its OpenTunnelRsp).
    */
   reserveTunnel(client: ClientRecord, properties: TunnelProperties, streamSlot: number | undefined, now = new Date()): TunnelRecord {
     const tunnel: TunnelRecord = {
@@ -133,7 +133,7 @@ export class Registry {
     return tunnel;
   }
 
-  /** A live tunnel by id first, then by name, case-insensitively (engine.md §9.5). */
+  /** A live tunnel by id first, then by name, case-insensitively. */
   resolve(idOrName: string): TunnelRecord | undefined {
     const byId = this.tunnels.get(idOrName);
     if (byId) return byId;

@@ -1,5 +1,5 @@
 /**
- * `dataplane.max_streams_per_tunnel` (engine.md §15.3) counts a tunnel's pending + active streams
+ * `dataplane.max_streams_per_tunnel` (docs/bounds.md) counts a tunnel's pending + active streams
  * engine-wide, while its streams start on any worker. Each limited tunnel gets one int32 slot in a
  * SharedArrayBuffer: the worker that opens a stream increments it (atomically, refusing past the
  * limit) and decrements it when that stream ends. The main thread hands slots out and takes them

@@ -67,7 +67,7 @@ export interface DataplaneSettings {
   affinity: { portBase: number; host: string; advertiseHost: string } | undefined;
 }
 
-/** What every worker knows about a live tunnel; pushed by the control plane (engine.md §15.1). */
+/** What every worker knows about a live tunnel; pushed by the control plane. */
 export interface TunnelRoute {
   tunnel_id: string;
   client_id: string;

@@ -4,7 +4,7 @@ import tls from 'node:tls';
 import { ErrorCode, type RstrmError, type TunnelProperties } from '../protocol/messages.js';
 
 /**
- * OpenTunnelReq validation and normalisation (engine.md §6.3, §9; protocol.md §8.1), as one pure
+ * OpenTunnelReq validation and normalisation (docs/protocol.md#the-control-channel), as one pure
  * function of the request and the engine's state. Checks run in the documented order: scope (5000),
  * consistency (2000), then name and hostname allocation (2000). Permission and the per-client limit
  * are the registry's (they come first).
@@ -37,7 +37,7 @@ const HOST_LABEL = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/;
 const RANDOM_LABEL_LENGTH = 10;
 const RANDOM_LABEL_ALPHABET = 'abcdefghijklmnopqrstuvwxyz0123456789';
 
-/** Go CLI (IANA) cipher names → OpenSSL names (engine.md §9.6). */
+/** Go CLI (IANA) cipher names → OpenSSL names. */
 const IANA_CIPHERS: Record<string, string> = {
   TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256: 'ECDHE-ECDSA-AES128-GCM-SHA256',
   TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384: 'ECDHE-ECDSA-AES256-GCM-SHA384',
@@ -86,7 +86,7 @@ function accept(p: TunnelProperties, context: TunnelRequestContext): AcceptedTun
   const publish = p.publish !== false;
   const upstreamTls = p.upstream_tls ?? p.http_use_tls;
 
-  // Scope: FEATURE_NOT_AVAILABLE, in the order of engine.md §9.3.
+  // Scope: FEATURE_NOT_AVAILABLE, in this order.
   if (p.type === 'datagram') unavailable('type=datagram');
   if (set.text(p.protocol) && UNAVAILABLE_PROTOCOLS.has(p.protocol)) unavailable(`protocol=${p.protocol}`);
   if (p.port) unavailable(`port=${p.port}`);
@@ -98,7 +98,7 @@ function accept(p: TunnelProperties, context: TunnelRequestContext): AcceptedTun
   if (set.bool(p.datagram_guaranteed_delivery)) unavailable('datagram_guaranteed_delivery');
   if (!publish && upstreamTls === true) unavailable('upstream_tls');
 
-  // Consistency: INVALID_REQUEST (engine.md §9.4).
+  // Consistency: INVALID_REQUEST.
   if (set.text(p.type) && p.type !== 'bytestream') invalid(`invalid type "${p.type}"`);
   if (set.text(p.protocol) && p.protocol !== 'http' && p.protocol !== 'tls') invalid(`invalid protocol "${p.protocol}"`);
   if (set.text(p.tls_mode) && !TLS_MODES.has(p.tls_mode)) invalid(`invalid tls_mode "${p.tls_mode}"`);
@@ -161,7 +161,7 @@ function accept(p: TunnelProperties, context: TunnelRequestContext): AcceptedTun
     checkTrustedIps(p.trusted_ips);
   }
 
-  // Allocation: name, then hostname (engine.md §6.3, §9.5).
+  // Allocation: name, then hostname.
   if (set.text(p.name) && context.nameTaken(p.name.toLowerCase())) {
     invalid(`name "${p.name}" is already used by another live tunnel`);
   }

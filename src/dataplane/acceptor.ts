@@ -13,7 +13,7 @@ import { serveTlsTunnel, tlsPolicyOf } from './tls-tunnel.js';
 import type { TlsPolicy, WorkerCertificates } from './worker-certificates.js';
 import type { TunnelRoute } from '../control/thread-messages.js';
 
-/** engine.md §6.2: the ClientHello must arrive within 10 s; the rest of the handshake gets as long. */
+/** The ClientHello must arrive within 10 s; the rest of the handshake gets as long (docs/bounds.md). */
 const CLIENT_HELLO_TIMEOUT_MS = 10_000;
 const HANDSHAKE_TIMEOUT_MS = 10_000;
 
@@ -174,7 +174,7 @@ export class ConnectionAcceptor {
       const tunnel = this.options.dataplane.routeForHostname(peek.hello.serverName!);
       if (tunnel?.properties.protocol === 'tls') await this.serveTlsTunnel(socket, tunnel);
       else if (this.draining) socket.destroy();
-      // engine.md §12.1: h2 preferred when offered, else HTTP/1.1 on the edge's own connection handler.
+      // h2 preferred when offered, else HTTP/1.1 on the edge's own connection handler.
       else if (peek.hello.alpnProtocols?.includes('h2')) this.httpEdge.acceptH2(socket);
       else await this.terminate(socket, 'edge', ['http/1.1'], { proxyOnly: false, then: (session) => this.httpEdge.acceptH1(session, socket) });
       return;
@@ -182,7 +182,7 @@ export class ConnectionAcceptor {
     await this.terminate(socket, route.kind, route.alpn, { proxyOnly: false });
   }
 
-  /** engine.md §13: trusted_ips before anything else, then passthrough or termination with the tunnel's policy. */
+  /** TLS tunnels: trusted_ips before anything else, then passthrough or termination with the tunnel's policy. */
   private async serveTlsTunnel(socket: net.Socket, tunnel: TunnelRoute): Promise<void> {
     const { dataplane, counters } = this.options;
     if (!dataplane.admits(tunnel, socket.remoteAddress)) {

@@ -1,5 +1,5 @@
 /**
- * Reads the TLS ClientHello without terminating TLS (engine.md §6.2): the server name and the
+ * Reads the TLS ClientHello without terminating TLS (docs/architecture.md#a-worker): the server name and the
  * offered ALPN protocols, from bytes that may arrive split across reads and TLS records.
  */
 
@@ -15,7 +15,7 @@ export type ClientHelloParse =
   | { status: 'complete'; hello: ClientHello }
   | { status: 'invalid'; reason: string };
 
-/** The spec's cap on how much we buffer before giving up on a ClientHello. */
+/** The cap on how much we buffer before giving up on a ClientHello (docs/bounds.md). */
 export const CLIENT_HELLO_MAX_BYTES = 16 * 1024;
 
 const RECORD_HEADER = 5;

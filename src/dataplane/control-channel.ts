@@ -21,7 +21,7 @@ const MAX_UNSENT_BYTES = 1024 * 1024;
  * reading until one is answered, so an agent that floods requests is slowed, not buffered.
  */
 const MAX_REQUESTS_IN_FLIGHT = 64;
-/** protocol.md §11: the engine gives a negotiated channel T + 1 s of silence. */
+/** The engine gives a negotiated channel T + 1 s of silence (docs/protocol.md#the-control-channel). */
 const LIVENESS_SLACK_MS = 1000;
 
 export interface ControlChannelOptions {
@@ -38,7 +38,7 @@ export interface ControlChannelOptions {
 }
 
 /**
- * One agent's control channel after a successful open (protocol.md §7–§13): tunnels open and close
+ * One agent's control channel after a successful open (docs/protocol.md#the-control-channel): tunnels open and close
  * through the control plane, heartbeats are acknowledged in negotiated mode, ProxyConnReqs for its
  * tunnels are written here, and any ending tears the client down exactly once.
  */
@@ -172,7 +172,7 @@ export class ControlChannel {
     }
     this.send({ type: 'open_tunnel_rsp', request_id: request.request_id, result: { tunnel_properties: reply.properties } });
     this.tunnels.add(reply.tunnel_id);
-    // Only now may the tunnel be routed: no ProxyConnReq can precede its OpenTunnelRsp (protocol.md §8.1).
+    // Only now may the tunnel be routed: no ProxyConnReq can precede its OpenTunnelRsp.
     this.options.link.notify({ type: 'tunnel-routable', tunnel_id: reply.tunnel_id });
   }
 
@@ -196,7 +196,7 @@ export class ControlChannel {
     await link.call('close-client', { client_id: this.clientId, reason }).catch(() => undefined);
     if (!how.graceful) return;
     if (how.reply) this.write({ type: 'close_control_channel_rsp' });
-    endSoon(socket); // closed within 1 s (protocol.md §12)
+    endSoon(socket); // closed within 1 s
   }
 
   private send(message: Message): void {

@@ -74,7 +74,7 @@ export class Dataplane {
 
   /**
    * Slots of a tunnel at its limit can be held by idle pooled streams on other workers: a request that
-   * waits here asks them to give one back (engine.md §12.6).
+   * waits here asks them to give one back (docs/http-edge.md#decisions).
    */
   relievePoolPressure(tunnelId: string): void {
     this.peers.broadcast({ type: 'pool-pressure', tunnel_id: tunnelId });
@@ -131,7 +131,7 @@ export class Dataplane {
   /** Set by the worker: handles, now and in order, the main thread's messages not yet delivered. */
   readQueuedMessages: () => void = () => {};
 
-  /** trusted_ips against the TCP peer (engine.md §12.8): IPv4-mapped IPv6 counts as IPv4; no list allows all. */
+  /** trusted_ips against the TCP peer: IPv4-mapped IPv6 counts as IPv4; no list allows all. */
   admits(route: TunnelRoute, peerAddress: string | undefined): boolean {
     const list = this.allowLists.get(route.tunnel_id);
     if (!list) return true;

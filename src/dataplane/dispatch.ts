@@ -2,7 +2,7 @@ import type { ClientHello } from './client-hello.js';
 import type { DispatchKind } from '../metrics/counters.js';
 
 /**
- * Where a connection goes, decided from its ClientHello before TLS is terminated (engine.md §6.2).
+ * Where a connection goes, decided from its ClientHello before TLS is terminated (docs/architecture.md#a-worker).
  * `alpn` is the list the TLS server offers back for that class, in preference order.
  */
 export type Dispatch =

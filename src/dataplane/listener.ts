@@ -2,7 +2,7 @@ import net from 'node:net';
 import type { ListenPlan } from '../control/thread-messages.js';
 
 /**
- * How all workers accept on one TLS port (design.md, "Platform facts"). This is the only module
+ * How all workers accept on one TLS port (docs/architecture.md#listener-strategies). This is the only module
  * that knows there are two ways:
  *
  * - `reuse-port` (Node >= 22.12 / >= 23.1): each worker binds its own SO_REUSEPORT socket; the kernel
@@ -66,7 +66,7 @@ export async function openListener(
 export const AFFINITY_BIND_ERROR = 'affinity port';
 
 /**
- * A worker's own affinity port (engine.md §15.2): one socket per worker, so no sharing is needed on
+ * A worker's own affinity port (docs/architecture.md#stream-affinity): one socket per worker, so no sharing is needed on
  * any Node version.
  */
 export async function openAffinityListener(

@@ -11,7 +11,7 @@ export const RELAY_WINDOW_BYTES = 512 * 1024;
 type RelayMessage = Extract<PeerMessage, { type: `relay-${string}` }>;
 
 /**
- * One end of a stream whose two halves live on different workers (design.md: sockets cannot move
+ * One end of a stream whose two halves live on different workers (docs/architecture.md: sockets cannot move
  * between threads). It is a Duplex, so it splices like a socket: writes travel as `relay-data` to the
  * other worker, which acknowledges each chunk once its reader took it (credit-based flow control);
  * `relay-end` carries a half-close and `relay-close` a teardown.

@@ -9,9 +9,9 @@ import { endSoon, splice } from './splice.js';
 import { openTunnelStream } from './tunnel-stream.js';
 import { VERSION } from '../version.js';
 
-/** protocol.md §1: the first frame must arrive within 10 s of the handshake. */
+/** The first frame must arrive within 10 s of the handshake (docs/protocol.md#transport-and-framing). */
 const FIRST_FRAME_TIMEOUT_MS = 10_000;
-/** TCP keepalive on control sockets finds dead peers in legacy liveness mode (protocol.md §11). */
+/** TCP keepalive on control sockets finds dead peers in legacy liveness mode (docs/protocol.md#the-control-channel). */
 const CONTROL_KEEPALIVE_MS = 15_000;
 const HEARTBEAT_INTERVAL_RANGE = [1000, 300_000] as const;
 const HEARTBEAT_TIMEOUT_MAX = 900_000;
@@ -22,12 +22,12 @@ export interface RstrmConnection {
   raw: Socket;
   /** The TCP peer address (for source_ip). */
   peerAddress: string | undefined;
-  /** Affinity ports accept proxy connections only (engine.md §15.2). */
+  /** Affinity ports accept proxy connections only (docs/architecture.md#stream-affinity). */
   proxyOnly: boolean;
 }
 
 /**
- * An `rstrm/1` connection: the first frame says what it is (protocol.md §1). A control channel, a
+ * An `rstrm/1` connection: the first frame says what it is (docs/protocol.md#transport-and-framing). A control channel, a
  * proxy connection or a private dial; anything else, undecodable, or nothing in time → closed
  * without a reply, touching nothing else.
  */
@@ -82,7 +82,7 @@ function route(dataplane: Dataplane, connection: RstrmConnection, decoder: Frame
   }
 }
 
-/** Bytes after the handshake frame in the same read are payload and must not be lost (protocol.md §2). */
+/** Bytes after the handshake frame in the same read are payload and must not be lost. */
 function unshiftPayload(session: TLSSocket, decoder: FrameDecoder): void {
   const rest = decoder.takeRemainder();
   if (rest.length > 0) session.unshift(rest);
@@ -148,7 +148,7 @@ async function openControlChannel(
   channel.start();
 }
 
-/** protocol.md §11: echo the agent's interval; T is its timeout if in [I, 900 s], else min(900 s, max(3I, 15 s)). */
+/** Echo the agent's interval; T is its timeout if in [I, 900 s], else min(900 s, max(3I, 15 s)) (docs/protocol.md#the-control-channel). */
 export function negotiateLiveness(offer: ControlChannelLiveness | undefined): ControlChannelLiveness | undefined {
   if (!offer) return undefined;
   const interval = offer.heartbeat_interval_ms;
@@ -162,7 +162,7 @@ export function negotiateLiveness(offer: ControlChannelLiveness | undefined): Co
 }
 
 /**
- * The agent's proxy connection for one stream (protocol.md §9): matched with the waiting stream by
+ * The agent's proxy connection for one stream (docs/protocol.md#a-stream): matched with the waiting stream by
  * id and secret, on this worker or on the one named in the id; never waits for ProxyConnRsp.
  */
 async function serveProxyConnection(dataplane: Dataplane, session: TLSSocket, request: MessageOf<'proxy_req'>): Promise<void> {
@@ -207,7 +207,7 @@ async function serveProxyConnection(dataplane: Dataplane, session: TLSSocket, re
   }
 }
 
-/** A private dial (protocol.md §10): authorise, ask the owner's agent for a stream, then splice. */
+/** A private dial (docs/protocol.md#a-private-dial): authorise, ask the owner's agent for a stream, then splice. */
 async function servePrivateDial(dataplane: Dataplane, connection: RstrmConnection, request: MessageOf<'stream_req'>): Promise<void> {
   const { session } = connection;
   const zeroRtt = request.zero_rtt === true;

@@ -2,7 +2,7 @@ import net from 'node:net';
 import type { IpAddress } from '../protocol/messages.js';
 
 /**
- * A peer address as ProxyConnReq.source_ip (protocol.md §6): IPv4 as a uint32 with the first octet
+ * A peer address as ProxyConnReq.source_ip: IPv4 as a uint32 with the first octet
  * high, IPv6 as 16 bytes, and IPv4-mapped IPv6 (dual-stack listeners) sent as IPv4.
  */
 export function sourceIpOf(address: string | undefined): IpAddress | undefined {

@@ -4,7 +4,7 @@ import type { PeerMessage, ProxyVerdict, TunnelRoute } from '../control/thread-m
 import { ErrorCode, type IpAddress, type RstrmError } from '../protocol/messages.js';
 
 /**
- * What went wrong, for the edge's status mapping (protocol.md §9.1) and the stream metrics.
+ * What went wrong, for the edge's status mapping and the stream metrics.
  * `adopted`: not a failure of the stream, which now serves the pool of the worker it landed on.
  */
 export type StreamFailureReason = 'refused' | 'timeout' | 'owner_gone' | 'capacity' | 'cancelled' | 'adopted';
@@ -39,7 +39,7 @@ export type Claim =
   | { verdict: Exclude<ProxyVerdict, 'accepted' | 'adopt'> };
 
 /**
- * The streams this worker waits for (protocol.md §9): a downstream or private dial here needs the
+ * The streams this worker waits for (docs/protocol.md#a-stream): a downstream or private dial here needs the
  * agent to open a proxy connection, which may land on any worker. The stream id names this worker
  * in its first byte, so whoever receives the ProxyReq knows whom to ask; the secret is checked here,
  * in constant time, once.
@@ -126,7 +126,7 @@ export class StreamBroker {
   }
 }
 
-/** 24 lowercase hex: this worker's index in the first byte, then 88 random bits (protocol.md §6). */
+/** 24 lowercase hex: this worker's index in the first byte, then 88 random bits (docs/protocol.md#a-stream). */
 export function newStreamId(workerIndex: number): string {
   return workerIndex.toString(16).padStart(2, '0') + crypto.randomBytes(11).toString('hex');
 }

@@ -8,7 +8,7 @@ import { upstreamTls } from './upstream-tls.js';
 import type { TlsPolicy } from './worker-certificates.js';
 
 /**
- * Published TLS tunnels (engine.md §13): the downstream is either the raw connection, ClientHello
+ * Published TLS tunnels (docs/architecture.md#a-worker): the downstream is either the raw connection, ClientHello
  * included (passthrough: the upstream owns the certificate), or the plaintext of a session the engine
  * terminated. Either way it is spliced to one stream to the agent, with half-close and no idle
  * timeout; a stream that cannot be had closes the downstream. A terminated tunnel with upstream_tls

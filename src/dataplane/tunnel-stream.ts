@@ -9,7 +9,7 @@ import { StreamFailure, type StreamFailureReason } from './streams.js';
 export type TunnelStream = { ok: true; id: string; proxyEnd: Duplex } | { ok: false; failure: StreamFailure };
 
 /**
- * One stream from `downstream` to the agent that owns `route` (protocol.md §9): counted against the
+ * One stream from `downstream` to the agent that owns `route` (docs/protocol.md#a-stream): counted against the
  * tunnel's stream limit for as long as the downstream lives, given up if the downstream leaves first.
  */
 export async function openTunnelStream(

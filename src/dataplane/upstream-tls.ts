@@ -4,7 +4,7 @@ import type { Duplex } from 'node:stream';
 const HANDSHAKE_TIMEOUT_MS = 10_000;
 
 /**
- * A TLS client over a stream to the agent (engine.md §12.3, §13 upstream_tls): SNI is the tunnel's
+ * A TLS client over a stream to the agent (upstream_tls, docs/http-edge.md#decisions): SNI is the tunnel's
  * public hostname, the certificate is not verified (the agent chose the target), TLS 1.2 at least.
  * Resolves undefined (stream destroyed) when the handshake fails or stalls.
  */

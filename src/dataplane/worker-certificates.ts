@@ -10,7 +10,7 @@ const CHECK_WAIT_MS = 1000;
  * main thread pushes a reloaded pair. Session-ticket keys are the engine's, so resumption works
  * across workers.
  */
-/** A TLS tunnel's own floor and cipher list (engine.md §13); the certificate is the engine's. */
+/** A TLS tunnel's own floor and cipher list; the certificate is the engine's. */
 export interface TlsPolicy {
   minVersion: tls.SecureVersion;
   ciphers: string | undefined;

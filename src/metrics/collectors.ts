@@ -27,7 +27,7 @@ export interface MetricSources {
 type Sample = [labels: LabelValues<string>, value: number];
 
 /**
- * The engine's one prom-client registry (engine.md §16.2), in the main thread. Nothing is counted per
+ * The engine's one prom-client registry, in the main thread. Nothing is counted per
  * event here: every value is read at scrape time, the data-path ones from the workers' SharedArrayBuffer
  * rows, the rest from the control plane's own state. No label takes per-tenant values. Full metric
  * table: docs/metrics.md.

@@ -1,5 +1,5 @@
 /**
- * The data plane's traffic counters in one SharedArrayBuffer (design.md): one row per worker, each
+ * The data plane's traffic counters in one SharedArrayBuffer (docs/architecture.md#a-worker): one row per worker, each
  * row written only by its worker and summed by the main thread at scrape time, so counting never
  * sends a message. A row is a seqlock word followed by float64 columns (exact up to 2^53); rows are
  * padded to 64-byte cache lines so workers never share a line.

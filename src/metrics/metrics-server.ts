@@ -20,7 +20,7 @@ async function bindFailure(address: ListenAddress): Promise<string> {
 }
 
 /**
- * The Prometheus listener (engine.md §16.1): plain HTTP/1.1 on its own address, served by uWS in the
+ * The Prometheus listener (docs/metrics.md): plain HTTP/1.1 on its own address, served by uWS in the
  * main thread. `GET`/`HEAD` on the path → the exposition; with a bearer token configured, a scrape
  * without it (compared in constant time) → 401; other paths → 404; other methods → 405.
  */

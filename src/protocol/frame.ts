@@ -1,7 +1,7 @@
 import { decodeMessage, encodeMessage, type Message } from './messages.js';
 
 /**
- * rstrm/1 framing (protocol.md §2): a 4-byte big-endian length, then that many bytes of `Message`.
+ * rstrm/1 framing (docs/protocol.md#transport-and-framing): a 4-byte big-endian length, then that many bytes of `Message`.
  * 1 ≤ length ≤ 65535; anything else is fatal for the connection. Shared by engine and agent.
  */
 export const MAX_FRAME_LENGTH = 65535;

@@ -1,7 +1,7 @@
 import { DecodeError, ProtoReader, ProtoWriter, WireType } from './wire.js';
 
 /**
- * Every rstrm/1 message (protocol.md §3; schema in rstrm.proto), as TypeScript types with one encode
+ * Every rstrm/1 message (docs/protocol.md; schema in rstrm.proto), as TypeScript types with one encode
  * and one decode function per message. Wrapper types map to `T | undefined` so "absent" and "present
  * with the default value" stay different; proto3 scalars use their default for absent.
  *

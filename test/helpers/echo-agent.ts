@@ -6,7 +6,7 @@ import type { RawConnection } from './rstrm-agent.js';
 
 export interface ProxyOptions {
   zeroRtt: boolean;
-  /** `go`: ProxyConnRsp before the proxy connection; `js`: after it is up (protocol.md §9 trap). */
+  /** `go`: ProxyConnRsp before the proxy connection; `js`: after it is up (both must work: docs/protocol.md#a-stream). */
   order: 'go' | 'js';
   /** Which port to dial for this request (default: the engine's main port). */
   portFor?: (request: MessageOf<'proxy_conn_req'>) => number;

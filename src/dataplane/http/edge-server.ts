@@ -20,7 +20,7 @@ const HANDSHAKE_TIMEOUT_MS = 10_000;
 /** How often HTTP/1.1 connections are checked against their idle or header deadline. */
 const SWEEP_INTERVAL_MS = 1000;
 /**
- * SETTINGS_MAX_CONCURRENT_STREAMS of a downstream h2 session (RD; Node's default is unlimited): each
+ * SETTINGS_MAX_CONCURRENT_STREAMS of a downstream h2 session (Node's default is unlimited): each
  * open stream may hold an upstream stream, so one client connection must not hold thousands.
  */
 const MAX_CONCURRENT_STREAMS = 100;
@@ -44,7 +44,7 @@ export interface HttpEdgeOptions {
 }
 
 /**
- * The HTTP tunnel edge of one worker (engine.md §12). A client that offers h2 gets Node's HTTP/2
+ * The HTTP tunnel edge of one worker (docs/http-edge.md). A client that offers h2 gets Node's HTTP/2
  * server (TLS with the engine certificate); any other client gets HTTP/1.1 on a TLS session the worker
  * terminated itself, served by the edge's own connection handler (h1-connection.ts). Both route each
  * request by its own Host / :authority, check it (trusted_ips, token_auth) here, and proxy it through
@@ -75,7 +75,7 @@ export class HttpEdge implements H1Edge {
     this.tokenAuth = new EdgeTokenAuth(dataplane.settings.tokenSecret);
     this.h2Server = http2.createSecureServer(
       {
-        // Every handshake takes the current certificate (rotation without restart, design.md).
+        // Every handshake takes the current certificate (rotation without restart, docs/operations.md#rotate-certificates).
         SNICallback: (_name, done) => void certificates.forHandshake().then((context) => done(null, context), done),
         ticketKeys: options.ticketKeys,
         handshakeTimeout: HANDSHAKE_TIMEOUT_MS,
@@ -128,7 +128,7 @@ export class HttpEdge implements H1Edge {
   }
 
   /**
-   * engine.md §12.2 steps 1–3: route by host, trusted_ips, token_auth. Synchronous unless a token
+   * Admission: route by host, trusted_ips, token_auth. Synchronous unless a token
    * must be verified.
    */
   admit(request: AdmissionRequest): Admission | Promise<Admission> {
@@ -207,7 +207,7 @@ export class HttpEdge implements H1Edge {
     return known;
   }
 
-  /** engine.md §6.4, tunnel-edge class: 421 for names this edge does not serve over HTTP, 404 for no tunnel. */
+  /** 421 for names this edge does not serve over HTTP, 404 for no tunnel. */
   private refusal(host: string, tunnelName: boolean, route: TunnelRoute | undefined): EdgeError | undefined {
     if (!tunnelName) return { reason: 'misdirected', message: `${host} is not served on this connection` };
     if (!route) return { reason: 'tunnel_not_found', message: `no tunnel is live at ${host}` };
@@ -232,7 +232,7 @@ export class HttpEdge implements H1Edge {
     }
   }
 
-  /** engine.md §12.1: an h2 session with no open streams for http_idle_seconds gets GOAWAY. */
+  /** An h2 session with no open streams for http_idle_seconds gets GOAWAY. */
   private trackSession(session: http2.ServerHttp2Session): void {
     this.h2Sessions.add(session);
     guardAgainstFloods(session);

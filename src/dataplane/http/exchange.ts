@@ -17,7 +17,7 @@ export interface ForwardPlan {
   dropAuthorization: boolean;
 }
 
-/** Methods retried once on a fresh stream when a reused idle one fails before any response byte (RD). */
+/** Methods retried once on a fresh stream when a reused idle one fails before any response byte. */
 const RETRIABLE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS']);
 
 /** Methods whose bodyless requests carry `Content-Length: 0` to an HTTP/1.1 upstream. */
@@ -42,7 +42,7 @@ const FAILURE_MESSAGES = {
 
 /**
  * One request of an h2 downstream sent to the tunnel's upstream, the response streamed back
- * (engine.md §12.2 steps 5–6, §12.9): nothing is buffered, a slow reader holds back the upstream, a
+ * (docs/http-edge.md): nothing is buffered, a slow reader holds back the upstream, a
  * downstream that leaves abandons the upstream exchange, an upstream that fails after the response
  * head resets the stream.
  */

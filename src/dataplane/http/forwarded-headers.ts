@@ -1,7 +1,7 @@
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
 import { fieldTokens, fieldValue, type Field } from './h1-wire.js';
 
-/** Headers that describe one hop, never forwarded in either direction (RFC 9110 §7.6.1, engine.md §12.4). */
+/** Headers that describe one hop, never forwarded in either direction (RFC 9110 §7.6.1). */
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'te', 'transfer-encoding', 'upgrade', 'http2-settings']);
 /** Set by the edge from what it saw; incoming values are replaced (X-Forwarded-For is appended to). */
 const FORWARDED = new Set(['host', 'x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host']);
@@ -13,13 +13,13 @@ export interface UpstreamHeaderOptions {
   peerAddress: string | undefined;
   /** h1 upstreams get Host and joined cookies; h2 upstreams get :authority (set by the caller) and crumbs. */
   upstream: 'h1' | 'h2';
-  /** A WebSocket upgrade keeps Connection: Upgrade and Upgrade (engine.md §12.5). */
+  /** A WebSocket upgrade keeps Connection: Upgrade and Upgrade. */
   websocket: boolean;
   /** token_auth consumed a Bearer header: it does not go upstream. */
   dropAuthorization: boolean;
 }
 
-/** The request headers sent upstream (engine.md §12.4): hop-by-hop removed, X-Forwarded-* set, the rest unchanged. */
+/** The request headers sent upstream: hop-by-hop removed, X-Forwarded-* set, the rest unchanged. */
 export function upstreamRequestHeaders(incoming: IncomingHttpHeaders, options: UpstreamHeaderOptions): OutgoingHttpHeaders {
   const headers: OutgoingHttpHeaders = {};
   const listed = connectionTokens(incoming.connection);
@@ -128,7 +128,7 @@ export function isWebSocketUpgrade(headers: IncomingHttpHeaders): boolean {
 let lastAddress: string | undefined;
 let lastPlain = '';
 
-/** IPv4-mapped IPv6 is written as IPv4 (engine.md §12.4). Remembers the last answer: one client sends many requests. */
+/** IPv4-mapped IPv6 is written as IPv4. Remembers the last answer: one client sends many requests. */
 export function plainAddress(address: string | undefined): string {
   if (!address) return '';
   if (address !== lastAddress) {

@@ -6,16 +6,16 @@ import { markGenerated } from './response-metrics.js';
 export type EdgeRequest = http2.Http2ServerRequest;
 export type EdgeResponse = http2.Http2ServerResponse;
 
-/** The `x-rivulet-error` reason tokens of engine.md §12.9, with their status. */
+/** The `x-rivulet-error` reason tokens, with their status (docs/troubleshooting.md#visitors-get-an-error-page). */
 const STATUS_OF = {
   bad_request: 400,
   unauthorized: 401,
   forbidden_ip: 403,
   tunnel_not_found: 404,
-  /** RD: a request body that stopped arriving for timeouts.http_request_body_idle_seconds. */
+  /** Rivulet's own: a request body that stopped arriving for timeouts.http_request_body_idle_seconds. */
   request_timeout: 408,
   misdirected: 421,
-  /** RD: a request line longer than the whole header limit. */
+  /** Rivulet's own: a request line longer than the whole header limit. */
   uri_too_long: 414,
   headers_too_large: 431,
   not_implemented: 501,
@@ -27,7 +27,7 @@ const STATUS_OF = {
   capacity: 503,
   shutting_down: 503,
   agent_timeout: 504,
-  /** RD: no response head within timeouts.http_response_seconds of the request. */
+  /** Rivulet's own: no response head within timeouts.http_response_seconds of the request. */
   upstream_timeout: 504,
 } as const;
 
@@ -69,8 +69,8 @@ function generatedBody(error: EdgeError, accept: string | undefined): { status: 
 }
 
 /**
- * Ends a response that can no longer be completed so that no client takes it for whole (engine.md
- * §12.9): the stream is reset with INTERNAL_ERROR (a plain destroy would send NO_ERROR, which clients
+ * Ends a response that can no longer be completed so that no client takes it for whole (docs/http-edge.md#decisions):
+ * the stream is reset with INTERNAL_ERROR (a plain destroy would send NO_ERROR, which clients
  * read as a clean end). HTTP/1.1 closes the connection before the final chunk or full length instead.
  */
 export function abortResponse(res: EdgeResponse): void {

@@ -11,7 +11,7 @@ import { H1Upstream, type ResponseSink, type UpstreamFailure } from './upstream-
 import type { H2Upstream } from './upstream-h2.js';
 import type { TunnelUpstreams, Upstream } from './upstream-pool.js';
 
-/** What the edge's checks need from a request (engine.md §12.2 steps 1–3). */
+/** What the edge's checks need from a request (route, trusted_ips, token_auth). */
 export interface AdmissionRequest {
   /** Host / :authority as received (undefined: none). */
   authority: string | undefined;
@@ -22,7 +22,7 @@ export interface AdmissionRequest {
 
 export type Admission = { ok: true; pool: TunnelUpstreams; plan: ForwardPlan } | { ok: false; error: EdgeError; extraHeaders?: Record<string, string> };
 
-/** Methods retried once on a fresh stream when a reused idle one fails before any response byte (RD). */
+/** Methods retried once on a fresh stream when a reused idle one fails before any response byte. */
 const RETRIABLE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS']);
 /** Response fields of a 101 that belong to one hop only; Connection and Upgrade are the handshake itself. */
 const NOT_RELAYED_ON_101 = new Set(['keep-alive', 'proxy-connection', 'te', 'transfer-encoding', 'http2-settings']);
@@ -30,7 +30,7 @@ const NOT_RELAYED_ON_101 = new Set(['keep-alive', 'proxy-connection', 'te', 'tra
 const COALESCE_LIMIT = 16 * 1024;
 
 /**
- * One request on an HTTP/1.1 connection of the edge, start to finish (engine.md §12.2–12.5, §12.9):
+ * One request on an HTTP/1.1 connection of the edge, start to finish (docs/http-edge.md):
  * admission, an upstream stream from the tunnel's pool, the request head rewritten and its body
  * relayed by its own framing (an h1 upstream gets the body bytes exactly as received; an h2 upstream
  * its payload), the response head rewritten and its body relayed by its framing (chunked bodies pass
@@ -247,7 +247,7 @@ export class H1Exchange implements ResponseSink {
     if (bytes) this.connection.putBack(this.feedBody(bytes));
   }
 
-  /** A WebSocket upgrade (engine.md §12.5): its own stream, the 101 relayed, then raw bytes both ways. */
+  /** A WebSocket upgrade: its own stream, the 101 relayed, then raw bytes both ways. */
   private async relayWebSocket(pool: TunnelUpstreams): Promise<void> {
     this.keepAlive = false; // a refused upgrade is answered, then the connection closes
     this.cancelled = new AbortController();
@@ -498,7 +498,7 @@ function withHead(head: string, ...pieces: Buffer[]): Buffer {
   return out;
 }
 
-/** Connection lists `upgrade` and Upgrade is `websocket` (engine.md §12.5). */
+/** Connection lists `upgrade` and Upgrade is `websocket`. */
 function isWebSocket(fields: readonly Field[]): boolean {
   return fieldTokens(fields, 'connection').has('upgrade') && fieldValue(fields, 'upgrade')?.toLowerCase() === 'websocket';
 }

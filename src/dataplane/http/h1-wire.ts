@@ -170,7 +170,7 @@ const HOST_VALUE = /^(?:[A-Za-z0-9\-._~!$&'()*+,;=%]*|\[[0-9A-Fa-f:.]+\])(?::\d*
 /**
  * RFC 9112 §3.2–3.3: exactly one valid Host field (none is a 400 the edge gives when it routes), and a
  * target in origin-form, asterisk-form (OPTIONS only) or absolute-form, whose authority then replaces
- * Host (§3.2.2) and whose path and query are what the upstream gets.
+ * Host (RFC 9112 §3.2.2) and whose path and query are what the upstream gets.
  */
 export function requestTarget(head: RequestHead): RequestTarget | { error: string } {
   let host: string | undefined;

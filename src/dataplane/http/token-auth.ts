@@ -11,7 +11,7 @@ export type TokenAuthResult =
   | { ok: false; reason: TokenFailure };
 
 /**
- * token_auth on published HTTP tunnels (engine.md §12.7), checked in the worker: a Bearer header, else
+ * token_auth on published HTTP tunnels (docs/http-edge.md#decisions), checked in the worker: a Bearer header, else
  * the first `rstream.token` query parameter, validated as an engine JWT. What was consumed never goes
  * upstream: the Bearer header is dropped and every `rstream.token` parameter leaves the query.
  */

@@ -39,7 +39,7 @@ const enum Phase {
 }
 
 /**
- * One HTTP/1.1 connection to the upstream over one agent stream (engine.md §12.6): one exchange at a
+ * One HTTP/1.1 connection to the upstream over one agent stream (docs/http-edge.md#decisions): one exchange at a
  * time, the response head parsed here, its body followed by its framing and handed on as it arrives.
  * Reusable after a complete exchange whose response was framed by length or chunks and did not say
  * `Connection: close`.

@@ -17,7 +17,7 @@ const DEFAULT_MAX_CONCURRENT_STREAMS = 100;
 /**
  * One HTTP/2 session to the upstream over one agent stream: h2c with prior knowledge, or h2 chosen by
  * ALPN under upstream TLS. It multiplexes requests up to the peer's MAX_CONCURRENT_STREAMS; the pool
- * opens another session past that (engine.md §12.6).
+ * opens another session past that.
  */
 export class H2Upstream {
   readonly kind = 'h2';

@@ -41,7 +41,7 @@ const ERROR_OF_FAILURE: Record<Exclude<StreamFailureReason, 'adopted'>, EdgeErro
 };
 
 /**
- * One tunnel's upstream streams on this worker (engine.md §12.6): idle HTTP/1.1 streams reused last
+ * One tunnel's upstream streams on this worker (docs/http-edge.md#decisions): idle HTTP/1.1 streams reused last
  * in, first out; HTTP/2 sessions shared up to their stream limit; every stream counted against
  * max_streams_per_tunnel from its ProxyConnReq until it closes. At the limit a request waits, for up
  * to stream_request_seconds, for a pooled stream to come free or a slot to open.
@@ -177,7 +177,7 @@ export class TunnelUpstreams {
     this.reusable(upstream);
   }
 
-  /** A stream of its own, never pooled: a WebSocket relay (engine.md §12.5). */
+  /** A stream of its own, never pooled: a WebSocket relay. */
   async dedicated(peerAddress: string | undefined, cancelled: AbortSignal): Promise<DedicatedStream> {
     const slot = await this.acquireSlot(cancelled, false);
     if (!slot.ok) return { ok: false, error: slot.error ?? capacityError(this.dataplane) };
@@ -363,7 +363,7 @@ export class TunnelUpstreams {
     this.idleSince.delete(upstream);
   }
 
-  /** engine.md §12.6: an idle pooled stream (or h2 session with no active streams) closes after http_idle_seconds. */
+  /** An idle pooled stream (or h2 session with no active streams) closes after http_idle_seconds. */
   private closeIdle(): void {
     const expired = Date.now() - this.dataplane.settings.httpIdleMs;
     for (const [upstream, since] of this.idleSince) {
