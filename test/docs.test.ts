@@ -65,3 +65,39 @@ test('docs/configuration.md lists every configuration key with its environment v
   const missing = keys.filter((key) => !doc.includes(`| \`${key}\` |`) || !doc.includes(`\`${envNameForKey(key)}\``));
   assert.deepEqual(missing, []);
 });
+
+test('the repository stands alone: nothing points to a file outside it, a specification section or an issue number', () => {
+  const SOURCES = /\.(ts|md|yaml|yml|json|sh)$|^(Dockerfile|run)$/;
+  const FORBIDDEN: Array<[RegExp, string]> = [
+    [/\.\.\/shared|\bspec\/|\b(engine|design)\.md\b/, 'a file outside the repository'],
+    [/(?<!RFC \d{3,5} )§\s?\d/, 'a section of a document that is not here (RFC sections excepted)'],
+    [/\bissues? #?\d+\b/i, 'an issue number'],
+  ];
+  const problems: string[] = [];
+  // Generated results and the lockfile are not prose; this file spells the patterns out.
+  const files = filesUnder(ROOT, (name) => SOURCES.test(name)).filter(
+    (file) => !file.includes(`${path.sep}bench${path.sep}results${path.sep}`) && !file.endsWith('package-lock.json') && !file.endsWith(path.join('test', 'docs.test.ts')),
+  );
+  for (const file of files) {
+    fs.readFileSync(file, 'utf8')
+      .split('\n')
+      .forEach((line, index) => {
+        for (const [pattern, what] of FORBIDDEN) {
+          if (pattern.test(line)) problems.push(`${path.relative(ROOT, file)}:${index + 1}: ${what}: ${line.trim().slice(0, 120)}`);
+        }
+      });
+  }
+  assert.deepEqual(problems, []);
+});
+
+test('every docs/… page and heading a code comment cites exists', () => {
+  const problems: string[] = [];
+  for (const file of filesUnder(ROOT, (name) => name.endsWith('.ts'))) {
+    for (const match of fs.readFileSync(file, 'utf8').matchAll(/docs\/([\w-]+\.md)(?:#([\w-]+))?/g)) {
+      const page = path.join(ROOT, 'docs', match[1]!);
+      if (!fs.existsSync(page)) problems.push(`${path.relative(ROOT, file)}: docs/${match[1]} does not exist`);
+      else if (match[2] && !anchorsOf(fs.readFileSync(page, 'utf8')).has(match[2])) problems.push(`${path.relative(ROOT, file)}: ${match[0]} names no heading`);
+    }
+  }
+  assert.deepEqual(problems, []);
+});
