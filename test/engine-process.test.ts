@@ -7,6 +7,7 @@ import path from 'node:path';
 import { before, describe, test } from 'node:test';
 import type { DevCertificateFiles } from '../src/certs/dev-ca.js';
 import { SHUTDOWN_DRAIN_MS } from '../src/control/engine.js';
+import { claimAddress } from '../src/dataplane/listener.js';
 import { promisify } from 'node:util';
 import { handshake, startTestEngine, waitFor } from './helpers/engine.js';
 import { configTree, devCertificates, tempDir, writeConfig } from './helpers/fixtures.js';
@@ -90,6 +91,28 @@ describe('startup errors exit 1 with one line naming the key', () => {
     } finally {
       await first.stop();
     }
+  });
+
+  test('a second engine on the first one\'s TLS port fails with EADDRINUSE, whatever the listener strategy', async () => {
+    const first = await startTestEngine({}, certs);
+    const port = first.engine.publicPort;
+    try {
+      const result = await runCli(['engine', '-c', writeConfig(configTree(certs, { tls: { enabled: true, listen_addr: `127.0.0.1:${port}` } }))]);
+      assert.equal(result.code, 1, result.stderr);
+      assert.match(result.stderr, new RegExp(`^listen error: tls\\.listen_addr "127\\.0\\.0\\.1:${port}": EADDRINUSE$`, 'm'));
+    } finally {
+      await first.stop();
+    }
+  });
+
+  test('an address claim (what keeps SO_REUSEPORT engines apart) is held by one process at a time', async () => {
+    const claim = await claimAddress('127.0.0.1', 1);
+    await assert.rejects(claimAddress('127.0.0.1', 1), { code: 'EADDRINUSE' });
+    const other = await claimAddress('127.0.0.1', 2);
+    claim.close();
+    other.close();
+    await new Promise((resolve) => setImmediate(resolve));
+    (await claimAddress('127.0.0.1', 1)).close();
   });
 
   test('an affinity port in use is a listen error naming dataplane.affinity.port_base', async () => {

@@ -1,7 +1,8 @@
 import { MessageChannel, type MessagePort } from 'node:worker_threads';
 import { Piscina } from 'piscina';
 import type { EngineConfig } from '../config/load.js';
-import { listenerStrategy, survivesWorkerDeath, type ListenerStrategy } from '../dataplane/listener.js';
+import type net from 'node:net';
+import { claimAddress, listenerStrategy, survivesWorkerDeath, type ListenerStrategy } from '../dataplane/listener.js';
 import type { Logger } from '../log.js';
 import type {
   CertificatePem,
@@ -83,6 +84,8 @@ export class WorkerSupervisor {
   private readonly pool: Piscina<WorkerTask, WorkerExit>;
   private readonly slots: WorkerSlot[] = [];
   private boundPort = 0;
+  /** Under `reuse-port`: this engine's hold on its TLS address (see claimAddress). */
+  private addressClaim: net.Server | undefined;
   private stopping = false;
 
   constructor(private readonly options: SupervisorOptions) {
@@ -110,12 +113,12 @@ export class WorkerSupervisor {
   /** Brings every worker onto the TLS listener; resolves with the bound port or rejects with the bind error. */
   async start(): Promise<number> {
     const { host, port } = this.options.config.tls.listen_addr;
-    const first = await this.launch(0, {
-      strategy: this.strategy === 'reuse-port' ? 'reuse-port' : 'shared-fd-owner',
-      host,
-      port,
-    });
+    const sharesPort = this.strategy === 'reuse-port';
+    if (sharesPort && port !== 0) this.addressClaim = await claimAddress(host, port);
+    const first = await this.launch(0, { strategy: sharesPort ? 'reuse-port' : 'shared-fd-owner', host, port });
     this.boundPort = first.port;
+    // An ephemeral port is this engine's alone once bound; claimed all the same, for a second engine to see.
+    if (sharesPort && port === 0) this.addressClaim = await claimAddress(host, first.port);
     const rest: Array<Promise<unknown>> = [];
     for (let index = 1; index < this.workerCount; index++) rest.push(this.launch(index, this.followerPlan(first.fd)));
     await Promise.all(rest);
@@ -152,6 +155,7 @@ export class WorkerSupervisor {
   /** Stops the threads (after shutdown, or when startup failed). */
   async release(): Promise<void> {
     this.stopping = true;
+    this.addressClaim?.close();
     for (const slot of this.slots) slot.port.close();
     await this.pool.destroy();
   }
