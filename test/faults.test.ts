@@ -1,18 +1,17 @@
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import http from 'node:http';
 import https from 'node:https';
+import net from 'node:net';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { emptyTunnelProperties } from '../src/protocol/messages.js';
 import { apiRequest } from './helpers/api-client.js';
-import { serveForward } from './helpers/echo-agent.js';
 import { edgeRequest } from './helpers/edge-client.js';
-import { servedFingerprint, sleep, startTestEngine, waitFor, type TestEngine } from './helpers/engine.js';
+import { servedFingerprint, sleep, waitFor, type TestEngine } from './helpers/engine.js';
 import { configTree, devCertificates, writeConfig } from './helpers/fixtures.js';
 import { spawnCli, type RunningCli } from './helpers/process.js';
-import { RawConnection, mintToken, openHttpTunnel } from './helpers/rstrm-agent.js';
-import { listenUpstream, upstreamHandler, type SeenRequest } from './helpers/upstream-server.js';
+import { publishTestTunnel, type PublishedTunnel } from './helpers/published-tunnel.js';
+import { RawConnection, mintToken } from './helpers/rstrm-agent.js';
 
 /**
  * Faults the engine must ride out: an agent killed or frozen mid-traffic, every agent reconnecting at
@@ -20,26 +19,16 @@ import { listenUpstream, upstreamHandler, type SeenRequest } from './helpers/ups
  */
 let t: TestEngine;
 let port: number;
-let upstream: http.Server;
 let upstreamPort: number;
-let steady: RawConnection;
-const seen: SeenRequest[] = [];
+/** Another tenant, whose traffic must not notice anything; its upstream serves the CLI agents too. */
+let steady: PublishedTunnel;
 
 before(async () => {
-  t = await startTestEngine({ dataplane: { workers: 2 } });
-  port = t.engine.publicPort;
-  upstream = http.createServer(upstreamHandler(seen));
-  upstreamPort = await listenUpstream(upstream);
-  // Another tenant, whose traffic must not notice anything.
-  steady = await openHttpTunnel(port, t.ca, 'steady');
-  serveForward(steady, port, t.ca, () => upstreamPort);
+  steady = await publishTestTunnel('steady', { engine: { dataplane: { workers: 2 } } });
+  ({ t, port } = steady);
+  upstreamPort = (steady.upstream.address() as net.AddressInfo).port;
 });
-after(async () => {
-  steady.close();
-  upstream.closeAllConnections();
-  upstream.close();
-  await t.stop();
-});
+after(() => steady.stop());
 
 const host = (label: string): string => `${label}.t.localhost`;
 

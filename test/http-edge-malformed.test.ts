@@ -1,12 +1,10 @@
 import assert from 'node:assert/strict';
-import http from 'node:http';
 import http2 from 'node:http2';
 import { after, before, describe, test } from 'node:test';
-import { serveForward } from './helpers/echo-agent.js';
 import { edgeSession, rawEdgeConnection, WireReader } from './helpers/edge-client.js';
-import { sleep, startTestEngine, type TestEngine } from './helpers/engine.js';
-import { openHttpTunnel, type RawConnection } from './helpers/rstrm-agent.js';
-import { listenUpstream, upstreamHandler, type SeenRequest } from './helpers/upstream-server.js';
+import { sleep, type TestEngine } from './helpers/engine.js';
+import { publishTestTunnel, type PublishedTunnel } from './helpers/published-tunnel.js';
+import type { SeenRequest } from './helpers/upstream-server.js';
 
 /**
  * Request smuggling and malformed heads at the HTTP edge: each request is refused with the right
@@ -16,27 +14,17 @@ import { listenUpstream, upstreamHandler, type SeenRequest } from './helpers/ups
 const HOST = 'strict.t.localhost';
 let t: TestEngine;
 let port: number;
-let control: RawConnection;
-let upstream: http.Server;
-const seen: SeenRequest[] = [];
+let tunnel: PublishedTunnel;
+let seen: SeenRequest[];
 const received: Buffer[] = [];
 const receivedBytes = (): number => received.reduce((total, chunk) => total + chunk.length, 0);
 
 before(async () => {
-  t = await startTestEngine({ dataplane: { workers: 1 } });
-  port = t.engine.publicPort;
-  upstream = http.createServer(upstreamHandler(seen));
-  upstream.on('connection', (socket) => socket.on('data', (chunk: Buffer) => received.push(chunk)));
-  const upstreamPort = await listenUpstream(upstream);
-  control = await openHttpTunnel(port, t.ca, 'strict');
-  serveForward(control, port, t.ca, () => upstreamPort);
+  tunnel = await publishTestTunnel('strict', { engine: { dataplane: { workers: 1 } } });
+  ({ t, port, seen } = tunnel);
+  tunnel.upstream.on('connection', (socket) => socket.on('data', (chunk: Buffer) => received.push(chunk)));
 });
-after(async () => {
-  control.close();
-  upstream.closeAllConnections();
-  upstream.close();
-  await t.stop();
-});
+after(() => tunnel.stop());
 
 interface WireAnswer {
   status: number;

@@ -1,13 +1,12 @@
 import assert from 'node:assert/strict';
-import http from 'node:http';
 import { after, before, describe, test } from 'node:test';
 import { apiRequest } from './helpers/api-client.js';
-import { serveForward } from './helpers/echo-agent.js';
 import { edgeRequest } from './helpers/edge-client.js';
-import { startTestEngine, type TestEngine } from './helpers/engine.js';
+import type { TestEngine } from './helpers/engine.js';
+import { publishTestTunnel, type PublishedTunnel } from './helpers/published-tunnel.js';
 import { FORGED_TOKENS } from './helpers/forged-tokens.js';
-import { RawConnection, mintToken, openControlChannel, openHttpTunnel } from './helpers/rstrm-agent.js';
-import { listenUpstream, upstreamHandler, type SeenRequest } from './helpers/upstream-server.js';
+import { RawConnection, mintToken, openControlChannel } from './helpers/rstrm-agent.js';
+import type { SeenRequest } from './helpers/upstream-server.js';
 
 /**
  * Forged and broken tokens against every surface that takes one: the control channel (error 1000), the
@@ -16,25 +15,15 @@ import { listenUpstream, upstreamHandler, type SeenRequest } from './helpers/ups
  */
 let t: TestEngine;
 let port: number;
-let control: RawConnection;
-let upstream: http.Server;
-const seen: SeenRequest[] = [];
+let tunnel: PublishedTunnel;
+let seen: SeenRequest[];
 const GUARDED = 'guarded.t.localhost';
 
 before(async () => {
-  t = await startTestEngine({ dataplane: { workers: 1 } });
-  port = t.engine.publicPort;
-  upstream = http.createServer(upstreamHandler(seen));
-  const upstreamPort = await listenUpstream(upstream);
-  control = await openHttpTunnel(port, t.ca, 'guarded', { token_auth: true });
-  serveForward(control, port, t.ca, () => upstreamPort);
+  tunnel = await publishTestTunnel('guarded', { engine: { dataplane: { workers: 1 } }, tunnel: { token_auth: true } });
+  ({ t, port, seen } = tunnel);
 });
-after(async () => {
-  control.close();
-  upstream.closeAllConnections();
-  upstream.close();
-  await t.stop();
-});
+after(() => tunnel.stop());
 
 describe('forged and broken tokens are refused on every surface', () => {
   for (const [name, make] of FORGED_TOKENS) {

@@ -1,16 +1,13 @@
 import assert from 'node:assert/strict';
-import http from 'node:http';
 import https from 'node:https';
 import net from 'node:net';
 import tls from 'node:tls';
 import { after, before, test } from 'node:test';
 import { agentReserve } from '../src/dataplane/acceptor.js';
 import { workerOfStream } from '../src/dataplane/streams.js';
-import { serveForward } from './helpers/echo-agent.js';
 import { edgeRequest } from './helpers/edge-client.js';
-import { sleep, startTestEngine, waitFor, type TestEngine } from './helpers/engine.js';
-import { openHttpTunnel, type RawConnection } from './helpers/rstrm-agent.js';
-import { listenUpstream, upstreamHandler, type SeenRequest } from './helpers/upstream-server.js';
+import { sleep, waitFor, type TestEngine } from './helpers/engine.js';
+import { publishTestTunnel, type PublishedTunnel } from './helpers/published-tunnel.js';
 
 /**
  * Past `dataplane.max_connections` the engine sheds at accept: new connections are reset and counted,
@@ -23,34 +20,24 @@ const WORKERS = 2;
 const FLOOD = 2100;
 let t: TestEngine;
 let port: number;
-let control: RawConnection;
-let upstream: http.Server;
+let tunnel: PublishedTunnel | undefined;
 
 before(async () => {
   // With affinity, as an operator expecting floods runs it: the agent's proxy connections arrive on the
   // workers' own ports, whose reserve silent connections on the public port cannot fill.
-  let portBase = 0;
-  for (let attempt = 0; !t; attempt++) {
-    portBase = 20_000 + 2 * Math.floor(Math.random() * 10_000);
-    try {
-      t = await startTestEngine({ dataplane: { workers: WORKERS, max_connections: LIMIT, affinity: { enabled: true, port_base: portBase } } });
-    } catch (error) {
-      if (attempt >= 4) throw error;
-    }
+  for (let attempt = 0; !tunnel; attempt++) {
+    const portBase = 20_000 + 2 * Math.floor(Math.random() * 10_000);
+    tunnel = await publishTestTunnel('busy', {
+      engine: { dataplane: { workers: WORKERS, max_connections: LIMIT, affinity: { enabled: true, port_base: portBase } } },
+      proxyPort: (request) => portBase + workerOfStream(request.stream_id, WORKERS)!,
+    }).catch((error: Error) => {
+      if (attempt >= 4) throw error; // the affinity ports were taken: another base
+      return undefined;
+    });
   }
-  port = t.engine.publicPort;
-  const seen: SeenRequest[] = [];
-  upstream = http.createServer(upstreamHandler(seen));
-  const upstreamPort = await listenUpstream(upstream);
-  control = await openHttpTunnel(port, t.ca, 'busy');
-  serveForward(control, port, t.ca, () => upstreamPort, (request) => portBase + workerOfStream(request.stream_id, WORKERS)!);
+  ({ t, port } = tunnel);
 });
-after(async () => {
-  control.close();
-  upstream.closeAllConnections();
-  upstream.close();
-  await t.stop();
-});
+after(() => tunnel!.stop());
 
 const totals = () => t.engine.counters.totals();
 const worstLoopDelayMs = (): number =>

@@ -2,11 +2,10 @@ import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import http from 'node:http';
 import { after, before, describe, test } from 'node:test';
-import { serveForward } from './helpers/echo-agent.js';
 import { edgeSession, rawEdgeConnection, WireReader } from './helpers/edge-client.js';
-import { sleep, startTestEngine, type TestEngine } from './helpers/engine.js';
-import { openHttpTunnel, type RawConnection } from './helpers/rstrm-agent.js';
-import { listenUpstream, patternBytes, sha256 } from './helpers/upstream-server.js';
+import { sleep, type TestEngine } from './helpers/engine.js';
+import { publishTestTunnel, type PublishedTunnel } from './helpers/published-tunnel.js';
+import { patternBytes, sha256 } from './helpers/upstream-server.js';
 
 /**
  * timeouts.http_request_body_idle_seconds (2 s here): a request body that stops arriving gets 408 and
@@ -17,42 +16,37 @@ const HOST = 'uploads.t.localhost';
 const BODY_IDLE_SECONDS = 2;
 let t: TestEngine;
 let port: number;
-let control: RawConnection;
-let upstream: http.Server;
+let tunnel: PublishedTunnel;
 /** Requests whose body the upstream read to its end, by path. */
 const completed: string[] = [];
 
+/** `/stall?ms=M` reads nothing of the body for M ms (the edge must hold the client back meanwhile). */
+function stallingUpstream(req: http.IncomingMessage, res: http.ServerResponse): void {
+  const stall = Number(new URL(req.url!, 'http://upstream').searchParams.get('ms') ?? 0);
+  req.pause();
+  setTimeout(() => {
+    const hash = crypto.createHash('sha256');
+    let length = 0;
+    req.on('data', (chunk: Buffer) => {
+      hash.update(chunk);
+      length += chunk.length;
+    });
+    req.on('end', () => {
+      completed.push(req.url!);
+      res.end(JSON.stringify({ length, sha256: hash.digest('hex') }));
+    });
+    req.resume();
+  }, stall);
+}
+
 before(async () => {
-  t = await startTestEngine({ dataplane: { workers: 1 }, timeouts: { http_request_body_idle_seconds: BODY_IDLE_SECONDS } });
-  port = t.engine.publicPort;
-  // `/stall?ms=M` reads nothing of the body for M ms (the edge must hold the client back meanwhile).
-  upstream = http.createServer((req, res) => {
-    const stall = Number(new URL(req.url!, 'http://upstream').searchParams.get('ms') ?? 0);
-    req.pause();
-    setTimeout(() => {
-      const hash = crypto.createHash('sha256');
-      let length = 0;
-      req.on('data', (chunk: Buffer) => {
-        hash.update(chunk);
-        length += chunk.length;
-      });
-      req.on('end', () => {
-        completed.push(req.url!);
-        res.end(JSON.stringify({ length, sha256: hash.digest('hex') }));
-      });
-      req.resume();
-    }, stall);
+  tunnel = await publishTestTunnel('uploads', {
+    engine: { dataplane: { workers: 1 }, timeouts: { http_request_body_idle_seconds: BODY_IDLE_SECONDS } },
+    handler: stallingUpstream,
   });
-  const upstreamPort = await listenUpstream(upstream);
-  control = await openHttpTunnel(port, t.ca, 'uploads');
-  serveForward(control, port, t.ca, () => upstreamPort);
+  ({ t, port } = tunnel);
 });
-after(async () => {
-  control.close();
-  upstream.closeAllConnections();
-  upstream.close();
-  await t.stop();
-});
+after(() => tunnel.stop());
 
 describe('HTTP/1.1', () => {
   test('a body that stops arriving: 408 request_timeout at the bound, the connection closed, the upstream never sees its end', async () => {

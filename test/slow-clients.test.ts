@@ -1,14 +1,11 @@
 import assert from 'node:assert/strict';
-import http from 'node:http';
 import https from 'node:https';
 import net from 'node:net';
 import tls from 'node:tls';
 import { after, before, test } from 'node:test';
-import { serveForward } from './helpers/echo-agent.js';
 import { edgeRequest } from './helpers/edge-client.js';
-import { sleep, startTestEngine, waitFor, type TestEngine } from './helpers/engine.js';
-import { openHttpTunnel, type RawConnection } from './helpers/rstrm-agent.js';
-import { listenUpstream, upstreamHandler, type SeenRequest } from './helpers/upstream-server.js';
+import { sleep, waitFor, type TestEngine } from './helpers/engine.js';
+import { publishTestTunnel, type PublishedTunnel } from './helpers/published-tunnel.js';
 
 /**
  * Slow and silent clients on the TLS listener (slowloris): connections that trickle a request head one
@@ -23,24 +20,13 @@ const TRICKLING = 1000;
 const SILENT = 2000;
 let t: TestEngine;
 let port: number;
-let control: RawConnection;
-let upstream: http.Server;
+let tunnel: PublishedTunnel;
 
 before(async () => {
-  t = await startTestEngine({ dataplane: { workers: 2 }, timeouts: { http_request_head_seconds: HEAD_SECONDS } });
-  port = t.engine.publicPort;
-  const seen: SeenRequest[] = [];
-  upstream = http.createServer(upstreamHandler(seen));
-  const upstreamPort = await listenUpstream(upstream);
-  control = await openHttpTunnel(port, t.ca, 'steady');
-  serveForward(control, port, t.ca, () => upstreamPort);
+  tunnel = await publishTestTunnel('steady', { engine: { dataplane: { workers: 2 }, timeouts: { http_request_head_seconds: HEAD_SECONDS } } });
+  ({ t, port } = tunnel);
 });
-after(async () => {
-  control.close();
-  upstream.closeAllConnections();
-  upstream.close();
-  await t.stop();
-});
+after(() => tunnel.stop());
 
 interface Watched {
   socket: net.Socket;

@@ -401,31 +401,13 @@ export class H1Exchange implements ResponseSink {
    * 408 (or a cut, once a response has begun), the upstream exchange abandoned, the connection closed.
    */
   private bodyTimedOut(): void {
-    this.readingBody = false;
-    this.keepAlive = false;
-    this.payloadTarget = undefined;
-    this.upstream?.abandon();
-    this.h2Stream?.close(http2.constants.NGHTTP2_CANCEL);
-    this.upstream = undefined;
-    this.h2Stream = undefined;
-    if (this.headSent || this.pendingHead !== undefined) {
-      this.finished = true;
-      this.connection.socket.destroy();
-    } else {
-      this.refuse({ reason: 'request_timeout', message: `the request body sent nothing for ${this.edge.limits.bodyIdleMs / 1000} s` });
-    }
+    this.failRequest({ reason: 'request_timeout', message: `the request body sent nothing for ${this.edge.limits.bodyIdleMs / 1000} s` });
   }
 
   /** No response head within timeouts.http_response_seconds: 504, and the upstream exchange is abandoned. */
   private responseTimedOut(): void {
     if (this.finished || this.headSent || this.pendingHead !== undefined) return;
-    this.upstream?.abandon();
-    this.h2Stream?.close(http2.constants.NGHTTP2_CANCEL);
-    this.upstream = undefined;
-    this.h2Stream = undefined;
-    this.readingBody = false;
-    this.keepAlive = false;
-    this.refuse({ reason: 'upstream_timeout', message: `the upstream sent no response within ${this.edge.limits.responseMs / 1000} s` });
+    this.failRequest({ reason: 'upstream_timeout', message: `the upstream sent no response within ${this.edge.limits.responseMs / 1000} s` });
   }
 
   /** The request body is all relayed. */
@@ -440,16 +422,25 @@ export class H1Exchange implements ResponseSink {
 
   /** A chunked request body that breaks its framing: the upstream got a truncated body; the connection closes. */
   private badBody(): void {
+    this.failRequest({ reason: 'bad_request', message: 'malformed request body' });
+  }
+
+  /**
+   * The request cannot go on: the upstream exchange is abandoned (it saw a partial request) and the
+   * connection closes after the edge's answer, or at once when a response has already begun.
+   */
+  private failRequest(error: EdgeError): void {
     this.readingBody = false;
     this.keepAlive = false;
+    this.payloadTarget = undefined;
     this.upstream?.abandon();
     this.h2Stream?.close(http2.constants.NGHTTP2_CANCEL);
     this.upstream = undefined;
     this.h2Stream = undefined;
-    if (this.headSent) {
+    if (this.headSent || this.pendingHead !== undefined) {
       this.finished = true;
       this.connection.socket.destroy();
-    } else this.refuse({ reason: 'bad_request', message: 'malformed request body' });
+    } else this.refuse(error);
   }
 
   /** The upstream side is full: stop reading the client until it drains. */
