@@ -3,6 +3,7 @@ import tls from 'node:tls';
 import { FrameDecoder, FrameError } from '../../src/protocol/frame.js';
 import type { Message } from '../../src/protocol/messages.js';
 import { DecodeError } from '../../src/protocol/wire.js';
+import { Wakeups } from '../helpers/wakeups.js';
 
 /** How a hostile peer leaves: abruptly, with a clean end of its side, or with a TCP reset. */
 export type Ending = 'destroy' | 'end' | 'reset';
@@ -14,7 +15,7 @@ export type Ending = 'destroy' | 'end' | 'reset';
  */
 export class HostileConnection {
   private readonly chunks: Buffer[] = [];
-  private readonly waiters = new Set<() => void>();
+  private readonly wakeups = new Wakeups();
   private isClosed = false;
 
   private constructor(
@@ -23,13 +24,13 @@ export class HostileConnection {
   ) {
     socket.on('data', (chunk: Buffer) => {
       this.chunks.push(chunk);
-      this.wake();
+      this.wakeups.wake();
     });
     socket.on('error', () => {});
     tcp.on('error', () => {});
     socket.once('close', () => {
       this.isClosed = true;
-      this.wake();
+      this.wakeups.wake();
     });
   }
 
@@ -85,15 +86,7 @@ export class HostileConnection {
     while (!condition()) {
       const remaining = deadline - Date.now();
       if (remaining <= 0) return false;
-      await new Promise<void>((resolve) => {
-        const done = (): void => {
-          clearTimeout(timer);
-          this.waiters.delete(done);
-          resolve();
-        };
-        const timer = setTimeout(done, remaining);
-        this.waiters.add(done);
-      });
+      await this.wakeups.wait(remaining);
     }
     return true;
   }
@@ -110,9 +103,6 @@ export class HostileConnection {
     this.socket.destroy();
   }
 
-  private wake(): void {
-    for (const waiter of [...this.waiters]) waiter();
-  }
 }
 
 /**

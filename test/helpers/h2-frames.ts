@@ -1,4 +1,5 @@
 import tls from 'node:tls';
+import { Wakeups } from './wakeups.js';
 
 /**
  * A raw HTTP/2 client for tests: it writes exactly the frames a test builds (so it can send what no
@@ -148,19 +149,19 @@ export class RawH2Connection {
   private readonly received = new Map<number, number>();
   private isClosed = false;
   private buffered: Buffer = Buffer.alloc(0);
-  private readonly waiters = new Set<() => void>();
+  private readonly wakeups = new Wakeups();
 
   private constructor(readonly socket: tls.TLSSocket) {
     socket.on('data', (chunk: Buffer) => {
       this.buffered = this.buffered.length === 0 ? chunk : Buffer.concat([this.buffered, chunk]);
       this.parse();
-      this.wake();
+      this.wakeups.wake();
     });
     socket.on('error', () => {});
     this.closed = new Promise((resolve) =>
       socket.once('close', () => {
         this.isClosed = true;
-        this.wake();
+        this.wakeups.wake();
         resolve();
       }),
     );
@@ -199,7 +200,7 @@ export class RawH2Connection {
       if (this.isClosed) throw new Error('the connection closed before the frame arrived');
       const remaining = deadline - Date.now();
       if (remaining <= 0) throw new Error(`no such frame within ${timeoutMs} ms`);
-      await this.wait(remaining);
+      await this.wakeups.wait(remaining);
     }
   }
 
@@ -232,19 +233,5 @@ export class RawH2Connection {
     }
   }
 
-  private wait(timeoutMs: number): Promise<void> {
-    return new Promise((resolve) => {
-      const done = (): void => {
-        clearTimeout(timer);
-        this.waiters.delete(done);
-        resolve();
-      };
-      const timer = setTimeout(done, timeoutMs);
-      this.waiters.add(done);
-    });
-  }
 
-  private wake(): void {
-    for (const waiter of [...this.waiters]) waiter();
-  }
 }

@@ -4,6 +4,7 @@ import { SignJWT } from 'jose';
 import { FrameDecoder, encodeFrame } from '../../src/protocol/frame.js';
 import { emptyTunnelProperties, type Message, type MessageOf, type MessageType, type TunnelProperties } from '../../src/protocol/messages.js';
 import { TEST_SECRET } from './fixtures.js';
+import { Wakeups } from './wakeups.js';
 
 /** An engine token signed with the test secret; `claims` override the defaults. */
 export async function mintToken(claims: Record<string, unknown> = {}, secret = TEST_SECRET, alg = 'HS256'): Promise<string> {
@@ -20,7 +21,7 @@ export async function mintToken(claims: Record<string, unknown> = {}, secret = T
 export class RawConnection {
   private readonly decoder = new FrameDecoder();
   private readonly frames: Message[] = [];
-  private readonly waiters = new Set<() => void>();
+  private readonly wakeups = new Wakeups();
   private rawMode = false;
   readonly closed: Promise<void>;
   /** Payload bytes after the handshake frames, once `raw()` was called. */
@@ -38,11 +39,11 @@ export class RawConnection {
         this.decoder.push(chunk);
         for (let message = this.decoder.next(); message; message = this.decoder.next()) this.frames.push(message);
       }
-      this.wake();
+      this.wakeups.wake();
     });
     socket.on('error', () => {});
     this.closed = new Promise((resolve) => socket.once('close', () => resolve()));
-    void this.closed.then(() => this.wake());
+    void this.closed.then(() => this.wakeups.wake());
   }
 
   static connect(port: number, ca: Buffer, options: tls.ConnectionOptions = {}): Promise<RawConnection> {
@@ -71,25 +72,11 @@ export class RawConnection {
       if (this.socket.destroyed || this.socket.readableEnded) throw new Error(`connection closed while waiting for ${type ?? 'a frame'}`);
       const remaining = deadline - Date.now();
       if (remaining <= 0) throw new Error(`no ${type ?? 'frame'} within ${timeoutMs} ms`);
-      await this.wait(remaining);
+      await this.wakeups.wait(remaining);
     }
   }
 
-  private wait(timeoutMs: number): Promise<void> {
-    return new Promise<void>((resolve) => {
-      const done = (): void => {
-        clearTimeout(timer);
-        this.waiters.delete(done);
-        resolve();
-      };
-      const timer = setTimeout(done, timeoutMs);
-      this.waiters.add(done);
-    });
-  }
 
-  private wake(): void {
-    for (const waiter of [...this.waiters]) waiter();
-  }
 
   /** Frames received and not yet taken. */
   get pending(): readonly Message[] {
@@ -115,7 +102,7 @@ export class RawConnection {
       if (this.socket.destroyed) throw new Error(`closed after ${received.length} of ${count} payload bytes`);
       const remaining = deadline - Date.now();
       if (remaining <= 0) throw new Error('payload timeout');
-      await this.wait(remaining);
+      await this.wakeups.wait(remaining);
     }
   }
 
