@@ -253,7 +253,8 @@ test('SETTINGS flood: 5,000 SETTINGS frames, acknowledgements unread, get GOAWAY
   const acknowledged = outcome.connection.count(FrameType.SETTINGS) - 1; // the server's own SETTINGS
   report(context, outcome, { acknowledged });
   assertBounded(outcome, 'SETTINGS flood');
-  assertGoaway(outcome, [http2.constants.NGHTTP2_ENHANCE_YOUR_CALM]);
+  // On Node 24 the connection is cut at the same budget, but its GOAWAY does not get out before the close.
+  assertGoaway(outcome, [http2.constants.NGHTTP2_ENHANCE_YOUR_CALM], { mayBeLost: !process.versions.node.startsWith('20.') });
   assert.ok(acknowledged <= FLOOD_BURST + framesInOneRead(settings), `the edge acknowledged ${acknowledged} SETTINGS frames before the cut`);
   assert.equal(outcome.upstreamRequests, 0);
 });
@@ -348,8 +349,9 @@ test('rapid reset with raw frames: 20,000 HEADERS + RST_STREAM pairs get GOAWAY 
   const streams = outcome.goaways.length > 0 ? (outcome.goaways[0]!.lastStreamId + 1) / 2 : 0;
   report(context, outcome, { streams });
   assertBounded(outcome, 'rapid reset');
-  // Before nghttp2's own limit (GOAWAY INTERNAL_ERROR after 1,000 resets, the connection left open).
-  assertGoaway(outcome, [http2.constants.NGHTTP2_ENHANCE_YOUR_CALM]);
+  // On Node 20 the edge's budget cuts it before nghttp2's own limit (GOAWAY INTERNAL_ERROR after 1,000
+  // resets, the connection left open); Node 24's nghttp2 closes it itself first (INTERNAL_ERROR, ~200 streams).
+  assertGoaway(outcome, [http2.constants.NGHTTP2_ENHANCE_YOUR_CALM, http2.constants.NGHTTP2_INTERNAL_ERROR]);
   assert.ok(streams < 1000, `the edge took ${streams} streams before the cut`);
   // A request that finds an idle upstream stream is sent before its reset is read; the others wait for
   // a stream and leave first.

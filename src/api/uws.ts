@@ -39,8 +39,16 @@ const BUILDS: readonly UwsBuild[] = [
 
 let loaded: Uws | undefined;
 
+/**
+ * uWS reads its request-head limit from the environment when it loads: 4 KiB by default in the build for
+ * Node >= 22 (a long token alone exceeds it). The workers already bound heads at 16 KiB before uWS sees
+ * them (api-request-heads.ts), so uWS is told to take that much.
+ */
+const API_HEAD_LIMIT = String(16 * 1024);
+
 export function loadUws(): Uws {
   if (loaded) return loaded;
+  process.env.UWS_HTTP_MAX_HEADERS_SIZE ??= API_HEAD_LIMIT;
   const require = createRequire(import.meta.url);
   const abi = Number(process.versions.modules);
   const failures: string[] = [];
