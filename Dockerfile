@@ -1,8 +1,9 @@
 # Rivulet engine image.
-# Base: Debian 12 (glibc 2.36) with Node 20, which the bundled uWebSockets.js build
-# (@trufflesuite/uws-js-unofficial, ABI 115, glibc >= 2.31) loads on. A Node >= 22 base needs
-# glibc >= 2.38 for the other bundled build (@btc-vision/uwebsockets.js): Debian 13 or later.
-ARG NODE_IMAGE=node:20.20.2-bookworm-slim
+# Base: Debian 13 (glibc 2.41) with Node 24, the version the test suite's second pass runs (.ci/node24).
+# Its uWebSockets.js build (@btc-vision/uwebsockets.js, glibc >= 2.38) loads there, and Node 24 has
+# listen({ reusePort }), so each worker binds its own socket and a dead worker is replaced in place.
+# Node 20 (end of life) would need NODE_IMAGE=node:20.20.2-bookworm-slim and the shared-descriptor strategy.
+ARG NODE_IMAGE=node:24.22.3-trixie-slim
 
 FROM ${NODE_IMAGE} AS build
 WORKDIR /app
