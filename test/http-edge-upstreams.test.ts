@@ -169,8 +169,10 @@ describe('pool, limits and failures', () => {
     assert.equal(waited.status, 200);
     assert.deepEqual((await Promise.all(slow)).map((reply) => reply.status), [200, 200, 200, 200]);
     // Four requests slower than stream_request_seconds: the fifth gives up.
+    const slowerSeen = seen.filter((request) => request.url === '/slow?ms=3000').length;
     const slower = Array.from({ length: 4 }, () => edgeRequest(port, t.ca, host('limited'), { path: '/slow?ms=3000', agent: new https.Agent() }));
-    await sleep(200);
+    // All four hold their streams once the upstream has them (a fixed pause lost that race on a busy machine).
+    await waitFor(() => seen.filter((request) => request.url === '/slow?ms=3000').length === slowerSeen + 4);
     const refused = await curl(t.certs.caCert, `https://${host('limited')}:${port}/echo`);
     assert.deepEqual([refused.status, refused.error], [503, 'capacity']);
     await Promise.all(slower);
