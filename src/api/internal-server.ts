@@ -34,9 +34,14 @@ export class InternalApiServer {
    * the server listens again in a new private directory and `moved` tells the workers where.
    */
   keepListening(moved: (socketPath: string) => void): void {
+    let relistening = false;
     this.watchdog = setInterval(() => {
-      if (fs.existsSync(this.socketPath)) return;
-      void this.relisten().then(() => moved(this.socketPath));
+      if (relistening || fs.existsSync(this.socketPath)) return;
+      relistening = true;
+      // A failed attempt (no room for a new directory) is tried again at the next check.
+      void this.relisten()
+        .then(() => moved(this.socketPath), () => {})
+        .finally(() => (relistening = false));
     }, SOCKET_CHECK_MS).unref();
   }
 
