@@ -201,16 +201,17 @@ export function runCommand(command: string, args: string[]): Promise<string> {
 export const CLI_PATH = path.join(path.dirname(new URL(import.meta.url).pathname), '..', 'src', 'cli', 'main.js');
 
 /**
- * `rivulet engine` in its own process on a free loopback port; `dataplane` gives its YAML dataplane
- * section, `extraYaml` further top-level sections.
+ * `rivulet engine` in its own process on a loopback port (a free one unless `port`); `dataplane` gives
+ * its YAML dataplane section, `extraYaml` further top-level sections.
  */
 export async function startEngineProcess(
   certs: DevCertificateFiles,
   dataplane: (port: number) => string,
   extraYaml: string[] = [],
+  port?: number,
 ): Promise<{ port: number; engine: BenchChild }> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rivulet-bench-engine-'));
-  const port = await freePort();
+  port ??= await freePort();
   const configFile = path.join(dir, 'engine.yaml');
   fs.writeFileSync(
     configFile,

@@ -85,6 +85,15 @@ const SCENARIOS: Scenario[] = [
     },
   },
   {
+    name: 'worker-death',
+    script: 'worker-death.js',
+    args: {
+      quick: ['--runs', '1', '--seconds', '6'],
+      full: ['--runs', '3', '--seconds', '6'],
+      smoke: ['--runs', '1', '--seconds', '3', '--connections', '10'],
+    },
+  },
+  {
     name: 'control-plane',
     script: 'api.js',
     args: {
