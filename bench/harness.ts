@@ -5,7 +5,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { writeDevCertificates, type DevCertificateFiles } from '../src/certs/dev-ca.js';
 import { buildConfig } from '../src/config/load.js';
-import { startEngine, type RunningEngine } from '../src/control/engine.js';
+import { startEngine, type RunningEngine } from '../src/engine.js';
 import { createLogger } from '../src/log.js';
 
 /** What every benchmark shares: arguments, statistics, a throwaway engine, and the results file. */

@@ -43,6 +43,8 @@ export interface SuiteResult {
   machine: { cpus: number; model: string; memoryGiB: number; node: string; kernel: string };
   durationSeconds: number;
   scenarios: ScenarioResult[];
+  /** Scenarios that failed to run, with the end of their output; the others are still reported. */
+  failures?: Array<{ scenario: string; error: string }>;
 }
 
 /** Writes the run's files; a run of named scenarios only (`name`) gets its own instead of latest.md. */
@@ -59,21 +61,26 @@ export function writeReports(result: SuiteResult, outDir: string, name?: string)
     charts.push(file);
   }
   const markdown = path.join(outDir, `${name ?? 'latest'}.md`);
-  fs.writeFileSync(markdown, renderMarkdown(result, path.basename(json)));
+  const benchReadme = path.relative(outDir, path.join(path.dirname(new URL(import.meta.url).pathname), '..', '..', 'bench', 'README.md'));
+  fs.writeFileSync(markdown, renderMarkdown(result, path.basename(json), benchReadme));
   return { json, markdown, charts };
 }
 
-export function renderMarkdown(result: SuiteResult, jsonName: string): string {
+export function renderMarkdown(result: SuiteResult, jsonName: string, benchReadme: string): string {
   const { machine } = result;
   const lines = [
     `# Rivulet benchmark — ${result.mode} run`,
     '',
     `${result.date} on \`${result.host}\`: ${machine.cpus} × ${machine.model}, ${machine.memoryGiB} GiB, Node ${machine.node}, Linux ${machine.kernel}. ` +
-      `Took ${Math.round(result.durationSeconds)} s. Raw figures: [${jsonName}](${jsonName}). How to read this: [bench/README.md](../README.md).`,
+      `Took ${Math.round(result.durationSeconds)} s. Raw figures: [${jsonName}](${jsonName}). How to read this: [bench/README.md](${benchReadme}).`,
     '',
     'Each cell is the median of the runs, with the min–max in brackets; series of one row were measured in the same run, interleaved.',
     '',
   ];
+  if (result.failures?.length) {
+    lines.push('## Scenarios that failed', '');
+    for (const failure of result.failures) lines.push(`- \`${failure.scenario}\`:`, '', '  ```', ...failure.error.split('\n').map((line) => `  ${line}`), '  ```', '');
+  }
   const allTargets = result.scenarios.flatMap((scenario) => scenario.targets);
   if (allTargets.length > 0) {
     lines.push('## Targets', '', '| Target | Measured | |', '|---|---|---|');

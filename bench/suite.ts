@@ -126,11 +126,19 @@ async function main(): Promise<void> {
   const started = Date.now();
   const progress = new Progress(selected.length, started);
   const scenarios: ScenarioResult[] = [];
+  const failures: NonNullable<SuiteResult['failures']> = [];
   try {
     for (const [index, scenario] of selected.entries()) {
       const out = path.join(work, `${scenario.name}.json`);
       progress.begin(index, scenario.name);
-      await runScenario(path.join(HERE, scenario.script), [...scenario.args[mode], '--out', out], (line) => progress.update(line));
+      try {
+        await runScenario(path.join(HERE, scenario.script), [...scenario.args[mode], '--out', out], (line) => progress.update(line));
+      } catch (error) {
+        // One scenario failing does not lose the others' figures: it is reported, and the run exits 1.
+        failures.push({ scenario: scenario.name, error: (error as Error).message });
+        progress.end(`FAILED: ${(error as Error).message.split('\n')[0]}`);
+        continue;
+      }
       const result = JSON.parse(fs.readFileSync(out, 'utf8')) as ScenarioResult;
       scenarios.push(result);
       progress.end(summaryLine(result));
@@ -152,9 +160,12 @@ async function main(): Promise<void> {
     },
     durationSeconds: (Date.now() - started) / 1000,
     scenarios,
+    ...(failures.length > 0 ? { failures } : {}),
   };
   const written = writeReports(result, outDir, only?.join('+'));
   process.stderr.write(`\nresults: ${written.json}\ntable:   ${written.markdown}\ncharts:  ${path.dirname(written.charts[0] ?? outDir)}/\n`);
+  for (const failure of failures) process.stderr.write(`\nscenario ${failure.scenario} FAILED:\n${failure.error}\n`);
+  if (failures.length > 0) process.exitCode = 1;
 }
 
 /** One scenario script to its end; its stderr lines are its progress. */

@@ -2,8 +2,8 @@ import fs from 'node:fs';
 import https from 'node:https';
 import tls from 'node:tls';
 import type { Worker } from 'node:worker_threads';
-import type { RunningEngine } from '../src/control/engine.js';
-import { listenerStrategy, survivesWorkerDeath } from '../src/dataplane/listener.js';
+import type { RunningEngine } from '../src/engine.js';
+import { listenerStrategy, survivesWorkerDeath } from '../src/threads/listener-strategy.js';
 import { benchCertificates, numberArgument, startBenchEngine, startEngineProcess, summary, writeResult, type BenchChild } from './harness.js';
 import { load, startBenchUpstream, startForwardAgent, tunnelTarget } from './load.js';
 import type { ScenarioResult } from './report.js';
@@ -122,14 +122,18 @@ function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
-/** A TLS handshake with the engine's own host (the Engine API's address), then close. */
+/**
+ * A TLS handshake with the engine's own host (the Engine API's address), then a clean close: a client
+ * that destroys its socket at once may never deliver its Finished, and the worker counts a connection
+ * only when its handshake completes. Given up after a second (a connection queued on the dead worker's
+ * socket as it closed is never answered).
+ */
 function handshake(port: number, ca: Buffer): Promise<void> {
   return new Promise((resolve) => {
-    const socket = tls.connect({ host: '127.0.0.1', port, servername: 'localhost', ALPNProtocols: ['http/1.1'], ca }, () => {
-      socket.destroy();
-      resolve();
-    });
-    socket.once('error', () => resolve());
+    const socket = tls.connect({ host: '127.0.0.1', port, servername: 'localhost', ALPNProtocols: ['http/1.1'], ca }, () => socket.end());
+    socket.setTimeout(1000, () => socket.destroy());
+    socket.once('close', () => resolve());
+    socket.once('error', () => {});
   });
 }
 

@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { createDevCertificates } from '../src/certs/dev-ca.js';
-import { CERT_CHECK_INTERVAL_MS } from '../src/certs/check-gate.js';
+import { CERT_CHECK_INTERVAL_MS } from '../src/threads/cert-check-gate.js';
 import { servedFingerprint, sleep, startTestEngine, type TestEngine } from './helpers/engine.js';
 import { devCertificates, tempDir } from './helpers/fixtures.js';
 

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import type { Worker } from 'node:worker_threads';
 import { test } from 'node:test';
-import { listenerStrategy } from '../src/dataplane/listener.js';
+import { listenerStrategy } from '../src/threads/listener-strategy.js';
 import type { WorkerSupervisor } from '../src/control/worker-supervisor.js';
 import { handshake, sleep, startTestEngine, waitFor } from './helpers/engine.js';
 import { mintToken, openControlChannel } from './helpers/rstrm-agent.js';

@@ -1,7 +1,7 @@
 import net from 'node:net';
 import { encodeFrame } from '../protocol/frame.js';
 import { ErrorCode, type MessageOf, type RstrmError } from '../protocol/messages.js';
-import { endSoon, splice } from '../dataplane/splice.js';
+import { endSoon, splice } from '../net/splice.js';
 import { clientDetails, type ControlClient } from './control-client.js';
 import { connectEngine, type EngineEndpoint } from './engine-connection.js';
 import { formatSourceIp } from './source-ip-text.js';

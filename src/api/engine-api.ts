@@ -1,7 +1,8 @@
+import { bearerToken } from '../auth/bearer.js';
 import type { Logger } from '../log.js';
 import net from 'node:net';
-import type { TokenVerifier, Identity } from '../control/auth.js';
-import { PERMISSIONS } from '../control/permissions.js';
+import type { TokenVerifier, Identity } from '../auth/tokens.js';
+import { PERMISSIONS } from '../auth/permissions.js';
 import type { Registry } from '../control/registry.js';
 import { cachedClient, cachedTunnel } from './api-objects.js';
 import { ParamsError, listJson, parseListParams } from './filters.js';
@@ -226,10 +227,6 @@ function paramsOf(query: string): string | ParamsError | undefined {
     if (error instanceof ParamsError) return error;
     throw error;
   }
-}
-
-export function bearerToken(authorization: string): string | undefined {
-  return /^bearer\s+(\S+)\s*$/i.exec(authorization)?.[1];
 }
 
 /** Lets an async handler know the client went away before it answers (uWS requires the handler). */

@@ -1,5 +1,6 @@
-import { PERMISSIONS } from '../control/permissions.js';
-import { bearerToken, queryParameter, sendError, type ApiRequest, type EngineApi } from './engine-api.js';
+import { bearerToken } from '../auth/bearer.js';
+import { PERMISSIONS } from '../auth/permissions.js';
+import { queryParameter, sendError, type ApiRequest, type EngineApi } from './engine-api.js';
 import { MAX_QUEUED_BYTES, type EventHub, type Subscriber } from './event-hub.js';
 import { ParamsError, parseWatchParams, type WatchParams } from './filters.js';
 import type { HttpResponse, TemplatedApp } from './uws.js';

@@ -2,7 +2,7 @@ import path from 'node:path';
 import { ConfigError, buildConfig, readConfigFile, type LoadedConfig } from '../config/load.js';
 import { prepareDevProfile, DEV_DIRECTORY, type DevProfile } from '../config/dev-profile.js';
 import { CertificateError, loadCertificatePair } from '../certs/certificate-pair.js';
-import { ListenError, startEngine, type RunningEngine } from '../control/engine.js';
+import { ListenError, startEngine, type RunningEngine } from '../engine.js';
 import { createLogger } from '../log.js';
 
 export interface EngineCommandOptions {

@@ -2,7 +2,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import { SignJWT } from 'jose';
 import { envNameForKey } from '../config/schema.js';
-import { ALL_PERMISSIONS, PERMISSIONS, isPermission } from '../control/permissions.js';
+import { ALL_PERMISSIONS, PERMISSIONS, isPermission } from '../auth/permissions.js';
 import { UsageError } from './usage-error.js';
 
 export interface TokenMintOptions {

@@ -1,11 +1,11 @@
 import type { EngineConfig } from '../config/load.js';
 import type { Logger } from '../log.js';
 import { ErrorCode, type RstrmError } from '../protocol/messages.js';
-import { TokenVerifier, allows } from './auth.js';
-import { PERMISSIONS } from './permissions.js';
+import { TokenVerifier, allows } from '../auth/tokens.js';
+import { PERMISSIONS } from '../auth/permissions.js';
 import { Registry, type TunnelRecord } from './registry.js';
-import { StreamSlotAllocator } from './stream-slots.js';
-import type { CloseReason, ControlReply, ControlRequest, MainToWorker, TunnelRoute } from './thread-messages.js';
+import { StreamSlotAllocator } from '../threads/stream-slots.js';
+import type { CloseReason, ControlReply, ControlRequest, MainToWorker, TunnelRoute } from '../threads/messages.js';
 import { acceptTunnelRequest } from './tunnel-request.js';
 
 /** How the control plane reaches the workers (implemented by the supervisor). */

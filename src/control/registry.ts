@@ -1,6 +1,6 @@
 import crypto from 'node:crypto';
 import type { ClientDetails, TunnelProperties } from '../protocol/messages.js';
-import type { Identity } from './auth.js';
+import type { Identity } from '../auth/tokens.js';
 
 /**
  * The control plane's state (docs/architecture.md#what-state-exists): live clients and tunnels, in creation order, with the

@@ -1,7 +1,7 @@
 import crypto from 'node:crypto';
-import net from 'node:net';
-import tls from 'node:tls';
 import { ErrorCode, type RstrmError, type TunnelProperties } from '../protocol/messages.js';
+import { parseCidr } from '../net/ip.js';
+import { opensslCipherName } from '../net/tls-ciphers.js';
 
 /**
  * OpenTunnelReq validation and normalisation (docs/protocol.md#the-control-channel), as one pure
@@ -36,24 +36,6 @@ const NAME = /^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,126}[A-Za-z0-9])?$/;
 const HOST_LABEL = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/;
 const RANDOM_LABEL_LENGTH = 10;
 const RANDOM_LABEL_ALPHABET = 'abcdefghijklmnopqrstuvwxyz0123456789';
-
-/** Go CLI (IANA) cipher names → OpenSSL names. */
-const IANA_CIPHERS: Record<string, string> = {
-  TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256: 'ECDHE-ECDSA-AES128-GCM-SHA256',
-  TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384: 'ECDHE-ECDSA-AES256-GCM-SHA384',
-  TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256: 'ECDHE-RSA-AES128-GCM-SHA256',
-  TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384: 'ECDHE-RSA-AES256-GCM-SHA384',
-  TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256: 'ECDHE-ECDSA-CHACHA20-POLY1305',
-  TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256: 'ECDHE-RSA-CHACHA20-POLY1305',
-};
-const OPENSSL_CIPHERS = new Set(tls.getCiphers().map((name) => name.toLowerCase()));
-
-/** The OpenSSL name of a cipher given by its IANA or OpenSSL name, or undefined if unknown. */
-export function opensslCipherName(name: string): string | undefined {
-  const iana = IANA_CIPHERS[name.toUpperCase()];
-  if (iana) return iana;
-  return OPENSSL_CIPHERS.has(name.toLowerCase()) ? name.toUpperCase() : undefined;
-}
 
 const set = {
   bool: (value: boolean | undefined): boolean => value === true,
@@ -237,15 +219,3 @@ function checkTrustedIps(entries: readonly string[]): void {
   for (const entry of entries) if (!parseCidr(entry)) invalid(`invalid trusted_ips entry "${entry}"`);
 }
 
-/** An IPv4/IPv6 CIDR or bare address (= /32 or /128). */
-export function parseCidr(entry: string): { address: string; prefix: number; family: 'ipv4' | 'ipv6' } | undefined {
-  const [address = '', prefixText, extra] = entry.split('/');
-  if (extra !== undefined) return undefined;
-  const version = net.isIP(address);
-  if (version === 0) return undefined;
-  const max = version === 4 ? 32 : 128;
-  if (prefixText !== undefined && !/^\d{1,3}$/.test(prefixText)) return undefined;
-  const prefix = prefixText === undefined ? max : Number(prefixText);
-  if (prefix > max) return undefined;
-  return { address, prefix, family: version === 4 ? 'ipv4' : 'ipv6' };
-}

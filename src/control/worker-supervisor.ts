@@ -2,20 +2,22 @@ import { MessageChannel, type MessagePort } from 'node:worker_threads';
 import { Piscina } from 'piscina';
 import type { EngineConfig } from '../config/load.js';
 import type net from 'node:net';
-import { claimAddress, listenerStrategy, survivesWorkerDeath, type ListenerStrategy } from '../dataplane/listener.js';
+import { listenerStrategy, survivesWorkerDeath, type ListenerStrategy } from '../threads/listener-strategy.js';
+import { claimAddress } from './address-claim.js';
 import type { Logger } from '../log.js';
-import type {
-  CertificatePem,
-  ControlReply,
-  ControlRequest,
-  DataplaneSettings,
-  ListenPlan,
-  MainToWorker,
-  TunnelRoute,
-  WorkerExit,
-  WorkerTask,
-  WorkerToMain,
-} from './thread-messages.js';
+import {
+  CONTROL_PLANE_FAILED,
+  type CertificatePem,
+  type ControlReply,
+  type ControlRequest,
+  type DataplaneSettings,
+  type ListenPlan,
+  type MainToWorker,
+  type TunnelRoute,
+  type WorkerExit,
+  type WorkerTask,
+  type WorkerToMain,
+} from '../threads/messages.js';
 
 export interface SupervisorOptions {
   config: EngineConfig;
@@ -48,6 +50,18 @@ interface WorkerSlot {
   task: Promise<WorkerExit>;
   draining: Promise<void>;
   onDraining: () => void;
+}
+
+/** A worker could not bind its TLS listener or its affinity port (`code`: the errno name, e.g. EADDRINUSE). */
+export class WorkerListenFailure extends Error {
+  constructor(
+    readonly listener: 'tls' | 'affinity',
+    readonly port: number,
+    readonly code: string,
+  ) {
+    super(`worker could not listen on its ${listener} port ${port}: ${code}`);
+    this.name = 'WorkerListenFailure';
+  }
 }
 
 /** Delay before a replacement worker binds, so a crash loop cannot spin the CPU. */
@@ -137,7 +151,7 @@ export class WorkerSupervisor {
   /**
    * Stops every worker accepting; resolves once all of them have (bounded by `deadline`). First every
    * worker stops dispatching (so none opens a descriptor any more), then all close their listening
-   * handles together: with a shared descriptor each handle closes the same number (dataplane/listener.ts).
+   * handles together: with a shared descriptor each handle closes the same number (threads/listener-strategy.ts).
    */
   async stopAccepting(deadline: number): Promise<void> {
     this.stopping = true;
@@ -149,7 +163,7 @@ export class WorkerSupervisor {
   /** Waits for the workers to finish draining (a little past `deadline` at most); returns connections cut. */
   async drained(deadline: number): Promise<number> {
     const exits = await withDeadline(Promise.allSettled(this.slots.map((slot) => slot.task)), deadline + DRAIN_SLACK_MS);
-    return (exits ?? []).reduce((cut, exit) => cut + (exit.status === 'fulfilled' ? exit.value.connectionsCut : 0), 0);
+    return (exits ?? []).reduce((cut, exit) => cut + (exit.status === 'fulfilled' && exit.value.outcome === 'drained' ? exit.value.connectionsCut : 0), 0);
   }
 
   /** Stops the threads (after shutdown, or when startup failed). */
@@ -192,7 +206,7 @@ export class WorkerSupervisor {
       plan,
       draining,
       onDraining,
-      task: this.pool.run(task, { transferList: [workerPort] as never }),
+      task: this.pool.run(task, { transferList: [workerPort] }),
     };
     this.slots[index] = slot;
     return new Promise((resolve, reject) => {
@@ -206,9 +220,13 @@ export class WorkerSupervisor {
       // A finished task also counts as drained: its 'draining' message may still be unread when the
       // task's result (which travels on piscina's own channel) arrives and the port is closed.
       slot.task.then(
-        () => {
+        (exit) => {
           slot.onDraining();
           port.close();
+          if (exit.outcome === 'listen-failed') {
+            clearTimeout(startup);
+            reject(new WorkerListenFailure(exit.listener, exit.port, exit.code));
+          }
         },
         (error: Error) => {
           clearTimeout(startup);
@@ -234,8 +252,11 @@ export class WorkerSupervisor {
       case 'request':
         void this.options
           .onRequest(slot.index, message.request)
-          .then((reply) => this.send(slot, { type: 'reply', id: message.id, reply }))
-          .catch((error: Error) => this.options.log.error({ err: error.message, worker: slot.index }, 'control request failed'));
+          .catch((error: Error) => {
+            this.options.log.error({ err: error.message, stack: error.stack, worker: slot.index, call: message.request.type }, 'a control call failed');
+            return CONTROL_PLANE_FAILED;
+          })
+          .then((reply) => this.send(slot, { type: 'reply', id: message.id, reply }));
         return;
       case 'tunnel-routable':
         this.options.onTunnelRoutable(message.tunnel_id);

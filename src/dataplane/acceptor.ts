@@ -1,7 +1,7 @@
 import net from 'node:net';
 import tls from 'node:tls';
 import type { Logger } from '../log.js';
-import type { ConnectionCensus, CounterRow, DispatchKind, HandshakeFailureReason } from '../metrics/counters.js';
+import type { ConnectionCensus, CounterRow, DispatchKind, HandshakeFailureReason } from '../threads/counters.js';
 import type { Dataplane } from './dataplane.js';
 import { ALPN_RSTRM, classifyConnection } from './dispatch.js';
 import { peekClientHello } from './peek.js';
@@ -11,7 +11,7 @@ import { handshakeFailureReason } from './handshake-failure.js';
 import { HttpEdge } from './http/edge-server.js';
 import { serveTlsTunnel, tlsPolicyOf } from './tls-tunnel.js';
 import type { TlsPolicy, WorkerCertificates } from './worker-certificates.js';
-import type { TunnelRoute } from '../control/thread-messages.js';
+import type { TunnelRoute } from '../threads/messages.js';
 
 /** The ClientHello must arrive within 10 s; the rest of the handshake gets as long (docs/bounds.md). */
 const CLIENT_HELLO_TIMEOUT_MS = 10_000;

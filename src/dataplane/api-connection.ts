@@ -1,7 +1,7 @@
 import net from 'node:net';
 import type { Duplex } from 'node:stream';
 import { ApiRequestHeads } from './api-request-heads.js';
-import { endSoon } from './splice.js';
+import { endSoon } from '../net/splice.js';
 
 /** A burst of API connections can fill the main thread's accept backlog: retry this long, then give up. */
 const CONNECT_ATTEMPTS = 50;

@@ -1,9 +1,8 @@
 import type { TLSSocket } from 'node:tls';
-import type { CloseReason } from '../control/thread-messages.js';
+import type { CloseReason } from '../threads/messages.js';
 import type { Logger } from '../log.js';
 import { FrameDecoder, encodeFrame } from '../protocol/frame.js';
 import {
-  ErrorCode,
   emptyTunnelProperties,
   type ControlChannelLiveness,
   type Message,
@@ -11,7 +10,7 @@ import {
   type RstrmError,
 } from '../protocol/messages.js';
 import type { ControlLink } from './control-link.js';
-import { endSoon } from './splice.js';
+import { endSoon } from '../net/splice.js';
 import type { ProxyConnRequest } from './streams.js';
 
 /** An agent that stops reading its control channel may not make the engine buffer without limit. */
@@ -164,7 +163,7 @@ export class ControlChannel {
       client_id: this.clientId,
       request_id: request.request_id,
       properties: request.tunnel_properties ?? emptyTunnelProperties(),
-    }).catch(() => ({ ok: false as const, error: { code: ErrorCode.Internal, message: 'internal error' } }));
+    });
     if (this.ended) return;
     if (!reply.ok) {
       this.send({ type: 'open_tunnel_rsp', request_id: request.request_id, result: { error: reply.error } });
@@ -178,7 +177,7 @@ export class ControlChannel {
 
   private async closeTunnel(tunnelId: string): Promise<void> {
     this.tunnels.delete(tunnelId);
-    await this.options.link.call('close-tunnel', { client_id: this.clientId, tunnel_id: tunnelId }).catch(() => undefined);
+    await this.options.link.call('close-tunnel', { client_id: this.clientId, tunnel_id: tunnelId });
     if (!this.ended) this.send({ type: 'close_tunnel_rsp', tunnel_id: tunnelId });
   }
 
@@ -193,7 +192,7 @@ export class ControlChannel {
     this.options.onClosed(this);
     const { socket, link } = this.options;
     if (!how.graceful) socket.destroy();
-    await link.call('close-client', { client_id: this.clientId, reason }).catch(() => undefined);
+    await link.call('close-client', { client_id: this.clientId, reason });
     if (!how.graceful) return;
     if (how.reply) this.write({ type: 'close_control_channel_rsp' });
     endSoon(socket); // closed within 1 s

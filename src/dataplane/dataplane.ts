@@ -1,10 +1,10 @@
 import net from 'node:net';
 import type { Duplex } from 'node:stream';
-import type { DataplaneSettings, PeerMessage, ProxyVerdict, TunnelRoute } from '../control/thread-messages.js';
-import { parseCidr } from '../control/tunnel-request.js';
+import type { DataplaneSettings, PeerMessage, ProxyVerdict, TunnelRoute } from '../threads/messages.js';
+import { ipv4FromMapped, parseCidr } from '../net/ip.js';
 import type { Logger } from '../log.js';
-import type { CounterRow } from '../metrics/counters.js';
-import type { StreamSlots } from '../control/stream-slots.js';
+import type { CounterRow } from '../threads/counters.js';
+import type { StreamSlots } from '../threads/stream-slots.js';
 import { ErrorCode, type RstrmError } from '../protocol/messages.js';
 import type { ControlChannel } from './control-channel.js';
 import type { ControlLink } from './control-link.js';
@@ -136,8 +136,7 @@ export class Dataplane {
     const list = this.allowLists.get(route.tunnel_id);
     if (!list) return true;
     if (!peerAddress) return false;
-    const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(peerAddress)?.[1];
-    const address = mapped ?? peerAddress;
+    const address = ipv4FromMapped(peerAddress) ?? peerAddress;
     return list.check(address, net.isIPv4(address) ? 'ipv4' : 'ipv6');
   }
 

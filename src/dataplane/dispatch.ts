@@ -1,5 +1,5 @@
 import type { ClientHello } from './client-hello.js';
-import type { DispatchKind } from '../metrics/counters.js';
+import type { DispatchKind } from '../threads/counters.js';
 
 /**
  * Where a connection goes, decided from its ClientHello before TLS is terminated (docs/architecture.md#a-worker).

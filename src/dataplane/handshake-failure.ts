@@ -1,4 +1,4 @@
-import type { HandshakeFailureReason } from '../metrics/counters.js';
+import type { HandshakeFailureReason } from '../threads/counters.js';
 
 /** The metrics reason of a failed server handshake (`rivulet_tls_handshake_failures_total`, docs/metrics.md). */
 export function handshakeFailureReason(error: NodeJS.ErrnoException): HandshakeFailureReason {

@@ -1,5 +1,5 @@
 import { monitorEventLoopDelay } from 'node:perf_hooks';
-import type { CounterRow } from '../metrics/counters.js';
+import type { CounterRow } from '../threads/counters.js';
 
 const SAMPLE_EVERY_MS = 1000;
 /** Timer resolution of the delay histogram: delays shorter than this are not seen. */

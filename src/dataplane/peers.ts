@@ -1,5 +1,5 @@
 import type { MessagePort } from 'node:worker_threads';
-import type { PeerMessage } from '../control/thread-messages.js';
+import type { PeerMessage } from '../threads/messages.js';
 
 /** This worker's direct MessagePorts to every other worker (set up by the supervisor). */
 export class PeerLinks {
@@ -24,10 +24,5 @@ export class PeerLinks {
   /** To every linked worker. */
   broadcast(message: PeerMessage): void {
     for (const port of this.ports.values()) port.postMessage(message);
-  }
-
-  close(): void {
-    for (const port of this.ports.values()) port.close();
-    this.ports.clear();
   }
 }

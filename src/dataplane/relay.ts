@@ -1,6 +1,6 @@
 import { Duplex } from 'node:stream';
-import type { PeerMessage } from '../control/thread-messages.js';
-import type { CounterRow } from '../metrics/counters.js';
+import type { PeerMessage } from '../threads/messages.js';
+import type { CounterRow } from '../threads/counters.js';
 
 /**
  * Bytes in flight towards the other worker before the writer is held back. With the readable side's
@@ -119,10 +119,5 @@ export class RelayHub {
   /** A relay message for a stream that is gone (or never was here) is dropped. */
   deliver(message: RelayMessage): void {
     this.streams.get(message.stream_id)?.receive(message);
-  }
-
-  /** Streams currently relayed through this worker. */
-  get size(): number {
-    return this.streams.size;
   }
 }

@@ -5,7 +5,7 @@ import { FrameDecoder, encodeFrame } from '../protocol/frame.js';
 import { ErrorCode, type ControlChannelLiveness, type Message, type MessageOf, type RstrmError } from '../protocol/messages.js';
 import { ControlChannel } from './control-channel.js';
 import type { Dataplane, Verdict } from './dataplane.js';
-import { endSoon, splice } from './splice.js';
+import { endSoon, splice } from '../net/splice.js';
 import { openTunnelStream } from './tunnel-stream.js';
 import { VERSION } from '../version.js';
 
@@ -110,8 +110,7 @@ async function openControlChannel(
 ): Promise<void> {
   const { session } = connection;
   const reply = await dataplane.link
-    .call('open-client', { token: request.client_details?.token, details: request.client_details ?? {} })
-    .catch(() => ({ ok: false as const, error: { code: ErrorCode.Internal, message: 'internal error' } }));
+    .call('open-client', { token: request.client_details?.token, details: request.client_details ?? {} });
   if (!reply.ok) {
     refuseAndEnd(session, { type: 'open_control_channel_rsp', result: { error: reply.error } });
     return;
@@ -119,7 +118,7 @@ async function openControlChannel(
   const clientId = reply.client_id;
   if (session.destroyed) {
     // The agent left while the control plane was deciding: withdraw the client it created.
-    await dataplane.link.call('close-client', { client_id: clientId, reason: 'eof' }).catch(() => undefined);
+    await dataplane.link.call('close-client', { client_id: clientId, reason: 'eof' });
     return;
   }
   const liveness = negotiateLiveness(request.liveness);
@@ -221,8 +220,7 @@ async function servePrivateDial(dataplane: Dataplane, connection: RstrmConnectio
       token: request.client_details?.token,
       target: request.tunnel_id_name,
       datagram_channel: request.datagram_channel === true,
-    })
-    .catch(() => ({ ok: false as const, error: { code: ErrorCode.Internal, message: 'internal error' } }));
+    });
   if (!authorization.ok) {
     refuse(authorization.error);
     return;

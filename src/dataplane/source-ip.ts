@@ -1,4 +1,5 @@
 import net from 'node:net';
+import { ipv4FromMapped } from '../net/ip.js';
 import type { IpAddress } from '../protocol/messages.js';
 
 /**
@@ -7,8 +8,7 @@ import type { IpAddress } from '../protocol/messages.js';
  */
 export function sourceIpOf(address: string | undefined): IpAddress | undefined {
   if (!address) return undefined;
-  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address);
-  const v4 = mapped ? mapped[1]! : address;
+  const v4 = ipv4FromMapped(address) ?? address;
   if (net.isIPv4(v4)) {
     const [a, b, c, d] = v4.split('.').map(Number) as [number, number, number, number];
     return { v4: ((a << 24) | (b << 16) | (c << 8) | d) >>> 0 };

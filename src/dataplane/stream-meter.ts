@@ -1,5 +1,5 @@
 import type { Duplex } from 'node:stream';
-import type { CounterRow, StreamKind, StreamOutcome } from '../metrics/counters.js';
+import type { CounterRow, StreamKind, StreamOutcome } from '../threads/counters.js';
 
 /** How stale the byte counters of a long-lived stream may get in a scrape. */
 const FLUSH_INTERVAL_MS = 1000;

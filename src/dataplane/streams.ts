@@ -1,6 +1,6 @@
 import crypto from 'node:crypto';
 import type { Duplex } from 'node:stream';
-import type { PeerMessage, ProxyVerdict, TunnelRoute } from '../control/thread-messages.js';
+import type { PeerMessage, ProxyVerdict, TunnelRoute } from '../threads/messages.js';
 import { ErrorCode, type IpAddress, type RstrmError } from '../protocol/messages.js';
 
 /**

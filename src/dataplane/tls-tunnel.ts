@@ -1,8 +1,8 @@
 import type { Duplex } from 'node:stream';
-import type { TunnelRoute } from '../control/thread-messages.js';
-import { opensslCipherName } from '../control/tunnel-request.js';
+import type { TunnelRoute } from '../threads/messages.js';
+import { opensslCipherName } from '../net/tls-ciphers.js';
 import type { Dataplane } from './dataplane.js';
-import { endSoon, splice } from './splice.js';
+import { endSoon, splice } from '../net/splice.js';
 import { openTunnelStream } from './tunnel-stream.js';
 import { upstreamTls } from './upstream-tls.js';
 import type { TlsPolicy } from './worker-certificates.js';

@@ -1,6 +1,6 @@
 import type { Duplex } from 'node:stream';
-import type { TunnelRoute } from '../control/thread-messages.js';
-import type { StreamKind, StreamOutcome } from '../metrics/counters.js';
+import type { TunnelRoute } from '../threads/messages.js';
+import type { StreamKind, StreamOutcome } from '../threads/counters.js';
 import { ErrorCode } from '../protocol/messages.js';
 import type { Dataplane } from './dataplane.js';
 import { sourceIpOf } from './source-ip.js';

@@ -1,6 +1,6 @@
 import tls from 'node:tls';
-import { CertCheckGate } from '../certs/check-gate.js';
-import type { CertificatePem, WorkerToMain } from '../control/thread-messages.js';
+import { CertCheckGate } from '../threads/cert-check-gate.js';
+import type { CertificatePem, WorkerToMain } from '../threads/messages.js';
 
 /** How long a handshake that won the check gate waits for the main thread's answer. */
 const CHECK_WAIT_MS = 1000;

@@ -1,14 +1,15 @@
+import type net from 'node:net';
 import { receiveMessageOnPort } from 'node:worker_threads';
-import { CertCheckGate } from '../certs/check-gate.js';
-import type { MainToWorker, WorkerExit, WorkerTask, WorkerToMain } from '../control/thread-messages.js';
+import { CertCheckGate } from '../threads/cert-check-gate.js';
+import type { MainToWorker, WorkerExit, WorkerTask, WorkerToMain } from '../threads/messages.js';
 import { createLogger } from '../log.js';
-import { ConnectionCensus, CounterRow } from '../metrics/counters.js';
-import { StreamSlots } from '../control/stream-slots.js';
+import { ConnectionCensus, CounterRow } from '../threads/counters.js';
+import { StreamSlots } from '../threads/stream-slots.js';
 import { ConnectionAcceptor } from './acceptor.js';
 import { ControlLink } from './control-link.js';
 import { publishLoopDelay } from './loop-delay.js';
 import { Dataplane } from './dataplane.js';
-import { openAffinityListener, openListener } from './listener.js';
+import { openAffinityListener, openListener, type WorkerListener } from './listener.js';
 import { WorkerCertificates } from './worker-certificates.js';
 
 /**
@@ -26,7 +27,7 @@ export default async function runWorker(task: WorkerTask): Promise<WorkerExit> {
     new CertCheckGate(task.certCheckGate),
     post,
   );
-  const link = new ControlLink(port);
+  const link = new ControlLink(port, log);
   const counters = new CounterRow(task.counters, workerIndex);
   const stopLoopDelay = publishLoopDelay(counters);
   const dataplane = new Dataplane(workerIndex, task.dataplane, link, counters, new StreamSlots(task.streamSlots), log);
@@ -42,10 +43,21 @@ export default async function runWorker(task: WorkerTask): Promise<WorkerExit> {
     log,
   });
   const affinity = task.dataplane.affinity;
-  const affinityListener = affinity
-    ? await openAffinityListener(affinity.host, affinity.portBase + workerIndex, acceptor.acceptAffinity)
-    : undefined;
-  const listener = await openListener(task.listen, acceptor.accept);
+  let affinityListener: net.Server | undefined;
+  let listener: WorkerListener;
+  try {
+    if (affinity) affinityListener = await openAffinityListener(affinity.host, affinity.portBase + workerIndex, acceptor.acceptAffinity);
+  } catch (error) {
+    stopLoopDelay();
+    return listenFailed(workerIndex, 'affinity', affinity!.portBase + workerIndex, error);
+  }
+  try {
+    listener = await openListener(task.listen, acceptor.accept);
+  } catch (error) {
+    stopLoopDelay();
+    affinityListener?.close();
+    return listenFailed(workerIndex, 'tls', task.listen.strategy === 'shared-fd-attach' ? 0 : task.listen.port, error);
+  }
   post({ type: 'listening', port: listener.port, fd: listener.fd });
   log.debug({ strategy: task.listen.strategy, port: listener.port }, 'worker accepting');
 
@@ -86,7 +98,7 @@ export default async function runWorker(task: WorkerTask): Promise<WorkerExit> {
           listener.close();
           void acceptor.drain(drainDeadline).then((connectionsCut) => {
             stopLoopDelay();
-            resolve({ workerIndex, connectionsCut });
+            resolve({ outcome: 'drained', workerIndex, connectionsCut });
           });
           return;
       }
@@ -96,4 +108,10 @@ export default async function runWorker(task: WorkerTask): Promise<WorkerExit> {
       for (let queued = receiveMessageOnPort(port); queued; queued = receiveMessageOnPort(port)) onMessage(queued.message as MainToWorker);
     };
   });
+}
+
+/** A bind failure as a typed exit, so the main thread can name the config key without parsing text. */
+function listenFailed(workerIndex: number, listener: 'tls' | 'affinity', port: number, error: unknown): WorkerExit {
+  const { code, message } = error as NodeJS.ErrnoException;
+  return { outcome: 'listen-failed', workerIndex, listener, port, code: code ?? message };
 }

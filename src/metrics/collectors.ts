@@ -13,7 +13,7 @@ import {
   STREAM_OUTCOMES,
   type CounterTable,
   type CounterValues,
-} from './counters.js';
+} from '../threads/counters.js';
 
 export interface MetricSources {
   counters: CounterTable;

@@ -2,7 +2,7 @@ import crypto from 'node:crypto';
 import net from 'node:net';
 import type { Registry } from 'prom-client';
 import { endHead, loadUws, type us_listen_socket } from '../api/uws.js';
-import type { ListenAddress } from '../config/address.js';
+import { formatListenAddress, type ListenAddress } from '../config/address.js';
 
 const EXPOSITION_TYPE = 'text/plain; version=0.0.4; charset=utf-8';
 
@@ -66,7 +66,10 @@ export class MetricsServer {
     const listenSocket = await new Promise<us_listen_socket | false>((resolve) =>
       (app.listen as unknown as ListenWithOptions)(options.address.host, options.address.port, EXCLUSIVE_PORT, (socket) => resolve(socket)),
     );
-    if (!listenSocket) throw new Error(await bindFailure(options.address));
+    if (!listenSocket) {
+      const code = await bindFailure(options.address);
+      throw Object.assign(new Error(`cannot listen on ${formatListenAddress(options.address)}: ${code}`), { code });
+    }
     return new MetricsServer(listenSocket, uws.us_socket_local_port(listenSocket as never));
   }
 

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { isDeepStrictEqual } from 'node:util';
 import type { Worker } from 'node:worker_threads';
-import { STREAM_KINDS } from '../../src/metrics/counters.js';
+import { STREAM_KINDS } from '../../src/threads/counters.js';
 import { emptyTunnelProperties } from '../../src/protocol/messages.js';
 import { apiRequest } from '../helpers/api-client.js';
 import { captureClientHello } from '../helpers/client-hello.js';

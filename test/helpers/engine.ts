@@ -1,7 +1,7 @@
 import tls from 'node:tls';
 import fs from 'node:fs';
 import { buildConfig } from '../../src/config/load.js';
-import { startEngine, type RunningEngine } from '../../src/control/engine.js';
+import { startEngine, type RunningEngine } from '../../src/engine.js';
 import { createLogger } from '../../src/log.js';
 import type { DevCertificateFiles } from '../../src/certs/dev-ca.js';
 import { configTree, devCertificates } from './fixtures.js';

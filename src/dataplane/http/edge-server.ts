@@ -1,8 +1,8 @@
 import http2 from 'node:http2';
 import type net from 'node:net';
 import type tls from 'node:tls';
-import type { TunnelRoute } from '../../control/thread-messages.js';
-import type { CounterRow, HandshakeFailureReason } from '../../metrics/counters.js';
+import type { TunnelRoute } from '../../threads/messages.js';
+import type { CounterRow, HandshakeFailureReason } from '../../threads/counters.js';
 import { handshakeFailureReason } from '../handshake-failure.js';
 import type { Dataplane } from '../dataplane.js';
 import { tunnelLabel } from '../dispatch.js';

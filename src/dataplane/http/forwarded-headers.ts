@@ -1,4 +1,5 @@
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
+import { ipv4FromMapped } from '../../net/ip.js';
 import { fieldTokens, fieldValue, type Field } from './h1-wire.js';
 
 /** Headers that describe one hop, never forwarded in either direction (RFC 9110 §7.6.1). */
@@ -133,7 +134,7 @@ export function plainAddress(address: string | undefined): string {
   if (!address) return '';
   if (address !== lastAddress) {
     lastAddress = address;
-    lastPlain = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address)?.[1] ?? address;
+    lastPlain = ipv4FromMapped(address) ?? address;
   }
   return lastPlain;
 }

@@ -1,6 +1,5 @@
 import http from 'node:http';
 import http2 from 'node:http2';
-import { markGenerated } from './response-metrics.js';
 
 /** Requests and responses of h2 downstreams (Node's compatibility API); HTTP/1.1 has its own path (h1-exchange.ts). */
 export type EdgeRequest = http2.Http2ServerRequest;
@@ -38,6 +37,13 @@ export interface EdgeError {
   message: string;
 }
 
+/** Responses the edge made itself (sendGenerated), as opposed to relayed upstream ones. */
+const generatedResponses = new WeakSet<EdgeResponse>();
+
+export function wasGenerated(res: EdgeResponse): boolean {
+  return generatedResponses.has(res);
+}
+
 /**
  * An engine-generated response: one line of text (or a small JSON object when the client prefers
  * JSON) and the reason in `x-rivulet-error`, so an operator can tell the edge's answers from the
@@ -48,7 +54,7 @@ export function sendGenerated(req: EdgeRequest, res: EdgeResponse, error: EdgeEr
     abortResponse(res);
     return;
   }
-  markGenerated(res);
+  generatedResponses.add(res);
   const { status, body, contentType } = generatedBody(error, req.headers.accept);
   res.writeHead(status, {
     ...extraHeaders,

@@ -1,8 +1,6 @@
 import type tls from 'node:tls';
-import type { CounterRow } from '../../metrics/counters.js';
-import { endSoon } from '../splice.js';
-import { H1Exchange, type Admission, type AdmissionRequest } from './h1-exchange.js';
-import type { ExchangeLimits } from './exchange.js';
+import { endSoon } from '../../net/splice.js';
+import { H1Exchange, type ExchangeConnection, type ExchangeEdge } from './h1-exchange.js';
 import { parseRequestHead, requestFraming } from './h1-wire.js';
 import { rawGenerated, statusOf, type EdgeError } from './generated-response.js';
 import { countResponse } from './response-metrics.js';
@@ -17,18 +15,11 @@ const IDLE_GRACE_MS = 1000;
 /** Bytes of pipelined requests held while a response is in flight before the connection stops reading. */
 const PIPELINE_LIMIT = 64 * 1024;
 
-/** What an HTTP/1.1 connection needs from the edge it belongs to. */
-export interface H1Edge {
-  readonly counters: CounterRow;
+/** What an HTTP/1.1 connection needs from the edge it belongs to, beyond what its exchanges need. */
+export interface H1Edge extends ExchangeEdge {
   readonly idleMs: number;
   /** timeouts.http_request_head_seconds in ms (60 s by default). */
   readonly requestHeadMs: number;
-  /** The response-head and request-body bounds. */
-  readonly limits: ExchangeLimits;
-  /** `Keep-Alive: timeout=<idle seconds>` as a head line: clients close idle connections before the edge does. */
-  readonly keepAliveLine: string;
-  readonly draining: boolean;
-  admit(request: AdmissionRequest): Admission | Promise<Admission>;
   forget(connection: H1Connection): void;
 }
 
@@ -39,7 +30,7 @@ export interface H1Edge {
  * deadline (idle between requests, a head not yet complete, a response head late) is checked by the
  * edge's sweeper.
  */
-export class H1Connection {
+export class H1Connection implements ExchangeConnection {
   /**
    * Epoch ms past which the edge's sweeper expires this connection: idle, or a request head not yet
    * complete (the connection closes), or a request sent upstream whose response head is late (504);

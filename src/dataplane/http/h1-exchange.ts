@@ -1,10 +1,11 @@
 import http from 'node:http';
 import http2 from 'node:http2';
-import { splice } from '../splice.js';
-import type { ForwardPlan } from './exchange.js';
+import type tls from 'node:tls';
+import type { CounterRow } from '../../threads/counters.js';
+import { splice } from '../../net/splice.js';
+import type { ExchangeLimits, ForwardPlan } from './exchange.js';
 import { downstreamResponseLines, fieldsOfH2, headersOfFields, upstreamRequestHeaders, upstreamRequestLines } from './forwarded-headers.js';
 import { rawGenerated, statusOf, type EdgeError } from './generated-response.js';
-import type { H1Connection, H1Edge } from './h1-connection.js';
 import { BodyTracker, carriesBody, chunkOf, fieldTokens, fieldValue, LAST_CHUNK, requestTarget, type Field, type Framing, type RequestHead, type ResponseHead } from './h1-wire.js';
 import { countResponse } from './response-metrics.js';
 import { H1Upstream, type ResponseSink, type UpstreamFailure } from './upstream-h1.js';
@@ -21,6 +22,31 @@ export interface AdmissionRequest {
 }
 
 export type Admission = { ok: true; pool: TunnelUpstreams; plan: ForwardPlan } | { ok: false; error: EdgeError; extraHeaders?: Record<string, string> };
+
+/** What an exchange needs from the edge it runs on. */
+export interface ExchangeEdge {
+  readonly counters: CounterRow;
+  /** The response-head and request-body bounds. */
+  readonly limits: ExchangeLimits;
+  /** `Keep-Alive: timeout=<idle seconds>` as a head line: clients close idle connections before the edge does. */
+  readonly keepAliveLine: string;
+  readonly draining: boolean;
+  admit(request: AdmissionRequest): Admission | Promise<Admission>;
+}
+
+/** What an exchange needs from the connection it answers on (H1Connection): its bytes, and its deadline by phase. */
+export interface ExchangeConnection {
+  readonly socket: tls.TLSSocket;
+  readonly peerAddress: string | undefined;
+  takePending(): Buffer | undefined;
+  putBack(bytes: Buffer | undefined): void;
+  awaitBody(): void;
+  heldBack(): void;
+  awaitResponse(): void;
+  responseStarted(): void;
+  exchangeDone(keepAlive: boolean): void;
+  detach(): void;
+}
 
 /** Methods retried once on a fresh stream when a reused idle one fails before any response byte. */
 const RETRIABLE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS']);
@@ -63,8 +89,8 @@ export class H1Exchange implements ResponseSink {
   private cancelled: AbortController | undefined;
 
   constructor(
-    private readonly connection: H1Connection,
-    private readonly edge: H1Edge,
+    private readonly connection: ExchangeConnection,
+    private readonly edge: ExchangeEdge,
     private readonly request: RequestHead,
     framing: Framing,
   ) {

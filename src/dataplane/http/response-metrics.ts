@@ -1,12 +1,5 @@
-import { RESPONSE_CLASSES, type CounterColumn, type CounterRow, type ResponseOrigin } from '../../metrics/counters.js';
-import type { EdgeResponse } from './generated-response.js';
-
-/** Responses the edge made itself (sendGenerated marks them), as opposed to relayed upstream ones. */
-const generatedResponses = new WeakSet<EdgeResponse>();
-
-export function markGenerated(res: EdgeResponse): void {
-  generatedResponses.add(res);
-}
+import { RESPONSE_CLASSES, type CounterColumn, type CounterRow, type ResponseOrigin } from '../../threads/counters.js';
+import { wasGenerated, type EdgeResponse } from './generated-response.js';
 
 /** The counter of each status class (1xx at 0 … 5xx at 4) by origin, named once rather than per response. */
 const RESPONSE_COLUMNS: Record<ResponseOrigin, CounterColumn[]> = {
@@ -24,6 +17,6 @@ export function countResponse(counters: CounterRow, status: number, origin: Resp
  */
 export function countWhenDone(counters: CounterRow, res: EdgeResponse): void {
   res.once('close', () => {
-    if (res.headersSent) countResponse(counters, res.statusCode, generatedResponses.has(res) ? 'edge' : 'upstream');
+    if (res.headersSent) countResponse(counters, res.statusCode, wasGenerated(res) ? 'edge' : 'upstream');
   });
 }

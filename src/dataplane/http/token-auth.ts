@@ -1,5 +1,6 @@
+import { bearerToken } from '../../auth/bearer.js';
 import type { IncomingHttpHeaders } from 'node:http';
-import { TokenVerifier, type TokenFailure } from '../../control/auth.js';
+import { TokenVerifier, type TokenFailure } from '../../auth/tokens.js';
 
 const QUERY_PARAMETER = 'rstream.token';
 /** Tokens that passed, kept so a keep-alive client's every request does not redo the HMAC. */
@@ -50,11 +51,6 @@ export class EdgeTokenAuth {
     const exp = expiryOf(token);
     this.passed.set(token, Math.min(Date.now() + CACHE_TTL_MS, exp ?? Infinity));
   }
-}
-
-function bearerToken(authorization: string | undefined): string | undefined {
-  const match = authorization ? /^bearer\s+(\S+)\s*$/i.exec(authorization) : null;
-  return match?.[1];
 }
 
 function firstQueryToken(path: string): string | undefined {

@@ -1,6 +1,6 @@
 import { setMaxListeners } from 'node:events';
 import type { Duplex } from 'node:stream';
-import type { TunnelRoute } from '../../control/thread-messages.js';
+import type { TunnelRoute } from '../../threads/messages.js';
 import type { Dataplane } from '../dataplane.js';
 import type { StreamFailureReason } from '../streams.js';
 import { RelayedStream } from '../relay.js';

@@ -1,6 +1,6 @@
 import type { MessagePort } from 'node:worker_threads';
 import type { LogLevel } from '../config/schema.js';
-import type { ClientDetails, IpAddress, RstrmError, TunnelProperties } from '../protocol/messages.js';
+import { ErrorCode, type ClientDetails, type IpAddress, type RstrmError, type TunnelProperties } from '../protocol/messages.js';
 
 /**
  * Every message between the main thread (control plane) and the data-plane workers, declared once.
@@ -12,7 +12,7 @@ export interface CertificatePem {
   keyPem: string;
 }
 
-/** How a worker gets onto the TLS listener (see dataplane/listener.ts for why there are two ways). */
+/** How a worker gets onto the TLS listener (threads/listener-strategy.ts says why there are two ways). */
 export type ListenPlan =
   /** Node >= 22.12: every worker binds its own socket to the same port with SO_REUSEPORT. */
   | { strategy: 'reuse-port'; host: string; port: number }
@@ -29,11 +29,11 @@ export interface WorkerTask {
   engineHost: string;
   logLevel: LogLevel;
   listen: ListenPlan;
-  /** The SharedArrayBuffer of metrics/counters.ts; this worker writes row `workerIndex` only. */
+  /** The SharedArrayBuffer of threads/counters.ts; this worker writes row `workerIndex` only. */
   counters: SharedArrayBuffer;
-  /** The engine-wide certificate check gate (certs/check-gate.ts). */
+  /** The engine-wide certificate check gate (threads/cert-check-gate.ts). */
   certCheckGate: SharedArrayBuffer;
-  /** Per-tunnel stream counts for max_streams_per_tunnel (control/stream-slots.ts). */
+  /** Per-tunnel stream counts for max_streams_per_tunnel (threads/stream-slots.ts). */
   streamSlots: SharedArrayBuffer;
   /** TLS session-ticket keys shared by all workers so resumption works whichever worker accepts. */
   ticketKeys: Uint8Array;
@@ -73,28 +73,35 @@ export interface TunnelRoute {
   client_id: string;
   /** The worker holding the owner's control channel, which sends its ProxyConnReqs. */
   owner_worker: number;
-  /** Its counter in the stream-slot buffer when streams per tunnel are limited (control/stream-slots.ts). */
+  /** Its counter in the stream-slot buffer when streams per tunnel are limited (threads/stream-slots.ts). */
   stream_slot: number | undefined;
   properties: TunnelProperties;
 }
 
+/**
+ * A control call's reply: its payload, or the rstrm/1 error to give the agent. A call never fails any
+ * other way: a control plane that throws or does not answer in time yields `ok: false` (Internal), logged
+ * with its cause where it happened.
+ */
+export type CallResult<Payload extends object = object> = ({ ok: true } & Payload) | { ok: false; error: RstrmError };
+
 /** Requests a worker makes of the control plane, each with its reply type. */
 export interface ControlCalls {
-  'open-client': {
-    request: { token: string | undefined; details: ClientDetails };
-    reply: { ok: true; client_id: string } | { ok: false; error: RstrmError };
-  };
+  'open-client': { request: { token: string | undefined; details: ClientDetails }; reply: CallResult<{ client_id: string }> };
   'open-tunnel': {
     request: { client_id: string; request_id: string; properties: TunnelProperties };
-    reply: { ok: true; tunnel_id: string; properties: TunnelProperties } | { ok: false; error: RstrmError };
+    reply: CallResult<{ tunnel_id: string; properties: TunnelProperties }>;
   };
-  'close-tunnel': { request: { client_id: string; tunnel_id: string }; reply: { ok: true } };
-  'close-client': { request: { client_id: string; reason: CloseReason }; reply: { ok: true } };
+  'close-tunnel': { request: { client_id: string; tunnel_id: string }; reply: CallResult };
+  'close-client': { request: { client_id: string; reason: CloseReason }; reply: CallResult };
   'authorize-dial': {
     request: { token: string | undefined; target: string; datagram_channel: boolean };
-    reply: { ok: true; route: TunnelRoute } | { ok: false; error: RstrmError };
+    reply: CallResult<{ route: TunnelRoute }>;
   };
 }
+
+/** The reply to a control call the control plane could not answer (it threw, or was too slow). */
+export const CONTROL_PLANE_FAILED: { ok: false; error: RstrmError } = { ok: false, error: { code: ErrorCode.Internal, message: 'internal error' } };
 export type ControlCallName = keyof ControlCalls;
 export type ControlRequest = { [K in ControlCallName]: { type: K } & ControlCalls[K]['request'] }[ControlCallName];
 export type ControlReply<K extends ControlCallName> = ControlCalls[K]['reply'];
@@ -135,11 +142,15 @@ export type PeerMessage =
 export type ProxyVerdict = 'accepted' | 'adopt' | 'unknown' | 'bad-secret';
 
 /** What a worker's task resolves with once it has drained. */
-export interface WorkerExit {
-  workerIndex: number;
-  /** Connections still open at the drain deadline, closed by force. */
-  connectionsCut: number;
-}
+/** How a worker's task ended: drained after shutdown, or it could not bind one of its listeners. */
+export type WorkerExit =
+  | {
+      outcome: 'drained';
+      workerIndex: number;
+      /** Connections still open at the drain deadline, closed by force. */
+      connectionsCut: number;
+    }
+  | { outcome: 'listen-failed'; workerIndex: number; listener: 'tls' | 'affinity'; port: number; code: string };
 
 export type MainToWorker =
   | { type: 'certificate'; certificate: CertificatePem }
