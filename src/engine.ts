@@ -11,7 +11,7 @@ import { TokenVerifier } from './auth/tokens.js';
 import { buildMetricsRegistry } from './metrics/collectors.js';
 import { MetricsServer } from './metrics/metrics-server.js';
 import { formatListenAddress, type ListenAddress } from './config/address.js';
-import type { EngineConfig } from './config/load.js';
+import type { EngineConfig } from './config/schema.js';
 import type { CertificatePair } from './certs/certificate-pair.js';
 import { createCertCheckGate } from './threads/cert-check-gate.js';
 import { StaticCertificateProvider } from './certs/static-provider.js';
@@ -21,15 +21,11 @@ import { ControlPlane } from './control/control-plane.js';
 import { createStreamSlotBuffer } from './threads/stream-slots.js';
 import { startRedirectListener } from './control/http-redirect.js';
 import type { DataplaneSettings } from './threads/messages.js';
-import { WorkerListenFailure, WorkerSupervisor } from './control/worker-supervisor.js';
+import { WorkerSupervisor } from './control/worker-supervisor.js';
+import { ListenError, WorkerListenFailure } from './errors.js';
 
 /** Established connections get this long to finish after SIGTERM (docs/operations.md#shut-down). */
 export const SHUTDOWN_DRAIN_MS = 10_000;
-
-/** A listener could not bind: `listen error: <key> "<addr>": <code>` (exit 1). */
-export class ListenError extends Error {
-  override name = 'ListenError';
-}
 
 export interface RunningEngine {
   readonly config: EngineConfig;
@@ -194,7 +190,8 @@ async function bindOrRelease<T>(bind: () => Promise<T>, release: () => Promise<v
     await release();
     const [key, address] = keyOf(error);
     const { code, message } = error as NodeJS.ErrnoException;
-    throw new ListenError(`listen error: ${key} "${formatListenAddress(address)}": ${code ?? message}`);
+    const errno = error instanceof WorkerListenFailure ? error.errno : (code ?? message);
+    throw new ListenError(`listen error: ${key} "${formatListenAddress(address)}": ${errno}`);
   }
 }
 
@@ -261,7 +258,8 @@ function dataplaneSettings(config: EngineConfig): DataplaneSettings {
     maxConnections: config.dataplane.max_connections,
     maxStreamsPerTunnel: config.dataplane.max_streams_per_tunnel,
     affinity: affinity.enabled
-      ? { portBase: affinity.port_base!, host: config.tls.listen_addr.host, advertiseHost: affinity.advertise_host }
+      ? // Agents dial the engine's own host for the affinity ports unless told another.
+        { portBase: affinity.port_base!, host: config.tls.listen_addr.host, advertiseHost: affinity.advertise_host ?? config.engine.host }
       : undefined,
   };
 }

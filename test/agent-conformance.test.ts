@@ -3,12 +3,13 @@ import fs from 'node:fs';
 import net from 'node:net';
 import tls from 'node:tls';
 import { before, test } from 'node:test';
-import { ControlClient, EngineRefusal } from '../src/agent/control-client.js';
+import { ControlClient } from '../src/agent/control-client.js';
 import { StreamForwarder } from '../src/agent/stream-forwarder.js';
 import { FrameDecoder, encodeFrame } from '../src/protocol/frame.js';
 import type { Message, MessageOf } from '../src/protocol/messages.js';
 import { devCertificates } from './helpers/fixtures.js';
 import type { DevCertificateFiles } from '../src/certs/dev-ca.js';
+import { EngineRefusal } from '../src/errors.js';
 
 /**
  * The agent against a scripted engine: a real TLS server speaking rstrm/1 whose replies each test
@@ -86,7 +87,7 @@ test('an empty client_id and an error reply are refused', async () => {
   const refusing = await scriptedEngine((message, reply) => {
     if (message.type === 'open_control_channel_req') reply({ type: 'open_control_channel_rsp', result: { error: { code: 1000, message: 'invalid token: expired' } } });
   });
-  await assert.rejects(ControlClient.open(endpoint(refusing.port), 'token', noHandlers), (error: EngineRefusal) => error.error.code === 1000);
+  await assert.rejects(ControlClient.open(endpoint(refusing.port), 'token', noHandlers), (error: EngineRefusal) => error.rstrm.code === 1000 && error.code === 'RIVULET_ENGINE_REFUSED');
   refusing.close();
 });
 

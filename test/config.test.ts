@@ -1,10 +1,11 @@
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import { before, describe, test } from 'node:test';
-import { ConfigError, buildConfig, readConfigFile } from '../src/config/load.js';
+import { buildConfig, readConfigFile } from '../src/config/load.js';
 import { isLoopbackHost, parseListenAddress } from '../src/config/address.js';
 import { configTree, devCertificates, writeConfig } from './helpers/fixtures.js';
 import type { DevCertificateFiles } from '../src/certs/dev-ca.js';
+import { ConfigError } from '../src/errors.js';
 
 let certs: DevCertificateFiles;
 before(async () => {
@@ -36,7 +37,7 @@ describe('config validation names the key', () => {
     // Sized for the machine: below its open-file limit, and never unlimited by default.
     const openFiles = Number(/Max open files\s+(\d+)/.exec(fs.readFileSync('/proc/self/limits', 'utf8'))?.[1]);
     assert.ok(config.dataplane.max_connections > 0 && config.dataplane.max_connections < openFiles, String(config.dataplane.max_connections));
-    assert.equal(config.dataplane.affinity.advertise_host, 'localhost');
+    assert.equal(config.dataplane.affinity.advertise_host, undefined, 'unset (the engine then advertises engine.host)');
     assert.ok(config.dataplane.workers >= 1);
   });
 

@@ -3,8 +3,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
 import { parseEngineAddress, resolveTarget } from '../src/cli/engine-target.js';
-import { CommandError, UsageError } from '../src/cli/usage-error.js';
 import { tempDir } from './helpers/fixtures.js';
+import { CommandError, UsageError } from '../src/errors.js';
 
 test('engine, token and CA: flag > env > context file (rstream layout)', () => {
   const dir = tempDir();

@@ -10,6 +10,7 @@ import { fileURLToPath } from 'node:url';
  * control/ and dataplane/ stay apart). No two files import each other, however indirectly.
  */
 const LAYERS: string[][] = [
+  ['errors.ts'],
   ['protocol', 'net', 'version.ts'],
   ['certs', 'auth'],
   ['config'],

@@ -2,9 +2,9 @@ import assert from 'node:assert/strict';
 import { fileURLToPath } from 'node:url';
 import { describe, test } from 'node:test';
 import protobuf from 'protobufjs';
-import { FrameDecoder, FrameError, encodeFrame } from '../src/protocol/frame.js';
+import { FrameDecoder, encodeFrame } from '../src/protocol/frame.js';
 import { decodeMessage, emptyTunnelProperties, encodeMessage, type Message } from '../src/protocol/messages.js';
-import { DecodeError } from '../src/protocol/wire.js';
+import { DecodeError, FrameError } from '../src/errors.js';
 
 const root = protobuf.loadSync(fileURLToPath(new URL('../../src/protocol/rstrm.proto', import.meta.url)));
 const Reference = root.lookupType('rstream.io_rstrm.protobuf.Message');

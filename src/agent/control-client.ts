@@ -3,6 +3,7 @@ import type tls from 'node:tls';
 import { type Message, type MessageOf, type RstrmError, type TunnelProperties } from '../protocol/messages.js';
 import { VERSION } from '../version.js';
 import { FrameChannel, connectEngine, type EngineEndpoint } from './engine-connection.js';
+import { EngineRefusal } from '../errors.js';
 
 /** Official agents' heartbeat interval; the engine must echo it exactly (docs/protocol.md#the-control-channel). */
 const HEARTBEAT_INTERVAL_MS = 5000;
@@ -11,14 +12,6 @@ const OPEN_TIMEOUT_MS = 10_000;
 const REQUEST_TIMEOUT_MS = 30_000;
 const CLOSE_TIMEOUT_MS = 5000;
 export const PROTOCOL_VERSION = '1.4.5';
-
-/** The engine answered with an rstrm/1 error (code and message as sent). */
-export class EngineRefusal extends Error {
-  override name = 'EngineRefusal';
-  constructor(readonly error: RstrmError) {
-    super(error.message ?? `error ${error.code}`);
-  }
-}
 
 /** ClientDetails of every connection `rivulet` opens. */
 export function clientDetails(token: string) {

@@ -1,5 +1,5 @@
 import { ErrorCode } from '../protocol/messages.js';
-import { EngineRefusal } from './control-client.js';
+import { EngineRefusal } from '../errors.js';
 
 /** What a failure to reach or use the engine means for the operator. */
 export interface Diagnosis {
@@ -47,7 +47,7 @@ export function diagnose(error: unknown, engine: { host: string; port: number })
 }
 
 function diagnoseRefusal(refusal: EngineRefusal): Diagnosis {
-  const { code } = refusal.error;
+  const { code } = refusal.rstrm;
   const text = `${refusal.message} (code ${code})`;
   if (code === ErrorCode.Unauthorized) {
     return { permanent: true, message: `${text}: the engine refused the token; mint a new one for this engine (rivulet token mint) with the permissions it needs` };

@@ -5,9 +5,10 @@ import type { TokenVerifier, Identity } from '../auth/tokens.js';
 import { PERMISSIONS } from '../auth/permissions.js';
 import type { Registry } from '../control/registry.js';
 import { cachedClient, cachedTunnel } from './api-objects.js';
-import { ParamsError, listJson, parseListParams } from './filters.js';
+import { listJson, parseListParams } from './filters.js';
 import { endpointOf, type ApiEndpoint, type ApiRequestCounts } from './request-counts.js';
 import { endHead, type HttpRequest, type HttpResponse, type TemplatedApp } from './uws.js';
+import { ParamsError } from '../errors.js';
 
 /** The error codes of the API's JSON error body, with their status line. */
 const STATUS_LINE = {

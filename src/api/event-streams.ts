@@ -2,8 +2,9 @@ import { bearerToken } from '../auth/bearer.js';
 import { PERMISSIONS } from '../auth/permissions.js';
 import { queryParameter, sendError, type ApiRequest, type EngineApi } from './engine-api.js';
 import { MAX_QUEUED_BYTES, type EventHub, type Subscriber } from './event-hub.js';
-import { ParamsError, parseWatchParams, type WatchParams } from './filters.js';
+import { parseWatchParams, type WatchParams } from './filters.js';
 import type { HttpResponse, TemplatedApp } from './uws.js';
+import { ParamsError } from '../errors.js';
 
 /** An SSE comment every 15 s keeps proxies and readers from timing out. */
 const SSE_KEEPALIVE_MS = 15_000;

@@ -1,12 +1,10 @@
+import { ParamsError } from '../errors.js';
+
 /**
  * The `params` query of the Engine API (docs/engine-api.md): list params (`limit`, `filters`) and
  * watch params (`clients`, `tunnels`), checked strictly (a bad one is a 400 that names the problem)
  * and compiled to a predicate over API objects.
  */
-
-export class ParamsError extends Error {
-  override name = 'ParamsError';
-}
 
 type FieldKind = 'string' | 'boolean' | 'hostname' | 'labels';
 

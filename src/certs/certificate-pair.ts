@@ -1,6 +1,7 @@
 import crypto from 'node:crypto';
 import fs from 'node:fs/promises';
 import tls from 'node:tls';
+import { CertificateError } from '../errors.js';
 
 /** A validated certificate chain and its key, as PEM text plus what operators need to see in logs. */
 export interface CertificatePair {
@@ -10,11 +11,6 @@ export interface CertificatePair {
   notAfter: Date;
   fingerprint256: string;
   subjectAltName: string;
-}
-
-/** Why a pair could not be loaded, already phrased as its `certificate error:` line (docs/troubleshooting.md). */
-export class CertificateError extends Error {
-  override name = 'CertificateError';
 }
 
 const PEM_CERTIFICATE = /-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/;

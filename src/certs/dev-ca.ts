@@ -4,6 +4,7 @@ import net from 'node:net';
 import path from 'node:path';
 import 'reflect-metadata'; // @peculiar/x509's dependency injection needs it loaded first
 import * as x509 from '@peculiar/x509';
+import { FilesExistError } from '../errors.js';
 
 /**
  * A local development CA and a server certificate signed by it (docs/cli.md#rivulet-certs-dev), ECDSA P-256.
@@ -40,15 +41,13 @@ export function devCertificatePaths(outDir: string): DevCertificateFiles {
   };
 }
 
-export class DevCertificateExistsError extends Error {}
-
 /** Writes ca.crt, ca.key (0600), cert.pem (leaf) and key.pem (0600) into `outDir`. */
 export async function writeDevCertificates(options: DevCertificateOptions): Promise<DevCertificateFiles> {
   const files = devCertificatePaths(options.outDir);
   if (!options.force) {
     const existing = Object.values(files).filter((file) => fs.existsSync(file));
     if (existing.length > 0) {
-      throw new DevCertificateExistsError(`refusing to overwrite ${existing.join(', ')} (use --force)`);
+      throw new FilesExistError(`refusing to overwrite ${existing.join(', ')} (use --force)`);
     }
   }
   const { caCertPem, caKeyPem, leafCertPem, leafKeyPem } = await createDevCertificates(options);

@@ -1,6 +1,7 @@
 import fs from 'node:fs/promises';
 import type { Logger } from 'pino';
-import { CertificateError, certificateWarnings, loadCertificatePair, type CertificatePair } from './certificate-pair.js';
+import { certificateWarnings, loadCertificatePair, type CertificatePair } from './certificate-pair.js';
+import { CertificateError } from '../errors.js';
 
 /**
  * The static certificate provider with hot reload (docs/operations.md#rotate-certificates), owned by the main thread.

@@ -5,7 +5,7 @@ import { requestedHostname, runForward, stableHostname } from '../agent/forward.
 import { emptyTunnelProperties, type TunnelProperties } from '../protocol/messages.js';
 import { resolveTarget, type TargetFlags } from './engine-target.js';
 import { collect, commaList, positiveInteger } from './option-parsers.js';
-import { UsageError } from './usage-error.js';
+import { UsageError } from '../errors.js';
 
 /** The engine/token/CA flags every agent and API command takes (docs/cli.md#reaching-the-engine-agent-and-api-commands). */
 export function withTargetOptions(command: Command): Command {

@@ -3,7 +3,7 @@ import net from 'node:net';
 import type tls from 'node:tls';
 import { contextTrusting } from '../agent/engine-connection.js';
 import type { EngineTarget } from './engine-target.js';
-import { CommandError } from './usage-error.js';
+import { CommandError } from '../errors.js';
 
 const REQUEST_TIMEOUT_MS = 15_000;
 

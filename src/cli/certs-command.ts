@@ -1,4 +1,5 @@
-import { DevCertificateExistsError, writeDevCertificates } from '../certs/dev-ca.js';
+import { writeDevCertificates } from '../certs/dev-ca.js';
+import { FilesExistError } from '../errors.js';
 
 export interface CertsDevOptions {
   host: string;
@@ -33,7 +34,7 @@ export async function runCertsDevCommand(options: CertsDevOptions): Promise<void
       ].join('\n'),
     );
   } catch (error) {
-    const message = error instanceof DevCertificateExistsError ? error.message : `cannot write certificates: ${(error as Error).message}`;
+    const message = error instanceof FilesExistError ? error.message : `cannot write certificates: ${(error as Error).message}`;
     process.stderr.write(`certs dev: ${message}\n`);
     process.exit(1);
   }

@@ -1,9 +1,10 @@
 import path from 'node:path';
-import { ConfigError, buildConfig, readConfigFile, type LoadedConfig } from '../config/load.js';
+import { buildConfig, readConfigFile, type LoadedConfig } from '../config/load.js';
 import { prepareDevProfile, DEV_DIRECTORY, type DevProfile } from '../config/dev-profile.js';
-import { CertificateError, loadCertificatePair } from '../certs/certificate-pair.js';
-import { ListenError, startEngine, type RunningEngine } from '../engine.js';
+import { loadCertificatePair } from '../certs/certificate-pair.js';
+import { startEngine, type RunningEngine } from '../engine.js';
 import { createLogger } from '../log.js';
+import { RivuletError } from '../errors.js';
 
 export interface EngineCommandOptions {
   config?: string;
@@ -94,10 +95,8 @@ export async function runEngineCommand(options: EngineCommandOptions): Promise<v
 }
 
 function exitWithStartupError(error: unknown): never {
-  if (error instanceof ConfigError || error instanceof CertificateError || error instanceof ListenError) {
-    process.stderr.write(error.message + '\n');
-  } else {
-    process.stderr.write(`startup error: ${(error as Error).message ?? String(error)}\n`);
-  }
+  // Rivulet's own errors say what to fix in their first words (`config error: <key>: …`); anything else is unexpected.
+  if (error instanceof RivuletError) process.stderr.write(error.message + '\n');
+  else process.stderr.write(`startup error: ${(error as Error).message ?? String(error)}\n`);
   process.exit(1);
 }

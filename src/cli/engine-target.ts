@@ -3,7 +3,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import YAML from 'yaml';
-import { CommandError, UsageError } from './usage-error.js';
+import { CommandError, UsageError } from '../errors.js';
 
 /** Where and how an agent or API command reaches the engine (docs/cli.md#reaching-the-engine-agent-and-api-commands). */
 export interface EngineTarget {

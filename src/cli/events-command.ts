@@ -8,8 +8,8 @@ import { withTargetOptions } from './agent-commands.js';
 import { resolveTarget, type EngineTarget, type TargetFlags } from './engine-target.js';
 import { parseFilterFlags } from './filter-flags.js';
 import { commaList, positiveInteger } from './option-parsers.js';
-import { CommandError, UsageError } from './usage-error.js';
 import { DELIVERABLE_TYPES, generateWebhookSecret, newWebhookId, webhookBody, webhookHeaders } from './webhook.js';
+import { CommandError, UsageError } from '../errors.js';
 
 interface EventsFlags extends TargetFlags {
   transport: 'websocket' | 'sse';

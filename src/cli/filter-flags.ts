@@ -1,4 +1,4 @@
-import { UsageError } from './usage-error.js';
+import { UsageError } from '../errors.js';
 
 /**
  * The CLI's filter grammar (docs/cli.md#rivulet-tunnel-list-rivulet-client-list): `k=v,k=v`, `labels.<k>=v` (or

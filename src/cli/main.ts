@@ -7,9 +7,9 @@ import { collect, positiveInteger } from './option-parsers.js';
 import { runCertsDevCommand } from './certs-command.js';
 import { runEngineCommand } from './engine-command.js';
 import { runTokenMintCommand } from './token-command.js';
-import { CommandError, UsageError } from './usage-error.js';
 import { VERSION } from '../version.js';
 import { withExamples } from './help-examples.js';
+import { RivuletError, UsageError } from '../errors.js';
 
 export function buildProgram(): Command {
   const program = new Command('rivulet')
@@ -76,13 +76,9 @@ async function main(): Promise<void> {
       // Help and version exit 0; every other parse problem is a usage error (exit 2).
       process.exit(error.exitCode === 0 ? 0 : 2);
     }
-    if (error instanceof UsageError) {
-      process.stderr.write(`error: ${error.message}\n`);
-      process.exit(2);
-    }
-    if (error instanceof CommandError) {
-      process.stderr.write(`${error.message}\n`);
-      process.exit(1);
+    if (error instanceof RivuletError) {
+      process.stderr.write(error instanceof UsageError ? `error: ${error.message}\n` : `${error.message}\n`);
+      process.exit(error.exitStatus);
     }
     throw error;
   }

@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import { SignJWT } from 'jose';
 import { envNameForKey } from '../config/schema.js';
 import { ALL_PERMISSIONS, PERMISSIONS, isPermission } from '../auth/permissions.js';
-import { UsageError } from './usage-error.js';
+import { UsageError } from '../errors.js';
 
 export interface TokenMintOptions {
   secret?: string;

@@ -1,54 +1,9 @@
 import fs from 'node:fs';
 import convict from 'convict';
 import YAML from 'yaml';
-import { isLoopbackHost, parseListenAddress, type ListenAddress } from './address.js';
-import {
-  ENV_PREFIX,
-  leafProblem,
-  normalizeEngineHost,
-  schemaDefinition,
-  schemaLeaves,
-  type LogLevel,
-} from './schema.js';
-
-/** The validated, normalized engine configuration. Keys mirror the file (docs/configuration.md#keys). */
-export interface EngineConfig {
-  engine: { host: string; log_level: LogLevel };
-  http: { enabled: boolean; listen_addr: ListenAddress | undefined };
-  tls: { listen_addr: ListenAddress };
-  certs: { static: { cert_file: string; key_file: string } };
-  auth: { jwt: { token_jwt_secret: string } };
-  metrics: {
-    prometheus: {
-      enabled: boolean;
-      listen_addr: ListenAddress | undefined;
-      path: string;
-      bearer_token: string | undefined;
-    };
-  };
-  timeouts: {
-    stream_request_seconds: number;
-    http_idle_seconds: number;
-    http_request_head_seconds: number;
-    http_request_body_idle_seconds: number;
-    http_response_seconds: number;
-  };
-  dataplane: {
-    workers: number;
-    max_streams_per_tunnel: number;
-    max_connections: number;
-    max_tunnels_per_client: number;
-    affinity: { enabled: boolean; port_base: number | undefined; advertise_host: string };
-  };
-}
-
-/** Startup problems, one line each (`config error: <key>: <problem>`, docs/configuration.md). */
-export class ConfigError extends Error {
-  constructor(readonly lines: string[]) {
-    super(lines.join('\n'));
-    this.name = 'ConfigError';
-  }
-}
+import { isLoopbackHost, parseListenAddress } from './address.js';
+import { ENV_PREFIX, leafProblem, parseLeaf, schemaDefinition, schemaLeaves, type EngineConfig } from './schema.js';
+import { ConfigError } from '../errors.js';
 
 export interface LoadedConfig {
   config: EngineConfig;
@@ -158,47 +113,17 @@ function knownPart(tree: Tree, schema: Tree): Tree {
   return out;
 }
 
+/** The config tree from the valid leaves, each parsed to the type the schema gives it. */
 function assemble(values: Map<string, unknown>): EngineConfig {
-  const get = <T>(path: string): T => values.get(path) as T;
-  const address = (path: string): ListenAddress | undefined => {
-    const text = get<string | undefined>(path);
-    return text === undefined ? undefined : parseListenAddress(text);
-  };
-  const host = normalizeEngineHost(get<string>('engine.host'));
-  const metricsPath = get<string>('metrics.prometheus.path');
-  return {
-    engine: { host, log_level: get('engine.log_level') },
-    http: { enabled: get('http.enabled'), listen_addr: address('http.listen_addr') },
-    tls: { listen_addr: address('tls.listen_addr')! },
-    certs: { static: { cert_file: get('certs.static.cert_file'), key_file: get('certs.static.key_file') } },
-    auth: { jwt: { token_jwt_secret: get('auth.jwt.token_jwt_secret') } },
-    metrics: {
-      prometheus: {
-        enabled: get('metrics.prometheus.enabled'),
-        listen_addr: address('metrics.prometheus.listen_addr'),
-        path: metricsPath === '' ? '/metrics' : metricsPath.startsWith('/') ? metricsPath : `/${metricsPath}`,
-        bearer_token: get('metrics.prometheus.bearer_token'),
-      },
-    },
-    timeouts: {
-      stream_request_seconds: get('timeouts.stream_request_seconds'),
-      http_idle_seconds: get('timeouts.http_idle_seconds'),
-      http_request_head_seconds: get('timeouts.http_request_head_seconds'),
-      http_request_body_idle_seconds: get('timeouts.http_request_body_idle_seconds'),
-      http_response_seconds: get('timeouts.http_response_seconds'),
-    },
-    dataplane: {
-      workers: get('dataplane.workers'),
-      max_streams_per_tunnel: get('dataplane.max_streams_per_tunnel'),
-      max_connections: get('dataplane.max_connections'),
-      max_tunnels_per_client: get('dataplane.max_tunnels_per_client'),
-      affinity: {
-        enabled: get('dataplane.affinity.enabled'),
-        port_base: get('dataplane.affinity.port_base'),
-        advertise_host: (get<string | undefined>('dataplane.affinity.advertise_host') ?? host).replace(/^\[(.*)\]$/, '$1'),
-      },
-    },
-  };
+  const config: Tree = {};
+  for (const [path, leaf] of schemaLeaves()) {
+    const keys = path.split('.');
+    let node = config;
+    for (const key of keys.slice(0, -1)) node = (node[key] ??= {}) as Tree;
+    const value = values.get(path);
+    node[keys.at(-1)!] = value === undefined ? undefined : parseLeaf(leaf, value);
+  }
+  return config as unknown as EngineConfig;
 }
 
 /** Rules between keys, judged only on keys that are valid themselves (a broken key was reported already). */

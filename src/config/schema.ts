@@ -1,7 +1,7 @@
 import net from 'node:net';
 import os from 'node:os';
 import convict from 'convict';
-import { isHostName, parseListenAddress } from './address.js';
+import { isHostName, parseListenAddress, type ListenAddress } from './address.js';
 import { machineConnectionLimit } from './machine-limits.js';
 
 /**
@@ -26,6 +26,7 @@ type FormatName =
   | 'rivulet-bool'
   | 'rivulet-int'
   | 'rivulet-string'
+  | 'rivulet-http-path'
   | 'rivulet-non-empty-string'
   | 'rivulet-secret'
   | 'rivulet-log-level'
@@ -36,6 +37,22 @@ type FormatName =
 interface RivuletFormat {
   validate(value: unknown, leaf: SchemaLeaf): void;
   coerce?(value: string): unknown;
+  /** The value the engine uses, from a valid one (e.g. `host:port` → ListenAddress). */
+  parse?(value: never): unknown;
+}
+
+/** The type each format yields in EngineConfig (after `parse`). */
+interface FormatTypes {
+  'rivulet-bool': boolean;
+  'rivulet-int': number;
+  'rivulet-string': string;
+  'rivulet-http-path': string;
+  'rivulet-non-empty-string': string;
+  'rivulet-secret': string;
+  'rivulet-log-level': LogLevel;
+  'rivulet-listen-addr': ListenAddress;
+  'rivulet-engine-host': string;
+  'rivulet-host-or-ip': string;
 }
 
 export interface SchemaLeaf {
@@ -84,6 +101,13 @@ const FORMATS: Record<FormatName, RivuletFormat> = {
       if (typeof value !== 'string') throw new Error('expected string');
     },
   },
+  'rivulet-http-path': {
+    validate(value: unknown) {
+      if (typeof value !== 'string') throw new Error('expected string');
+    },
+    // An empty path is the default one; a missing leading slash is added.
+    parse: (value: string) => (value === '' ? '/metrics' : value.startsWith('/') ? value : `/${value}`),
+  },
   'rivulet-non-empty-string': {
     validate(value: unknown) {
       if (typeof value !== 'string' || value.length === 0) throw new Error('expected non-empty string');
@@ -105,12 +129,14 @@ const FORMATS: Record<FormatName, RivuletFormat> = {
     validate(value: unknown) {
       if (typeof value !== 'string' || !parseListenAddress(value)) throw new Error('expected host:port');
     },
+    parse: (value: string) => parseListenAddress(value)!,
   },
   'rivulet-host-or-ip': {
     validate(value: unknown) {
       const host = typeof value === 'string' ? value.replace(/^\[(.*)\]$/, '$1') : '';
       if (!isHostName(host) && net.isIP(host) === 0) throw new Error('must be a DNS name or an IP address');
     },
+    parse: (value: string) => value.replace(/^\[(.*)\]$/, '$1'),
   },
   'rivulet-engine-host': {
     validate(value: unknown) {
@@ -118,6 +144,7 @@ const FORMATS: Record<FormatName, RivuletFormat> = {
       if (!isHostName(host)) throw new Error('must be a bare DNS name without scheme or port');
       if (host.length > 187) throw new Error('must be at most 187 characters (so <label>.t.<host> fits in 253)');
     },
+    parse: (value: string) => normalizeEngineHost(value),
   },
 };
 convict.addFormats(FORMATS as unknown as Record<string, convict.Format>);
@@ -140,9 +167,32 @@ export function normalizeEngineHost(host: string): string {
   return host.toLowerCase().replace(/\.$/, '');
 }
 
-function leaf(path: string, spec: Omit<SchemaLeaf, 'env'>): SchemaLeaf {
+/** The value `value` of a valid leaf takes in EngineConfig. */
+export function parseLeaf(leaf: SchemaLeaf, value: unknown): unknown {
+  const parse = FORMATS[leaf.format].parse as ((value: unknown) => unknown) | undefined;
+  return parse ? parse(value) : value;
+}
+
+function leaf<const Spec extends Omit<SchemaLeaf, 'env'>>(path: string, spec: Spec): Spec & { env: string } {
   return { ...spec, env: envNameForKey(path) };
 }
+
+/** A leaf's type in EngineConfig: absent (undefined) unless it is required or has a default. */
+type LeafValue<Leaf extends { format: FormatName; default: unknown }> = Leaf extends { required: true }
+  ? FormatTypes[Leaf['format']]
+  : undefined extends Leaf['default']
+    ? FormatTypes[Leaf['format']] | undefined
+    : FormatTypes[Leaf['format']];
+
+type ConfigOf<Tree> = {
+  readonly [Key in keyof Tree]: Tree[Key] extends { format: FormatName; default: unknown } ? LeafValue<Tree[Key]> : ConfigOf<Tree[Key]>;
+};
+
+/**
+ * The validated, parsed engine configuration, its shape and types derived from the schema below, so a
+ * key is declared once (docs/configuration.md#keys).
+ */
+export type EngineConfig = ConfigOf<typeof schemaDefinition>;
 
 /** The schema tree as convict takes it; leaf order is the order errors are reported in. */
 export const schemaDefinition = {
@@ -214,7 +264,7 @@ export const schemaDefinition = {
         default: undefined,
         doc: 'host:port',
       }),
-      path: leaf('metrics.prometheus.path', { format: 'rivulet-string', default: '/metrics', doc: 'Scrape path' }),
+      path: leaf('metrics.prometheus.path', { format: 'rivulet-http-path', default: '/metrics', doc: 'Scrape path' }),
       bearer_token: leaf('metrics.prometheus.bearer_token', {
         format: 'rivulet-non-empty-string',
         default: undefined,

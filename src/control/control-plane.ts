@@ -1,4 +1,4 @@
-import type { EngineConfig } from '../config/load.js';
+import type { EngineConfig } from '../config/schema.js';
 import type { Logger } from '../log.js';
 import { ErrorCode, type RstrmError } from '../protocol/messages.js';
 import { TokenVerifier, allows } from '../auth/tokens.js';

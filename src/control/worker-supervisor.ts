@@ -1,6 +1,6 @@
 import { MessageChannel, type MessagePort } from 'node:worker_threads';
 import { Piscina } from 'piscina';
-import type { EngineConfig } from '../config/load.js';
+import type { EngineConfig } from '../config/schema.js';
 import type net from 'node:net';
 import { listenerStrategy, survivesWorkerDeath, type ListenerStrategy } from '../threads/listener-strategy.js';
 import { claimAddress } from './address-claim.js';
@@ -18,6 +18,7 @@ import {
   type WorkerTask,
   type WorkerToMain,
 } from '../threads/messages.js';
+import { WorkerListenFailure } from '../errors.js';
 
 export interface SupervisorOptions {
   config: EngineConfig;
@@ -50,18 +51,6 @@ interface WorkerSlot {
   task: Promise<WorkerExit>;
   draining: Promise<void>;
   onDraining: () => void;
-}
-
-/** A worker could not bind its TLS listener or its affinity port (`code`: the errno name, e.g. EADDRINUSE). */
-export class WorkerListenFailure extends Error {
-  constructor(
-    readonly listener: 'tls' | 'affinity',
-    readonly port: number,
-    readonly code: string,
-  ) {
-    super(`worker could not listen on its ${listener} port ${port}: ${code}`);
-    this.name = 'WorkerListenFailure';
-  }
 }
 
 /** Delay before a replacement worker binds, so a crash loop cannot spin the CPU. */

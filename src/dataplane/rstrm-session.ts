@@ -227,7 +227,7 @@ async function servePrivateDial(dataplane: Dataplane, connection: RstrmConnectio
   }
   const stream = await openTunnelStream(dataplane, authorization.route, connection.peerAddress, session, 'private');
   if (!stream.ok) {
-    refuse({ code: stream.failure.code, message: stream.failure.message });
+    refuse({ code: stream.failure.rstrmCode, message: stream.failure.message });
     return;
   }
   if (!zeroRtt) writeFrame(session, { type: 'stream_rsp', result: { stream_id: stream.id } });

@@ -2,24 +2,7 @@ import crypto from 'node:crypto';
 import type { Duplex } from 'node:stream';
 import type { PeerMessage, ProxyVerdict, TunnelRoute } from '../threads/messages.js';
 import { ErrorCode, type IpAddress, type RstrmError } from '../protocol/messages.js';
-
-/**
- * What went wrong, for the edge's status mapping and the stream metrics.
- * `adopted`: not a failure of the stream, which now serves the pool of the worker it landed on.
- */
-export type StreamFailureReason = 'refused' | 'timeout' | 'owner_gone' | 'capacity' | 'cancelled' | 'adopted';
-
-/** Why a stream could not be set up; `code` is the rstrm/1 error code a private dial reports. */
-export class StreamFailure extends Error {
-  override name = 'StreamFailure';
-  constructor(
-    readonly reason: StreamFailureReason,
-    readonly code: number,
-    message: string,
-  ) {
-    super(message);
-  }
-}
+import { StreamFailure } from '../errors.js';
 
 export type ProxyConnRequest = Extract<PeerMessage, { type: 'proxy-conn-req' }>;
 

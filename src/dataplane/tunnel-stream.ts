@@ -4,7 +4,7 @@ import type { StreamKind, StreamOutcome } from '../threads/counters.js';
 import { ErrorCode } from '../protocol/messages.js';
 import type { Dataplane } from './dataplane.js';
 import { sourceIpOf } from './source-ip.js';
-import { StreamFailure, type StreamFailureReason } from './streams.js';
+import { StreamFailure, type StreamFailureReason } from '../errors.js';
 
 export type TunnelStream = { ok: true; id: string; proxyEnd: Duplex } | { ok: false; failure: StreamFailure };
 

@@ -1,4 +1,5 @@
 import { decodeMessage, encodeMessage, type Message } from './messages.js';
+import { FrameError } from '../errors.js';
 
 /**
  * rstrm/1 framing (docs/protocol.md#transport-and-framing): a 4-byte big-endian length, then that many bytes of `Message`.
@@ -6,11 +7,6 @@ import { decodeMessage, encodeMessage, type Message } from './messages.js';
  */
 export const MAX_FRAME_LENGTH = 65535;
 const HEADER = 4;
-
-/** The peer broke framing; the connection must be closed without a reply. */
-export class FrameError extends Error {
-  override name = 'FrameError';
-}
 
 /** Header and body in one buffer, so one write puts the whole frame on the socket. */
 export function encodeFrame(message: Message): Buffer {

@@ -1,4 +1,5 @@
-import { DecodeError, ProtoReader, ProtoWriter, WireType } from './wire.js';
+import { ProtoReader, ProtoWriter, WireType } from './wire.js';
+import { DecodeError } from '../errors.js';
 
 /**
  * Every rstrm/1 message (docs/protocol.md; schema in rstrm.proto), as TypeScript types with one encode

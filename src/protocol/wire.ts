@@ -1,3 +1,5 @@
+import { DecodeError } from '../errors.js';
+
 /**
  * Protobuf wire format, the subset rstrm/1 needs: varints, fixed32, length-delimited fields, and
  * skipping whatever a newer peer adds. Used only by messages.ts.
@@ -8,11 +10,6 @@ export const enum WireType {
   Fixed64 = 1,
   LengthDelimited = 2,
   Fixed32 = 5,
-}
-
-/** Bytes that are not a valid protobuf encoding of what was expected. */
-export class DecodeError extends Error {
-  override name = 'DecodeError';
 }
 
 export class ProtoWriter {

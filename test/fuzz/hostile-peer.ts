@@ -1,9 +1,9 @@
 import net from 'node:net';
 import tls from 'node:tls';
-import { FrameDecoder, FrameError } from '../../src/protocol/frame.js';
+import { FrameDecoder } from '../../src/protocol/frame.js';
 import type { Message } from '../../src/protocol/messages.js';
-import { DecodeError } from '../../src/protocol/wire.js';
 import { Wakeups } from '../helpers/wakeups.js';
+import { DecodeError, FrameError } from '../../src/errors.js';
 
 /** How a hostile peer leaves: abruptly, with a clean end of its side, or with a TCP reset. */
 export type Ending = 'destroy' | 'end' | 'reset';

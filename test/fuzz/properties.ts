@@ -1,12 +1,12 @@
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
-import { FrameDecoder, FrameError, MAX_FRAME_LENGTH, encodeFrame } from '../../src/protocol/frame.js';
+import { FrameDecoder, MAX_FRAME_LENGTH, encodeFrame } from '../../src/protocol/frame.js';
 import { decodeMessage, emptyTunnelProperties, encodeMessage, type Message } from '../../src/protocol/messages.js';
-import { DecodeError } from '../../src/protocol/wire.js';
 import { sleep } from '../helpers/engine.js';
 import { HEALTHY_TUNNEL, type FuzzEngine } from './fuzz-engine.js';
 import { HostileConnection, engineFrames, type Ending } from './hostile-peer.js';
 import { anyMessage, chunksOf, cutPoints, flipBits, hostileBody, rstrmProto, wireBytes } from './rstrm-inputs.js';
+import { DecodeError, FrameError } from '../../src/errors.js';
 
 /**
  * The rstrm/1 fuzz properties, shared by `npm test` (test/protocol-fuzz.test.ts, a few cases each)

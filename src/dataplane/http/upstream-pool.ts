@@ -2,13 +2,13 @@ import { setMaxListeners } from 'node:events';
 import type { Duplex } from 'node:stream';
 import type { TunnelRoute } from '../../threads/messages.js';
 import type { Dataplane } from '../dataplane.js';
-import type { StreamFailureReason } from '../streams.js';
 import { RelayedStream } from '../relay.js';
 import { requestStream } from '../tunnel-stream.js';
 import { upstreamTls } from '../upstream-tls.js';
 import type { EdgeError, EdgeErrorReason } from './generated-response.js';
 import { H1Upstream } from './upstream-h1.js';
 import { H2Upstream } from './upstream-h2.js';
+import { type StreamFailureReason } from '../../errors.js';
 
 /** How often idle pooled upstreams are checked against http_idle_seconds. */
 const IDLE_SWEEP_MS = 1000;
