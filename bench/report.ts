@@ -54,19 +54,21 @@ export function writeReports(result: SuiteResult, outDir: string, name?: string)
   const json = path.join(outDir, `${stamp}-${result.host}${name ? `-${name}` : ''}.json`);
   fs.writeFileSync(json, JSON.stringify(result, null, 2) + '\n');
   const charts: string[] = [];
+  // A named run's charts go beside latest.md's, not over them.
+  const chartDir = name ? `charts-${name}` : 'charts';
   for (const scenario of result.scenarios) {
-    const file = path.join(outDir, 'charts', `${scenario.scenario}.svg`);
+    const file = path.join(outDir, chartDir, `${scenario.scenario}.svg`);
     fs.mkdirSync(path.dirname(file), { recursive: true });
     fs.writeFileSync(file, chart(scenario));
     charts.push(file);
   }
   const markdown = path.join(outDir, `${name ?? 'latest'}.md`);
   const benchReadme = path.relative(outDir, path.join(path.dirname(new URL(import.meta.url).pathname), '..', '..', 'bench', 'README.md'));
-  fs.writeFileSync(markdown, renderMarkdown(result, path.basename(json), benchReadme));
+  fs.writeFileSync(markdown, renderMarkdown(result, path.basename(json), benchReadme, chartDir));
   return { json, markdown, charts };
 }
 
-export function renderMarkdown(result: SuiteResult, jsonName: string, benchReadme: string): string {
+export function renderMarkdown(result: SuiteResult, jsonName: string, benchReadme: string, chartDir: string): string {
   const { machine } = result;
   const lines = [
     `# Rivulet benchmark — ${result.mode} run`,
@@ -88,7 +90,7 @@ export function renderMarkdown(result: SuiteResult, jsonName: string, benchReadm
     lines.push('');
   }
   for (const scenario of result.scenarios) {
-    lines.push(`## ${scenario.title}`, '', `![${scenario.scenario}](charts/${scenario.scenario}.svg)`, '');
+    lines.push(`## ${scenario.title}`, '', `![${scenario.scenario}](${chartDir}/${scenario.scenario}.svg)`, '');
     const seriesNames = [...new Set(scenario.rows.flatMap((row) => Object.keys(row.series)))];
     lines.push(`| Case | Metric | ${seriesNames.join(' | ')} |`, `|---|---|${seriesNames.map(() => '---:').join('|')}|`);
     for (const row of scenario.rows) {

@@ -84,8 +84,6 @@ export class ControlPlane {
       case 'close-client':
         this.closeClient(request.client_id, request.reason);
         return { ok: true };
-      case 'authorize-dial':
-        return this.authorizeDial(request);
     }
   }
 
@@ -165,27 +163,6 @@ export class ControlPlane {
     }
     this.closes[reason]++;
     this.log.info({ client_id: clientId, reason }, 'client disconnected');
-  }
-
-  private async authorizeDial(
-    request: Extract<ControlRequest, { type: 'authorize-dial' }>,
-  ): Promise<ControlReply<'authorize-dial'>> {
-    const check = await this.verifier.verify(request.token);
-    if (!check.ok) {
-      this.log.debug({ target: request.target, reason: check.reason }, 'private dial refused: bad token');
-      return refuse(ErrorCode.Unauthorized, `invalid token: ${check.reason}`);
-    }
-    if (!allows(check.identity, PERMISSIONS.streamsCreateDelete)) {
-      return refuse(ErrorCode.Unauthorized, `permission denied: ${PERMISSIONS.streamsCreateDelete} required`);
-    }
-    if (request.datagram_channel) return refuse(ErrorCode.FeatureNotAvailable, 'feature not available: datagram_channel');
-    if (request.target === '') return refuse(ErrorCode.InvalidRequest, 'tunnel_id_name is required');
-    const tunnel = this.registry.resolve(request.target);
-    if (!tunnel || tunnel.properties.publish !== false) {
-      return refuse(ErrorCode.TunnelNotFound, `tunnel "${request.target}" not found`);
-    }
-    if (this.shuttingDown) return refuse(ErrorCode.ServiceUnavailable, 'engine is shutting down');
-    return { ok: true, route: this.routeOf(tunnel) };
   }
 
   private routeOf(tunnel: TunnelRecord): TunnelRoute {

@@ -2,6 +2,7 @@ import net from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { DataplaneSettings, PeerMessage, ProxyVerdict, TunnelRoute } from '../threads/messages.js';
 import { ipv4FromMapped, parseCidr } from '../net/ip.js';
+import { TokenVerifier } from '../auth/tokens.js';
 import type { Logger } from '../log.js';
 import type { CounterRow } from '../threads/counters.js';
 import type { StreamSlots } from '../threads/stream-slots.js';
@@ -24,6 +25,12 @@ const VERDICT_TIMEOUT_MS = 10_000;
 export class Dataplane {
   readonly routes = new Map<string, TunnelRoute>();
   private readonly routesByHostname = new Map<string, TunnelRoute>();
+  /** Tunnels by lowercased name, for private dials (names are unique engine-wide, compared without case). */
+  private readonly routesByName = new Map<string, TunnelRoute>();
+  /** Checks the tokens of private dials here, without asking the main thread. */
+  readonly verifier: TokenVerifier;
+  /** Set at shutdown: no new stream is authorised. */
+  shuttingDown = false;
   /** trusted_ips of published tunnels that have them, as lookup structures. */
   private readonly allowLists = new Map<string, net.BlockList>();
   readonly channels = new Map<string, ControlChannel>();
@@ -44,6 +51,7 @@ export class Dataplane {
     private readonly streamSlots: StreamSlots,
     readonly log: Logger,
   ) {
+    this.verifier = new TokenVerifier(settings.tokenSecret);
     this.peers = new PeerLinks((from, message) => this.onPeerMessage(from, message));
     this.meter = new StreamMeter(counters);
     this.relays = new RelayHub((peer, message, transfer) => this.peers.send(peer, message, transfer), counters);
@@ -60,6 +68,7 @@ export class Dataplane {
     this.routes.set(route.tunnel_id, route);
     const hostname = route.properties.hostname;
     if (hostname) this.routesByHostname.set(hostname, route);
+    if (route.properties.name) this.routesByName.set(route.properties.name.toLowerCase(), route);
     if (route.properties.trusted_ips.length > 0) this.allowLists.set(route.tunnel_id, allowList(route.properties.trusted_ips));
   }
 
@@ -67,6 +76,7 @@ export class Dataplane {
     const route = this.routes.get(tunnelId);
     this.routes.delete(tunnelId);
     if (route?.properties.hostname) this.routesByHostname.delete(route.properties.hostname);
+    if (route?.properties.name) this.routesByName.delete(route.properties.name.toLowerCase());
     this.allowLists.delete(tunnelId);
     this.streams.failTunnel(tunnelId);
     for (const listener of this.routeRemovedListeners) listener(tunnelId);
@@ -128,6 +138,15 @@ export class Dataplane {
     return this.routesByHostname.get(hostname);
   }
 
+  /** The live tunnel with this id or name (a name compared without case), read as routeForHostname does. */
+  routeForTunnel(idOrName: string): TunnelRoute | undefined {
+    const find = (): TunnelRoute | undefined => this.routes.get(idOrName) ?? this.routesByName.get(idOrName.toLowerCase());
+    const route = find();
+    if (route) return route;
+    this.readQueuedMessages();
+    return find();
+  }
+
   /** Set by the worker: handles, now and in order, the main thread's messages not yet delivered. */
   readQueuedMessages: () => void = () => {};
 
@@ -182,8 +201,9 @@ export class Dataplane {
     else this.peers.send(worker, { type: 'stream-refused', stream_id: streamId, reason, error });
   }
 
-  /** Graceful shutdown: every control channel here says goodbye to its agent. */
+  /** Graceful shutdown: no new stream is authorised, and every control channel here says goodbye to its agent. */
   shutdownChannels(): void {
+    this.shuttingDown = true;
     for (const channel of [...this.channels.values()]) channel.shutdown();
   }
 

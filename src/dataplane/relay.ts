@@ -72,8 +72,9 @@ export class RelayedStream extends Duplex {
   override _write(chunk: Buffer, _encoding: BufferEncoding, done: (error?: Error | null) => void): void {
     // A copy of exactly these bytes, transferred: cloning the Buffer would copy its whole backing store.
     const bytes = new Uint8Array(chunk);
-    this.send({ type: 'relay-data', stream_id: this.streamId, chunk: bytes }, [bytes.buffer]); // detaches `bytes`
+    // Counted first: the peer may pass these bytes on, and someone read the counters, before this thread runs again.
     this.countSent(chunk.length);
+    this.send({ type: 'relay-data', stream_id: this.streamId, chunk: bytes }, [bytes.buffer]); // detaches `bytes`
     this.bytesWritten += chunk.length;
     this.inFlight += chunk.length;
     if (this.inFlight < RELAY_WINDOW_BYTES) done();

@@ -8,6 +8,7 @@ import type { Dataplane, Verdict } from './dataplane.js';
 import { endSoon, splice } from '../net/splice.js';
 import { openTunnelStream } from './tunnel-stream.js';
 import { VERSION } from '../version.js';
+import { authorizeDial } from './dial-authorization.js';
 
 /** The first frame must arrive within 10 s of the handshake (docs/protocol.md#transport-and-framing). */
 const FIRST_FRAME_TIMEOUT_MS = 10_000;
@@ -215,12 +216,7 @@ async function servePrivateDial(dataplane: Dataplane, connection: RstrmConnectio
     if (zeroRtt) connection.raw.resetAndDestroy();
     else refuseAndEnd(session, { type: 'stream_rsp', result: { error } });
   };
-  const authorization = await dataplane.link
-    .call('authorize-dial', {
-      token: request.client_details?.token,
-      target: request.tunnel_id_name,
-      datagram_channel: request.datagram_channel === true,
-    });
+  const authorization = await authorizeDial(dataplane, request);
   if (!authorization.ok) {
     refuse(authorization.error);
     return;

@@ -94,10 +94,6 @@ export interface ControlCalls {
   };
   'close-tunnel': { request: { client_id: string; tunnel_id: string }; reply: CallResult };
   'close-client': { request: { client_id: string; reason: CloseReason }; reply: CallResult };
-  'authorize-dial': {
-    request: { token: string | undefined; target: string; datagram_channel: boolean };
-    reply: CallResult<{ route: TunnelRoute }>;
-  };
 }
 
 /** The reply to a control call the control plane could not answer (it threw, or was too slow). */
