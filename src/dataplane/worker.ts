@@ -2,7 +2,7 @@ import type net from 'node:net';
 import { receiveMessageOnPort } from 'node:worker_threads';
 import { CertCheckGate } from '../threads/cert-check-gate.js';
 import type { MainToWorker, WorkerExit, WorkerTask, WorkerToMain } from '../threads/messages.js';
-import { createLogger } from '../log.js';
+import { createLogger, type Logger } from '../log.js';
 import { ConnectionCensus, CounterRow } from '../threads/counters.js';
 import { StreamSlots } from '../threads/stream-slots.js';
 import { ConnectionAcceptor } from './acceptor.js';
@@ -12,21 +12,42 @@ import { Dataplane } from './dataplane.js';
 import { openAffinityListener, openListener, type WorkerListener } from './listener.js';
 import { WorkerCertificates } from './worker-certificates.js';
 
+/** What one worker runs: built from its task, before it listens. */
+interface WorkerParts {
+  log: Logger;
+  post: (message: WorkerToMain) => void;
+  certificates: WorkerCertificates;
+  link: ControlLink;
+  dataplane: Dataplane;
+  acceptor: ConnectionAcceptor;
+  stopLoopDelay: () => void;
+}
+
+/** Its listening sockets: the shared TLS port and, with affinity, its own port. */
+interface WorkerListeners {
+  listener: WorkerListener;
+  affinity: net.Server | undefined;
+}
+
 /**
  * A data-plane worker: one long-lived piscina task per thread. It accepts on the TLS listener and
  * owns its connections until the main thread asks it to shut down; the task then resolves.
  */
 export default async function runWorker(task: WorkerTask): Promise<WorkerExit> {
+  const parts = buildWorker(task);
+  const listeners = await openListeners(task, parts);
+  if ('outcome' in listeners) return listeners;
+  parts.post({ type: 'listening', port: listeners.listener.port, fd: listeners.listener.fd });
+  parts.log.debug({ strategy: task.listen.strategy, port: listeners.listener.port }, 'worker accepting');
+  return serveUntilDrained(task, parts, listeners);
+}
+
+function buildWorker(task: WorkerTask): WorkerParts {
   const { port, workerIndex } = task;
   const log = createLogger(task.logLevel, { worker: workerIndex });
   const post = (message: WorkerToMain): void => port.postMessage(message);
   const ticketKeys = Buffer.from(task.ticketKeys);
-  const certificates = new WorkerCertificates(
-    task.certificate,
-    ticketKeys,
-    new CertCheckGate(task.certCheckGate),
-    post,
-  );
+  const certificates = new WorkerCertificates(task.certificate, ticketKeys, new CertCheckGate(task.certCheckGate), post);
   const link = new ControlLink(port, log);
   const counters = new CounterRow(task.counters, workerIndex);
   const stopLoopDelay = publishLoopDelay(counters);
@@ -42,25 +63,33 @@ export default async function runWorker(task: WorkerTask): Promise<WorkerExit> {
     dataplane,
     log,
   });
-  const affinity = task.dataplane.affinity;
-  let affinityListener: net.Server | undefined;
-  let listener: WorkerListener;
+  return { log, post, certificates, link, dataplane, acceptor, stopLoopDelay };
+}
+
+/** Binds the affinity port (if any), then the TLS listener; a failure is the task's typed exit. */
+async function openListeners(task: WorkerTask, parts: WorkerParts): Promise<WorkerListeners | WorkerExit> {
+  const { workerIndex } = task;
+  const affinityPlan = task.dataplane.affinity;
+  let affinity: net.Server | undefined;
   try {
-    if (affinity) affinityListener = await openAffinityListener(affinity.host, affinity.portBase + workerIndex, acceptor.acceptAffinity);
+    if (affinityPlan) affinity = await openAffinityListener(affinityPlan.host, affinityPlan.portBase + workerIndex, parts.acceptor.acceptAffinity);
   } catch (error) {
-    stopLoopDelay();
-    return listenFailed(workerIndex, 'affinity', affinity!.portBase + workerIndex, error);
+    parts.stopLoopDelay();
+    return listenFailed(workerIndex, 'affinity', affinityPlan!.portBase + workerIndex, error);
   }
   try {
-    listener = await openListener(task.listen, acceptor.accept);
+    return { listener: await openListener(task.listen, parts.acceptor.accept), affinity };
   } catch (error) {
-    stopLoopDelay();
-    affinityListener?.close();
+    parts.stopLoopDelay();
+    affinity?.close();
     return listenFailed(workerIndex, 'tls', task.listen.strategy === 'shared-fd-attach' ? 0 : task.listen.port, error);
   }
-  post({ type: 'listening', port: listener.port, fd: listener.fd });
-  log.debug({ strategy: task.listen.strategy, port: listener.port }, 'worker accepting');
+}
 
+/** Handles the main thread's messages until shutdown has drained this worker's connections. */
+function serveUntilDrained(task: WorkerTask, parts: WorkerParts, listeners: WorkerListeners): Promise<WorkerExit> {
+  const { port, workerIndex } = task;
+  const { certificates, link, dataplane, acceptor } = parts;
   let drainDeadline = Date.now();
   return new Promise<WorkerExit>((resolve) => {
     const onMessage = (message: MainToWorker): void => {
@@ -88,16 +117,16 @@ export default async function runWorker(task: WorkerTask): Promise<WorkerExit> {
           return;
         case 'shutdown':
           acceptor.stopDispatching();
-          affinityListener?.close();
+          listeners.affinity?.close();
           drainDeadline = message.deadline;
-          post({ type: 'draining' });
+          parts.post({ type: 'draining' });
           dataplane.shutdownChannels();
           return;
         case 'close-listener':
-          // Only after every worker stopped dispatching (see listener.ts); then drain and finish.
-          listener.close();
+          // Only after every worker stopped dispatching (threads/listener-strategy.ts); then drain and finish.
+          listeners.listener.close();
           void acceptor.drain(drainDeadline).then((connectionsCut) => {
-            stopLoopDelay();
+            parts.stopLoopDelay();
             resolve({ outcome: 'drained', workerIndex, connectionsCut });
           });
           return;
