@@ -1,4 +1,5 @@
 import type { Readable, Writable } from 'node:stream';
+import type { TLSSocket } from 'node:tls';
 import { FrameDecoder, encodeFrame } from '../protocol/frame.js';
 import type { MessageOf } from '../protocol/messages.js';
 import { clientDetails } from './control-client.js';
@@ -21,7 +22,7 @@ export interface DialOptions {
  * Resolves with the exit status.
  */
 export async function runDial(options: DialOptions): Promise<number> {
-  let socket;
+  let socket: TLSSocket;
   try {
     socket = await connectEngine(options.engine);
   } catch (error) {
@@ -37,36 +38,49 @@ export async function runDial(options: DialOptions): Promise<number> {
     }),
   );
   if (!options.zeroRtt) {
-    const decoder = new FrameDecoder();
-    const reply = await new Promise<MessageOf<'stream_rsp'> | Error>((resolve) => {
-      const onData = (chunk: Buffer): void => {
-        decoder.push(chunk);
-        try {
-          const message = decoder.next();
-          if (!message) return;
-          socket.off('data', onData);
-          socket.pause();
-          resolve(message.type === 'stream_rsp' ? message : new Error(`unexpected ${message.type}`));
-        } catch (error) {
-          resolve(error as Error);
-        }
-      };
-      socket.on('data', onData);
-      socket.once('close', () => resolve(new Error('engine closed the connection')));
-    });
-    if (reply instanceof Error) {
-      options.printError(`dial failed: ${reply.message}`);
+    const refusal = await streamRefusal(socket);
+    if (refusal !== undefined) {
+      options.printError(`dial failed: ${refusal}`);
       socket.destroy();
       return 1;
     }
-    if ('error' in reply.result) {
-      options.printError(`dial failed: ${reply.result.error.message ?? 'error'} (code ${reply.result.error.code})`);
-      socket.destroy();
-      return 1;
-    }
-    const early = decoder.takeRemainder();
-    if (early.length > 0) socket.unshift(early);
   }
+  return relay(socket, options);
+}
+
+/** Waits for the StreamRsp: why the stream was refused, or undefined once it is open. */
+async function streamRefusal(socket: TLSSocket): Promise<string | undefined> {
+  const decoder = new FrameDecoder();
+  const reply = await readStreamRsp(socket, decoder);
+  if (reply instanceof Error) return reply.message;
+  if ('error' in reply.result) return `${reply.result.error.message ?? 'error'} (code ${reply.result.error.code})`;
+  // Bytes the remote sent right after the StreamRsp are the stream's first.
+  const early = decoder.takeRemainder();
+  if (early.length > 0) socket.unshift(early);
+  return undefined;
+}
+
+function readStreamRsp(socket: TLSSocket, decoder: FrameDecoder): Promise<MessageOf<'stream_rsp'> | Error> {
+  return new Promise((resolve) => {
+    const onData = (chunk: Buffer): void => {
+      decoder.push(chunk);
+      try {
+        const message = decoder.next();
+        if (!message) return;
+        socket.off('data', onData);
+        socket.pause();
+        resolve(message.type === 'stream_rsp' ? message : new Error(`unexpected ${message.type}`));
+      } catch (error) {
+        resolve(error as Error);
+      }
+    };
+    socket.on('data', onData);
+    socket.once('close', () => resolve(new Error('engine closed the connection')));
+  });
+}
+
+/** Copies input to the stream and the stream to output until the stream closes; resolves with the exit status. */
+function relay(socket: TLSSocket, options: DialOptions): Promise<number> {
   return new Promise((resolve) => {
     let status = 0;
     let received = 0;

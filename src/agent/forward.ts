@@ -93,17 +93,7 @@ async function serveOnce(options: ForwardOptions, report: (status: Status) => vo
   }
   const { client } = opened;
   report({ status: 'connected' });
-  forwarder = new StreamForwarder({
-    client,
-    engine: options.engine,
-    token: options.token,
-    target: options.target,
-    knowsTunnel: (tunnelId) => tunnels.has(tunnelId),
-    onConnection: (sourceIp) => {
-      if (options.output === 'text') options.print(`connection from ${sourceIp}`);
-    },
-    onTargetFailure: (reason) => targetFailures.failed(reason),
-  });
+  forwarder = targetForwarder(client, options, tunnels, targetFailures);
   let tunnel: TunnelProperties;
   try {
     tunnel = await client.openTunnel(options.properties);
@@ -133,6 +123,21 @@ async function serveOnce(options: ForwardOptions, report: (status: Status) => vo
   await client.close([]);
   report({ status: 'disconnected' });
   return 'lost';
+}
+
+/** Carries the engine's proxy connections for our tunnels to the local target. */
+function targetForwarder(client: ControlClient, options: ForwardOptions, tunnels: ReadonlySet<string>, targetFailures: TargetFailureReport): StreamForwarder {
+  return new StreamForwarder({
+    client,
+    engine: options.engine,
+    token: options.token,
+    target: options.target,
+    knowsTunnel: (tunnelId) => tunnels.has(tunnelId),
+    onConnection: (sourceIp) => {
+      if (options.output === 'text') options.print(`connection from ${sourceIp}`);
+    },
+    onTargetFailure: (reason) => targetFailures.failed(reason),
+  });
 }
 
 /** How official clients show a tunnel. */

@@ -38,6 +38,11 @@ interface ForwardFlags extends TargetFlags {
 }
 
 export function addAgentCommands(program: Command): void {
+  addForwardCommand(program);
+  addNcCommand(program);
+}
+
+function addForwardCommand(program: Command): void {
   const forward = withTargetOptions(
     program
       .command('forward')
@@ -86,7 +91,9 @@ export function addAgentCommands(program: Command): void {
     'rivulet forward 8080 --host web --token-auth  # https://web.t.<engine host>, a token on every request',
     'rivulet forward 5432 --no-publish --name db   # private: dial it with rivulet nc db',
   ]);
+}
 
+function addNcCommand(program: Command): void {
   const nc = withTargetOptions(
     program
       .command('nc')

@@ -3,7 +3,7 @@ import { buildConfig, readConfigFile, type LoadedConfig } from '../config/load.j
 import { prepareDevProfile, DEV_DIRECTORY, type DevProfile } from '../config/dev-profile.js';
 import { loadCertificatePair } from '../certs/certificate-pair.js';
 import { startEngine, type RunningEngine } from '../engine.js';
-import { createLogger } from '../log.js';
+import { createLogger, type Logger } from '../log.js';
 import { RivuletError } from '../errors.js';
 
 export interface EngineCommandOptions {
@@ -13,21 +13,7 @@ export interface EngineCommandOptions {
 
 /** `rivulet engine`: load and validate the config, start the engine, stop it on SIGTERM/SIGINT. */
 export async function runEngineCommand(options: EngineCommandOptions): Promise<void> {
-  const file = options.config ?? process.env.RSTREAM_ENGINE_CONFIG;
-  let loaded: LoadedConfig;
-  let devProfile: DevProfile | undefined;
-  try {
-    if (file) loaded = buildConfig(readConfigFile(file), process.env);
-    else {
-      devProfile = await prepareDevProfile(process.cwd(), process.env);
-      loaded = buildConfig(devProfile.tree, process.env);
-    }
-    if (options.check) {
-      await loadCertificatePair(loaded.config.certs.static.cert_file, loaded.config.certs.static.key_file);
-    }
-  } catch (error) {
-    exitWithStartupError(error);
-  }
+  const { loaded, devProfile } = await loadConfig(options);
   if (options.check) {
     for (const warning of loaded.warnings) process.stderr.write(`warning: ${warning}\n`);
     process.stdout.write('config ok\n');
@@ -46,9 +32,50 @@ export async function runEngineCommand(options: EngineCommandOptions): Promise<v
     log.fatal(reason);
     process.exit(1);
   };
-  // Handlers go in before startup so a signal that arrives while workers start is not fatal.
+  const shutdown = stopOnSignals(log, fatal);
+  let engine: RunningEngine;
+  try {
+    engine = await startEngine(config, log, fatal);
+  } catch (error) {
+    exitWithStartupError(error);
+  }
+  if (shutdown.started(engine)) return;
+  if (devProfile) logNextSteps(log, devProfile, engine.publicPort);
+}
+
+/** The config file (option or RSTREAM_ENGINE_CONFIG), or else the development profile; with --check, its certificate too. */
+async function loadConfig(options: EngineCommandOptions): Promise<{ loaded: LoadedConfig; devProfile: DevProfile | undefined }> {
+  const file = options.config ?? process.env.RSTREAM_ENGINE_CONFIG;
+  let loaded: LoadedConfig;
+  let devProfile: DevProfile | undefined;
+  try {
+    if (file) loaded = buildConfig(readConfigFile(file), process.env);
+    else {
+      devProfile = await prepareDevProfile(process.cwd(), process.env);
+      loaded = buildConfig(devProfile.tree, process.env);
+    }
+    if (options.check) {
+      await loadCertificatePair(loaded.config.certs.static.cert_file, loaded.config.certs.static.key_file);
+    }
+  } catch (error) {
+    exitWithStartupError(error);
+  }
+  return { loaded, devProfile };
+}
+
+/**
+ * SIGTERM/SIGINT shut the engine down; a second one exits at once. The handlers go in before startup so
+ * that a signal arriving while workers start is not fatal: the engine stops as soon as it is `started`.
+ */
+function stopOnSignals(log: Logger, fatal: (reason: string) => void): { started(engine: RunningEngine): boolean } {
   let engine: RunningEngine | undefined;
   let signals = 0;
+  const stop = (running: RunningEngine): void => {
+    running.shutdown().then(
+      () => process.exit(0),
+      (error: Error) => fatal(`shutdown failed: ${error.message}`),
+    );
+  };
   const onSignal = (signal: NodeJS.Signals): void => {
     signals++;
     if (signals > 1) {
@@ -58,40 +85,32 @@ export async function runEngineCommand(options: EngineCommandOptions): Promise<v
     log.info({ signal }, 'signal received');
     if (engine) stop(engine);
   };
-  const stop = (running: RunningEngine): void => {
-    running.shutdown().then(
-      () => process.exit(0),
-      (error: Error) => fatal(`shutdown failed: ${error.message}`),
-    );
-  };
   process.on('SIGTERM', onSignal);
   process.on('SIGINT', onSignal);
+  return {
+    /** Returns true when a signal came during startup: the engine is then stopping. */
+    started(running) {
+      engine = running;
+      if (signals === 0) return false;
+      stop(running);
+      return true;
+    },
+  };
+}
 
-  try {
-    engine = await startEngine(config, log, fatal);
-  } catch (error) {
-    exitWithStartupError(error);
-  }
-  if (signals > 0) {
-    stop(engine);
-    return;
-  }
-
-  if (devProfile) {
-    // Absolute paths: the lines work pasted into a shell in any directory (README's quick start).
-    const ca = path.resolve(devProfile.caFile);
-    const secret = path.resolve(devProfile.secretFile);
-    const port = engine.publicPort;
-    log.info(
-      {
-        ca_file: ca,
-        mint_token: `rivulet token mint --secret-file ${secret}`,
-        publish: `RSTREAM_ENGINE=localhost:${port} NODE_EXTRA_CA_CERTS=${ca} RSTREAM_AUTHENTICATION_TOKEN=$(rivulet token mint --secret-file ${secret}) rivulet forward 3000`,
-        check: `curl --cacert ${ca} https://localhost:${port}/api/openapi.json`,
-      },
-      `next steps: publish localhost:3000 with the "publish" command; trust ${ca} in curl or a browser`,
-    );
-  }
+function logNextSteps(log: Logger, devProfile: DevProfile, port: number): void {
+  // Absolute paths: the lines work pasted into a shell in any directory (README's quick start).
+  const ca = path.resolve(devProfile.caFile);
+  const secret = path.resolve(devProfile.secretFile);
+  log.info(
+    {
+      ca_file: ca,
+      mint_token: `rivulet token mint --secret-file ${secret}`,
+      publish: `RSTREAM_ENGINE=localhost:${port} NODE_EXTRA_CA_CERTS=${ca} RSTREAM_AUTHENTICATION_TOKEN=$(rivulet token mint --secret-file ${secret}) rivulet forward 3000`,
+      check: `curl --cacert ${ca} https://localhost:${port}/api/openapi.json`,
+    },
+    `next steps: publish localhost:3000 with the "publish" command; trust ${ca} in curl or a browser`,
+  );
 }
 
 function exitWithStartupError(error: unknown): never {

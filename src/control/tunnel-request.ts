@@ -67,8 +67,25 @@ export function acceptTunnelRequest(request: TunnelProperties, context: TunnelRe
 function accept(p: TunnelProperties, context: TunnelRequestContext): AcceptedTunnel {
   const publish = p.publish !== false;
   const upstreamTls = p.upstream_tls ?? p.http_use_tls;
+  checkScope(p, publish, upstreamTls);
+  checkFieldValues(p);
+  // Consistency, second part: the fields that the tunnel's kind allows.
+  const protocol = p.protocol === 'http' || p.protocol === 'tls' ? p.protocol : publish ? 'http' : undefined;
+  if (!publish) checkPrivateTunnel(p);
+  else if (protocol === 'http') checkHttpTunnel(p, upstreamTls);
+  else checkTlsTunnel(p, upstreamTls);
 
-  // Scope: FEATURE_NOT_AVAILABLE, in this order.
+  // Allocation: name, then hostname.
+  if (set.text(p.name) && context.nameTaken(p.name.toLowerCase())) {
+    invalid(`name "${p.name}" is already used by another live tunnel`);
+  }
+  const hostname = publish ? allocateHostname(p, context) : undefined;
+  const tunnel: Omit<AcceptedTunnel, 'properties'> = { publish, protocol, hostname };
+  return { properties: acceptedProperties(p, tunnel, upstreamTls, context.publicPort), ...tunnel };
+}
+
+/** Scope: FEATURE_NOT_AVAILABLE, in this order. */
+function checkScope(p: TunnelProperties, publish: boolean, upstreamTls: boolean | undefined): void {
   if (p.type === 'datagram') unavailable('type=datagram');
   if (set.text(p.protocol) && UNAVAILABLE_PROTOCOLS.has(p.protocol)) unavailable(`protocol=${p.protocol}`);
   if (p.port) unavailable(`port=${p.port}`);
@@ -79,8 +96,10 @@ function accept(p: TunnelProperties, context: TunnelRequestContext): AcceptedTun
   if (set.bool(p.mtls_auth) || set.text(p.mtls_cacert_pem)) unavailable('mtls_auth');
   if (set.bool(p.datagram_guaranteed_delivery)) unavailable('datagram_guaranteed_delivery');
   if (!publish && upstreamTls === true) unavailable('upstream_tls');
+}
 
-  // Consistency: INVALID_REQUEST.
+/** Consistency (INVALID_REQUEST), first part: each field's own value, whatever the tunnel's kind. */
+function checkFieldValues(p: TunnelProperties): void {
   if (set.text(p.type) && p.type !== 'bytestream') invalid(`invalid type "${p.type}"`);
   if (set.text(p.protocol) && p.protocol !== 'http' && p.protocol !== 'tls') invalid(`invalid protocol "${p.protocol}"`);
   if (set.text(p.tls_mode) && !TLS_MODES.has(p.tls_mode)) invalid(`invalid tls_mode "${p.tls_mode}"`);
@@ -96,59 +115,64 @@ function accept(p: TunnelProperties, context: TunnelRequestContext): AcceptedTun
   if (set.text(p.hostname) && set.text(p.host) && p.hostname !== p.host) invalid('hostname and host disagree');
   if (p.name !== undefined && p.name !== '' && !NAME.test(p.name)) invalid(`invalid name "${p.name}"`);
   checkLabels(p.labels);
+}
 
-  const protocol = p.protocol === 'http' || p.protocol === 'tls' ? p.protocol : publish ? 'http' : undefined;
-  if (!publish) {
-    const forbidden: Array<[string, boolean]> = [
-      ['hostname', set.text(p.hostname) || set.text(p.host)],
-      ['trusted_ips', set.list(p.trusted_ips)],
-      ['token_auth', set.bool(p.token_auth)],
-      ['http_version', set.text(p.http_version)],
-      ['tls_mode', set.text(p.tls_mode)],
-      ['tls_alpns', set.list(p.tls_alpns)],
-      ['tls_min_version', set.text(p.tls_min_version)],
-      ['tls_ciphers', set.list(p.tls_ciphers)],
-    ];
-    for (const [field, present] of forbidden) if (present) invalid(`${field} is not allowed on a private tunnel`);
-  } else if (protocol === 'http') {
+function checkPrivateTunnel(p: TunnelProperties): void {
+  const forbidden: Array<[string, boolean]> = [
+    ['hostname', set.text(p.hostname) || set.text(p.host)],
+    ['trusted_ips', set.list(p.trusted_ips)],
+    ['token_auth', set.bool(p.token_auth)],
+    ['http_version', set.text(p.http_version)],
+    ['tls_mode', set.text(p.tls_mode)],
+    ['tls_alpns', set.list(p.tls_alpns)],
+    ['tls_min_version', set.text(p.tls_min_version)],
+    ['tls_ciphers', set.list(p.tls_ciphers)],
+  ];
+  for (const [field, present] of forbidden) if (present) invalid(`${field} is not allowed on a private tunnel`);
+}
+
+function checkHttpTunnel(p: TunnelProperties, upstreamTls: boolean | undefined): void {
+  for (const [field, present] of [
+    ['tls_mode', set.text(p.tls_mode)],
+    ['tls_alpns', set.list(p.tls_alpns)],
+    ['tls_min_version', set.text(p.tls_min_version)],
+    ['tls_ciphers', set.list(p.tls_ciphers)],
+  ] as const) {
+    if (present) invalid(`${field} requires protocol tls`);
+  }
+  if (p.http_version === 'h2') invalid('http_version "h2" is not supported: use h2c, or upstream_tls for h2 over TLS');
+  if (set.text(p.http_version) && upstreamTls === true) invalid('http_version cannot be set with upstream_tls (ALPN decides)');
+  checkTrustedIps(p.trusted_ips);
+}
+
+function checkTlsTunnel(p: TunnelProperties, upstreamTls: boolean | undefined): void {
+  if (set.text(p.http_version)) invalid('http_version requires protocol http');
+  if (set.bool(p.token_auth)) invalid('token_auth requires protocol http');
+  if (p.tls_mode === 'passthrough') {
     for (const [field, present] of [
-      ['tls_mode', set.text(p.tls_mode)],
-      ['tls_alpns', set.list(p.tls_alpns)],
+      ['upstream_tls', upstreamTls === true],
       ['tls_min_version', set.text(p.tls_min_version)],
       ['tls_ciphers', set.list(p.tls_ciphers)],
+      ['tls_alpns', set.list(p.tls_alpns)],
     ] as const) {
-      if (present) invalid(`${field} requires protocol tls`);
+      if (present) invalid(`${field} is not allowed with tls_mode passthrough`);
     }
-    if (p.http_version === 'h2') invalid('http_version "h2" is not supported: use h2c, or upstream_tls for h2 over TLS');
-    if (set.text(p.http_version) && upstreamTls === true) invalid('http_version cannot be set with upstream_tls (ALPN decides)');
-    checkTrustedIps(p.trusted_ips);
-  } else {
-    if (set.text(p.http_version)) invalid('http_version requires protocol http');
-    if (set.bool(p.token_auth)) invalid('token_auth requires protocol http');
-    if (p.tls_mode === 'passthrough') {
-      for (const [field, present] of [
-        ['upstream_tls', upstreamTls === true],
-        ['tls_min_version', set.text(p.tls_min_version)],
-        ['tls_ciphers', set.list(p.tls_ciphers)],
-        ['tls_alpns', set.list(p.tls_alpns)],
-      ] as const) {
-        if (present) invalid(`${field} is not allowed with tls_mode passthrough`);
-      }
-    }
-    for (const cipher of p.tls_ciphers) if (!opensslCipherName(cipher)) invalid(`unknown tls cipher "${cipher}"`);
-    if (p.tls_alpns.length > 16) invalid('tls_alpns: at most 16 entries');
-    for (const alpn of p.tls_alpns) {
-      if (!/^[\x21-\x7e]{1,255}$/.test(alpn)) invalid(`invalid tls_alpns entry "${alpn}"`);
-    }
-    checkTrustedIps(p.trusted_ips);
   }
-
-  // Allocation: name, then hostname.
-  if (set.text(p.name) && context.nameTaken(p.name.toLowerCase())) {
-    invalid(`name "${p.name}" is already used by another live tunnel`);
+  for (const cipher of p.tls_ciphers) if (!opensslCipherName(cipher)) invalid(`unknown tls cipher "${cipher}"`);
+  if (p.tls_alpns.length > 16) invalid('tls_alpns: at most 16 entries');
+  for (const alpn of p.tls_alpns) {
+    if (!/^[\x21-\x7e]{1,255}$/.test(alpn)) invalid(`invalid tls_alpns entry "${alpn}"`);
   }
-  const hostname = publish ? allocateHostname(p, context) : undefined;
+  checkTrustedIps(p.trusted_ips);
+}
 
+/** The request, validated, with the engine's defaults and allocated hostname filled in. */
+function acceptedProperties(
+  p: TunnelProperties,
+  { publish, protocol, hostname }: Omit<AcceptedTunnel, 'properties'>,
+  upstreamTls: boolean | undefined,
+  publicPort: number,
+): TunnelProperties {
   const properties: TunnelProperties = {
     labels: { ...p.labels },
     geoip: [],
@@ -173,9 +197,9 @@ function accept(p: TunnelProperties, context: TunnelRequestContext): AcceptedTun
   if (hostname) {
     properties.hostname = hostname;
     properties.host = hostname;
-    properties.port = context.publicPort;
+    properties.port = publicPort;
   }
-  return { properties, publish, protocol, hostname };
+  return properties;
 }
 
 function allocateHostname(p: TunnelProperties, context: TunnelRequestContext): string {

@@ -25,6 +25,15 @@ export interface MetricSources {
 }
 
 type Sample = [labels: LabelValues<string>, value: number];
+type Samples = () => Iterable<Sample>;
+
+/** Declares metrics whose values are read when scraped. */
+interface ScrapedMetrics {
+  counter: (name: string, help: string, labelNames: string[], samples: Samples) => void;
+  gauge: (name: string, help: string, labelNames: string[], samples: Samples) => void;
+  /** The sum of the workers' counter rows, the same for every metric of one scrape. */
+  totals: () => CounterValues;
+}
 
 /**
  * The engine's one prom-client registry, in the main thread. Nothing is counted per
@@ -34,22 +43,33 @@ type Sample = [labels: LabelValues<string>, value: number];
  */
 export function buildMetricsRegistry(sources: MetricSources): Registry {
   const registry = new Registry();
-  const registers = [registry];
   collectDefaultMetrics({ register: registry, prefix: 'rivulet_' });
   // Gauges named like counters (promtool rejects them); the same figures remain, by type, without `_total`.
   for (const kind of ['handles', 'requests', 'resources']) registry.removeSingleMetric(`rivulet_nodejs_active_${kind}_total`);
 
+  const metrics = scrapedMetrics(registry, sources.counters);
+  metrics.gauge('rivulet_build_info', 'Rivulet build; always 1', ['version'], () => [[{ version: VERSION }, 1]]);
+  addControlPlaneMetrics(metrics, sources.control);
+  addStreamMetrics(metrics);
+  addEdgeMetrics(metrics);
+  addWorkerMetrics(metrics, sources.counters);
+  addCertificateMetrics(metrics, sources.certificates);
+  addApiMetrics(metrics, sources);
+  return registry;
+}
+
+function scrapedMetrics(registry: Registry, counters: CounterTable): ScrapedMetrics {
+  const registers = [registry];
   // One consistent sum of the workers' rows per scrape (prom-client collects every metric in one turn).
   let scrapeTotals: CounterValues | undefined;
   const totals = (): CounterValues => {
     if (!scrapeTotals) {
-      scrapeTotals = sources.counters.totals();
+      scrapeTotals = counters.totals();
       setImmediate(() => (scrapeTotals = undefined));
     }
     return scrapeTotals;
   };
-
-  const counter = (name: string, help: string, labelNames: string[], samples: () => Iterable<Sample>): void => {
+  const counter = (name: string, help: string, labelNames: string[], samples: Samples): void => {
     new Counter({
       name,
       help,
@@ -61,7 +81,7 @@ export function buildMetricsRegistry(sources: MetricSources): Registry {
       },
     });
   };
-  const gauge = (name: string, help: string, labelNames: string[], samples: () => Iterable<Sample>): void => {
+  const gauge = (name: string, help: string, labelNames: string[], samples: Samples): void => {
     new Gauge({
       name,
       help,
@@ -73,26 +93,36 @@ export function buildMetricsRegistry(sources: MetricSources): Registry {
       },
     });
   };
-  const tallies = (labelName: string, record: Readonly<Record<string, number>>): Sample[] =>
-    Object.entries(record).map(([value, count]) => [{ [labelName]: value }, count]);
+  return { counter, gauge, totals };
+}
 
-  gauge('rivulet_build_info', 'Rivulet build; always 1', ['version'], () => [[{ version: VERSION }, 1]]);
-  gauge('rivulet_clients_connected', 'Live control channels', [], () => [[{}, sources.control.registry.clients.size]]);
-  counter('rivulet_control_channel_opens_total', 'Control-channel open requests by outcome', ['result'], () => tallies('result', sources.control.opens));
-  counter('rivulet_control_channel_closes_total', 'Control-channel teardowns by reason', ['reason'], () => tallies('reason', sources.control.closes));
-  gauge('rivulet_tunnels', 'Live tunnels by protocol and publish', ['protocol', 'publish'], () => {
-    const live = new Map<string, number>();
-    for (const protocol of ['http', 'tls', 'none']) for (const publish of ['true', 'false']) live.set(`${protocol} ${publish}`, 0);
-    for (const tunnel of sources.control.registry.tunnels.values()) {
-      const key = `${tunnel.properties.protocol || 'none'} ${tunnel.properties.publish !== false}`;
-      live.set(key, live.get(key)! + 1);
-    }
-    return [...live].map(([key, count]) => {
-      const [protocol, publish] = key.split(' ');
-      return [{ protocol, publish }, count] as Sample;
-    });
+function tallies(labelName: string, record: Readonly<Record<string, number>>): Sample[] {
+  return Object.entries(record).map(([value, count]) => [{ [labelName]: value }, count]);
+}
+
+function addControlPlaneMetrics({ counter, gauge }: ScrapedMetrics, control: ControlPlane): void {
+  gauge('rivulet_clients_connected', 'Live control channels', [], () => [[{}, control.registry.clients.size]]);
+  counter('rivulet_control_channel_opens_total', 'Control-channel open requests by outcome', ['result'], () => tallies('result', control.opens));
+  counter('rivulet_control_channel_closes_total', 'Control-channel teardowns by reason', ['reason'], () => tallies('reason', control.closes));
+  gauge('rivulet_tunnels', 'Live tunnels by protocol and publish', ['protocol', 'publish'], () => liveTunnels(control));
+  counter('rivulet_tunnel_requests_total', 'OpenTunnelReq outcomes', ['result'], () => tallies('result', control.tunnelRequests));
+}
+
+/** Every protocol and publish pair, 0 when no tunnel has it, so that a series does not vanish. */
+function liveTunnels(control: ControlPlane): Sample[] {
+  const live = new Map<string, number>();
+  for (const protocol of ['http', 'tls', 'none']) for (const publish of ['true', 'false']) live.set(`${protocol} ${publish}`, 0);
+  for (const tunnel of control.registry.tunnels.values()) {
+    const key = `${tunnel.properties.protocol || 'none'} ${tunnel.properties.publish !== false}`;
+    live.set(key, live.get(key)! + 1);
+  }
+  return [...live].map(([key, count]) => {
+    const [protocol, publish] = key.split(' ');
+    return [{ protocol, publish }, count] as Sample;
   });
-  counter('rivulet_tunnel_requests_total', 'OpenTunnelReq outcomes', ['result'], () => tallies('result', sources.control.tunnelRequests));
+}
+
+function addStreamMetrics({ counter, gauge, totals }: ScrapedMetrics): void {
   gauge('rivulet_streams_active', 'Spliced or pooled proxy connections open, by kind', ['kind'], () =>
     STREAM_KINDS.map((kind) => [{ kind }, totals()[`streams_active_${kind}`]]),
   );
@@ -105,6 +135,10 @@ export function buildMetricsRegistry(sources: MetricSources): Registry {
     ['kind', 'direction'],
     () => STREAM_KINDS.flatMap((kind) => STREAM_DIRECTIONS.map((direction): Sample => [{ kind, direction }, totals()[`stream_bytes_${kind}_${direction}`]])),
   );
+}
+
+/** What the public listener answered, refused or failed to handshake. */
+function addEdgeMetrics({ counter, totals }: ScrapedMetrics): void {
   counter('rivulet_http_responses_total', 'Responses sent downstream on HTTP tunnels, by status class and origin', ['class', 'origin'], () =>
     RESPONSE_CLASSES.flatMap((klass) => RESPONSE_ORIGINS.map((origin): Sample => [{ class: klass, origin }, totals()[`http_responses_${klass}_${origin}`]])),
   );
@@ -117,12 +151,15 @@ export function buildMetricsRegistry(sources: MetricSources): Registry {
   counter('rivulet_connections_refused_total', 'Connections closed at accept, before TLS, by reason', ['reason'], () => [
     [{ reason: 'max_connections' }, totals().connections_refused_max_connections],
   ]);
+}
+
+function addWorkerMetrics({ counter, gauge, totals }: ScrapedMetrics, counters: CounterTable): void {
   gauge('rivulet_worker_connections', 'Open TCP connections on the public listener, per data-plane worker', ['worker'], () =>
-    Array.from({ length: sources.counters.workers }, (_, worker): Sample => [{ worker: String(worker) }, sources.counters.row(worker).connections_open]),
+    Array.from({ length: counters.workers }, (_, worker): Sample => [{ worker: String(worker) }, counters.row(worker).connections_open]),
   );
   gauge('rivulet_worker_event_loop_delay_seconds', "A data-plane worker's event-loop delay over the last second", ['worker', 'stat'], () =>
-    Array.from({ length: sources.counters.workers }, (_, worker): Sample[] => {
-      const row = sources.counters.row(worker);
+    Array.from({ length: counters.workers }, (_, worker): Sample[] => {
+      const row = counters.row(worker);
       return [
         [{ worker: String(worker), stat: 'p99' }, row.event_loop_delay_p99_ms / 1000],
         [{ worker: String(worker), stat: 'max' }, row.event_loop_delay_max_ms / 1000],
@@ -133,13 +170,19 @@ export function buildMetricsRegistry(sources: MetricSources): Registry {
     [{}, totals().streams_relayed],
   ]);
   counter('rivulet_worker_relay_bytes_total', 'Stream bytes relayed between workers (0 with perfect affinity)', [], () => [[{}, totals().relay_bytes]]);
-  counter('rivulet_cert_reloads_total', 'Certificate reload attempts, by result', ['result'], () => tallies('result', sources.certificates.reloads));
+}
+
+function addCertificateMetrics({ counter, gauge }: ScrapedMetrics, certificates: StaticCertificateProvider): void {
+  counter('rivulet_cert_reloads_total', 'Certificate reload attempts, by result', ['result'], () => tallies('result', certificates.reloads));
   gauge('rivulet_cert_expiry_timestamp_seconds', 'notAfter of the certificate in use, unix seconds', [], () => [
-    [{}, Math.floor(sources.certificates.current.notAfter.getTime() / 1000)],
+    [{}, Math.floor(certificates.current.notAfter.getTime() / 1000)],
   ]);
+}
+
+/** The Engine API's own use: event-stream subscribers and requests. */
+function addApiMetrics({ counter, gauge }: ScrapedMetrics, sources: MetricSources): void {
   gauge('rivulet_event_subscribers', 'Live event streams, by transport', ['transport'], () => tallies('transport', sources.eventSubscribers()));
   counter('rivulet_api_requests_total', 'Engine API requests by endpoint and status class', ['endpoint', 'class'], () =>
     [...sources.apiRequests.entries()].map((entry): Sample => [{ endpoint: entry.endpoint, class: entry.class }, entry.count]),
   );
-  return registry;
 }
