@@ -103,6 +103,15 @@ const SCENARIOS: Scenario[] = [
     },
   },
   {
+    name: 'codec',
+    script: 'codec.js',
+    args: {
+      quick: ['--runs', '3', '--seconds', '0.2'],
+      full: ['--runs', '5', '--seconds', '0.5'],
+      smoke: ['--runs', '1', '--seconds', '0.02'],
+    },
+  },
+  {
     name: 'soak',
     script: 'soak.js',
     onlyWhenNamed: true,
