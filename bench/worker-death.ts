@@ -90,7 +90,9 @@ async function inProcessEngine(bench: Bench): Promise<EngineUnderTest> {
 /** shared-fd: the engine as its own process, killed and started again on its port. */
 async function processEngine(bench: Bench): Promise<EngineUnderTest> {
   const dataplane = (): string => '{ workers: 2 }';
-  let { port, engine } = await startEngineProcess(bench.certs, dataplane);
+  const started = await startEngineProcess(bench.certs, dataplane);
+  const { port } = started;
+  let { engine } = started;
   return {
     port,
     async killWorker() {

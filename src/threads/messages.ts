@@ -97,7 +97,11 @@ export interface ControlCalls {
 }
 
 /** The reply to a control call the control plane could not answer (it threw, or was too slow). */
-export const CONTROL_PLANE_FAILED: { ok: false; error: RstrmError } = { ok: false, error: { code: ErrorCode.Internal, message: 'internal error' } };
+// Frozen: one object answers every such call, and a caller must not change what the next one gets.
+export const CONTROL_PLANE_FAILED: { readonly ok: false; readonly error: Readonly<RstrmError> } = Object.freeze({
+  ok: false,
+  error: Object.freeze({ code: ErrorCode.Internal, message: 'internal error' }),
+});
 export type ControlCallName = keyof ControlCalls;
 export type ControlRequest = { [K in ControlCallName]: { type: K } & ControlCalls[K]['request'] }[ControlCallName];
 export type ControlReply<K extends ControlCallName> = ControlCalls[K]['reply'];
