@@ -209,6 +209,8 @@ export async function startEngineProcess(
   dataplane: (port: number) => string,
   extraYaml: string[] = [],
   port?: number,
+  /** Another build's `dist/src/cli/main.js`, to compare builds side by side. */
+  cliPath = CLI_PATH,
 ): Promise<{ port: number; engine: BenchChild }> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rivulet-bench-engine-'));
   port ??= await freePort();
@@ -225,7 +227,7 @@ export async function startEngineProcess(
       '',
     ].join('\n'),
   );
-  const engine = spawnNode([CLI_PATH, 'engine', '-c', configFile]);
+  const engine = spawnNode([cliPath, 'engine', '-c', configFile]);
   await waitForPort(port);
   return { port, engine };
 }

@@ -42,8 +42,16 @@ after(async () => {
   await t.stop();
 });
 
-/** `rivulet nc` with `input` on stdin; resolves with its exit status and output. */
-function nc(args: string[], input: string, extraEnv: NodeJS.ProcessEnv = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
+/**
+ * `rivulet nc` with `input` on stdin (then its end, unless `keepInputOpen`: stdin then stays open until
+ * nc exits); resolves with its exit status and output.
+ */
+function nc(
+  args: string[],
+  input: string,
+  extraEnv: NodeJS.ProcessEnv = {},
+  keepInputOpen = false,
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
     const child = spawn(process.execPath, [CLI, 'nc', ...args], { env: { ...process.env, ...env, ...extraEnv } });
     let stdout = '';
@@ -51,7 +59,9 @@ function nc(args: string[], input: string, extraEnv: NodeJS.ProcessEnv = {}): Pr
     child.stdout.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
     child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
     child.on('close', (code) => resolve({ code, stdout, stderr }));
-    child.stdin.end(input);
+    child.stdin.on('error', () => {});
+    if (keepInputOpen) child.stdin.write(input);
+    else child.stdin.end(input);
   });
 }
 
@@ -98,7 +108,8 @@ describe('rivulet forward and rivulet nc', () => {
     const result = await nc(['rstrm://no-such', '--no-zero-rtt'], '');
     assert.equal(result.code, 1);
     assert.equal(result.stderr, 'dial failed: tunnel "no-such" not found (code 3000)\n');
-    const zeroRtt = await nc(['rstrm://no-such'], 'hello');
+    // stdin open, as when typing: an ended stdin can hide the reset (docs/cli.md#rivulet-nc-name-or-id).
+    const zeroRtt = await nc(['rstrm://no-such'], 'hello', {}, true);
     assert.equal(zeroRtt.code, 1);
     assert.equal(zeroRtt.stdout, '');
     assert.equal(zeroRtt.stderr, 'dial failed: the engine refused the stream (ECONNRESET); rerun with --no-zero-rtt to see why\n');

@@ -13,6 +13,7 @@ import { PeerLinks } from './peers.js';
 import { RelayHub } from './relay.js';
 import { StreamMeter } from './stream-meter.js';
 import { StreamBroker, workerOfStream, type ProxyConnRequest } from './streams.js';
+import { StreamSetup } from './stream-setup.js';
 
 /** How long the worker that received a ProxyReq waits for the stream's worker to judge it. */
 const VERDICT_TIMEOUT_MS = 10_000;
@@ -38,9 +39,9 @@ export class Dataplane {
   readonly relays: RelayHub;
   readonly streams: StreamBroker;
   readonly meter: StreamMeter;
+  readonly setup: StreamSetup;
   private readonly verdictWaiters = new Map<string, (verdict: Verdict) => void>();
   private readonly routeRemovedListeners: Array<(tunnelId: string) => void> = [];
-  private poolPressureListener: ((tunnelId: string) => void) | undefined;
   private adoptListener: ((route: TunnelRoute, proxyEnd: Duplex, release: () => void) => boolean) | undefined;
 
   constructor(
@@ -48,7 +49,7 @@ export class Dataplane {
     readonly settings: DataplaneSettings,
     readonly link: ControlLink,
     readonly counters: CounterRow,
-    private readonly streamSlots: StreamSlots,
+    streamSlots: StreamSlots,
     readonly log: Logger,
   ) {
     this.verifier = new TokenVerifier(settings.tokenSecret);
@@ -62,6 +63,7 @@ export class Dataplane {
       proxyEndpoint: affinity ? endpoint(affinity.advertiseHost, affinity.portBase + workerIndex) : undefined,
       requestProxyConnection: (owner, request) => this.requestProxyConnection(owner, request),
     });
+    this.setup = new StreamSetup(streamSlots, this.streams, this.meter, settings);
   }
 
   addRoute(route: TunnelRoute): void {
@@ -83,19 +85,6 @@ export class Dataplane {
   }
 
   /**
-   * Slots of a tunnel at its limit can be held by idle pooled streams on other workers: a request that
-   * waits here asks them to give one back (docs/http-edge.md#decisions).
-   */
-  relievePoolPressure(tunnelId: string): void {
-    this.peers.broadcast({ type: 'pool-pressure', tunnel_id: tunnelId });
-  }
-
-  /** The HTTP edge's pools close an idle stream of the tunnel when another worker waits for a slot. */
-  onPoolPressure(listener: (tunnelId: string) => void): void {
-    this.poolPressureListener = listener;
-  }
-
-  /**
    * The HTTP edge takes pooled streams that other workers asked for and that landed here (see
    * ProxyVerdict `adopt`); it returns false when it cannot (the stream is then closed).
    */
@@ -109,12 +98,7 @@ export class Dataplane {
    */
   adoptStream(tunnelId: string, proxyEnd: Duplex): void {
     const route = this.routes.get(tunnelId);
-    const slot = route?.stream_slot;
-    let released = false;
-    const release = (): void => {
-      if (!released && slot !== undefined) this.streamSlots.release(slot);
-      released = true;
-    };
+    const release = this.setup.limit.adoptedRelease(route);
     if (!route || !this.adoptListener?.(route, proxyEnd, release)) {
       release();
       proxyEnd.destroy();
@@ -157,21 +141,6 @@ export class Dataplane {
     if (!peerAddress) return false;
     const address = ipv4FromMapped(peerAddress) ?? peerAddress;
     return list.check(address, net.isIPv4(address) ? 'ipv4' : 'ipv6');
-  }
-
-  /**
-   * Counts a new stream of `route` against max_streams_per_tunnel; returns its release function, or
-   * undefined when the tunnel is at its limit.
-   */
-  acquireStream(route: TunnelRoute): (() => void) | undefined {
-    const slot = route.stream_slot;
-    if (slot === undefined) return () => {};
-    if (!this.streamSlots.tryAcquire(slot, this.settings.maxStreamsPerTunnel)) return undefined;
-    let released = false;
-    return () => {
-      if (!released) this.streamSlots.release(slot);
-      released = true;
-    };
   }
 
   /** A stream's worker index comes from its id; undefined when the id is not one of ours. */
@@ -225,9 +194,6 @@ export class Dataplane {
       }
       case 'proxy-verdict':
         this.verdictWaiters.get(message.stream_id)?.(message.verdict === 'adopt' ? { verdict: 'adopt', tunnelId: message.tunnel_id! } : { verdict: message.verdict });
-        return;
-      case 'pool-pressure':
-        this.poolPressureListener?.(message.tunnel_id);
         return;
       default:
         this.relays.deliver(message);

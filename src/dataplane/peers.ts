@@ -20,9 +20,4 @@ export class PeerLinks {
     port.postMessage(message, transfer);
     return true;
   }
-
-  /** To every linked worker. */
-  broadcast(message: PeerMessage): void {
-    for (const port of this.ports.values()) port.postMessage(message);
-  }
 }

@@ -6,7 +6,6 @@ import { ErrorCode, type ControlChannelLiveness, type Message, type MessageOf, t
 import { ControlChannel } from './control-channel.js';
 import type { Dataplane, Verdict } from './dataplane.js';
 import { endSoon, splice } from '../net/splice.js';
-import { openTunnelStream } from './tunnel-stream.js';
 import { VERSION } from '../version.js';
 import { authorizeDial } from './dial-authorization.js';
 
@@ -221,7 +220,7 @@ async function servePrivateDial(dataplane: Dataplane, connection: RstrmConnectio
     refuse(authorization.error);
     return;
   }
-  const stream = await openTunnelStream(dataplane, authorization.route, connection.peerAddress, session, 'private');
+  const stream = await dataplane.setup.open(authorization.route, connection.peerAddress, session, 'private');
   if (!stream.ok) {
     refuse({ code: stream.failure.rstrmCode, message: stream.failure.message });
     return;

@@ -3,7 +3,6 @@ import type { TunnelRoute } from '../threads/messages.js';
 import { opensslCipherName } from '../net/tls-ciphers.js';
 import type { Dataplane } from './dataplane.js';
 import { endSoon, splice } from '../net/splice.js';
-import { openTunnelStream } from './tunnel-stream.js';
 import { upstreamTls } from './upstream-tls.js';
 import type { TlsPolicy } from './worker-certificates.js';
 
@@ -21,7 +20,7 @@ export async function serveTlsTunnel(
   peerAddress: string | undefined,
   negotiatedAlpn: string | false = false,
 ): Promise<void> {
-  const stream = await openTunnelStream(dataplane, route, peerAddress, downstream, 'tls');
+  const stream = await dataplane.setup.open(route, peerAddress, downstream, 'tls');
   if (!stream.ok) {
     dataplane.log.debug({ tunnel_id: route.tunnel_id, reason: stream.failure.reason }, 'TLS tunnel stream failed');
     endSoon(downstream);

@@ -131,9 +131,7 @@ export type PeerMessage =
   | { type: 'relay-data'; stream_id: string; chunk: Uint8Array }
   | { type: 'relay-ack'; stream_id: string; bytes: number }
   | { type: 'relay-end'; stream_id: string }
-  | { type: 'relay-close'; stream_id: string }
-  /** To every other worker: a request here waits at the tunnel's stream limit; close one idle pooled stream. */
-  | { type: 'pool-pressure'; tunnel_id: string };
+  | { type: 'relay-close'; stream_id: string };
 
 /**
  * `adopt`: the secret is right, but the stream is a pooled HTTP stream and the worker that received it

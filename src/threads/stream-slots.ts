@@ -1,32 +1,47 @@
 /**
  * `dataplane.max_streams_per_tunnel` (docs/bounds.md) counts a tunnel's pending + active streams
- * engine-wide, while its streams start on any worker. Each limited tunnel gets one int32 slot in a
- * SharedArrayBuffer: the worker that opens a stream increments it (atomically, refusing past the
- * limit) and decrements it when that stream ends. The main thread hands slots out and takes them
- * back once a deleted tunnel's streams are all gone.
+ * engine-wide, while its streams start on any worker. Each limited tunnel gets one slot: three int32
+ * words in a SharedArrayBuffer.
+ *
+ * - `streams[slot]`: the worker that opens a stream increments it (refusing past the limit) and
+ *   decrements it when that stream ends; a decrement notifies the word, which wakes the requests
+ *   waiting for room (`Atomics.waitAsync`) on every worker.
+ * - `waiting[slot]`: requests waiting at the limit now, on any worker.
+ * - `arrivals[slot]`: incremented (and notified) each time a request starts waiting. It only grows
+ *   (wrapping at 2^32), so a watcher that read a value knows for sure how many arrived since. The HTTP
+ *   edge's pools read both to give back the slots of idle pooled streams to whoever waits.
+ *
+ * The main thread hands slots out and takes them back once a deleted tunnel's streams are all gone.
  */
 /** Live tunnels the engine can hold while streams per tunnel are limited (as they are by default). */
 export const STREAM_SLOTS = 1_048_576;
 
+const TABLES = ['streams', 'waiting', 'arrivals'] as const;
+const TABLE_BYTES = STREAM_SLOTS * Int32Array.BYTES_PER_ELEMENT;
+
 export function createStreamSlotBuffer(): SharedArrayBuffer {
-  return new SharedArrayBuffer(STREAM_SLOTS * Int32Array.BYTES_PER_ELEMENT);
+  return new SharedArrayBuffer(TABLES.length * TABLE_BYTES);
+}
+
+function table(buffer: SharedArrayBuffer, name: (typeof TABLES)[number]): Int32Array {
+  return new Int32Array(buffer, TABLES.indexOf(name) * TABLE_BYTES, STREAM_SLOTS);
 }
 
 /** Main thread: slot allocation. */
 export class StreamSlotAllocator {
-  private readonly counts: Int32Array;
+  private readonly streams: Int32Array;
   private readonly inUse = new Uint8Array(STREAM_SLOTS);
   private next = 0;
 
   constructor(buffer: SharedArrayBuffer) {
-    this.counts = new Int32Array(buffer);
+    this.streams = table(buffer, 'streams');
   }
 
   /** A free slot (not held by a live tunnel, no stream still counted), or undefined when none is. */
   allocate(): number | undefined {
     for (let tried = 0; tried < STREAM_SLOTS; tried++) {
       const slot = (this.next + tried) % STREAM_SLOTS;
-      if (!this.inUse[slot] && Atomics.load(this.counts, slot) === 0) {
+      if (!this.inUse[slot] && Atomics.load(this.streams, slot) === 0) {
         this.inUse[slot] = 1;
         this.next = (slot + 1) % STREAM_SLOTS;
         return slot;
@@ -39,23 +54,72 @@ export class StreamSlotAllocator {
   free(slot: number): void {
     this.inUse[slot] = 0;
   }
+
+  /** Pending + active streams counted on `slot`, engine-wide. */
+  streamCount(slot: number): number {
+    return Atomics.load(this.streams, slot);
+  }
 }
 
-/** Worker side: acquiring and releasing a stream against a tunnel's limit. */
+/** Worker side: the two words of each slot, and waiting on them without polling. */
 export class StreamSlots {
-  private readonly counts: Int32Array;
+  private readonly streams: Int32Array;
+  private readonly waiting: Int32Array;
+  private readonly arrivals: Int32Array;
 
   constructor(buffer: SharedArrayBuffer) {
-    this.counts = new Int32Array(buffer);
+    this.streams = table(buffer, 'streams');
+    this.waiting = table(buffer, 'waiting');
+    this.arrivals = table(buffer, 'arrivals');
   }
 
   tryAcquire(slot: number, limit: number): boolean {
-    if (Atomics.add(this.counts, slot, 1) < limit) return true;
-    Atomics.sub(this.counts, slot, 1);
+    if (Atomics.add(this.streams, slot, 1) < limit) return true;
+    Atomics.sub(this.streams, slot, 1);
     return false;
   }
 
+  /** Always notifies: ~40 ns when nobody waits, cheaper than keeping a count of who does. */
   release(slot: number): void {
-    Atomics.sub(this.counts, slot, 1);
+    Atomics.sub(this.streams, slot, 1);
+    Atomics.notify(this.streams, slot);
   }
+
+  streamCount(slot: number): number {
+    return Atomics.load(this.streams, slot);
+  }
+
+  /** Settles once the count may differ from `observed` (at once if it already does), or after `ms`. */
+  streamCountChanged(slot: number, observed: number, ms: number): Promise<void> {
+    return settled(Atomics.waitAsync(this.streams, slot, observed, ms));
+  }
+
+  /** A request starts waiting at the limit: pools holding idle streams of this tunnel hear of it. */
+  arrive(slot: number): void {
+    Atomics.add(this.waiting, slot, 1);
+    Atomics.add(this.arrivals, slot, 1);
+    Atomics.notify(this.arrivals, slot);
+  }
+
+  /** A waiting request got room, gave up or left. */
+  leave(slot: number): void {
+    Atomics.sub(this.waiting, slot, 1);
+  }
+
+  waitingCount(slot: number): number {
+    return Atomics.load(this.waiting, slot);
+  }
+
+  arrivalCount(slot: number): number {
+    return Atomics.load(this.arrivals, slot);
+  }
+
+  /** Settles once a request arrived after `observed` was read, or after `ms`. */
+  arrivalCountChanged(slot: number, observed: number, ms: number): Promise<void> {
+    return settled(Atomics.waitAsync(this.arrivals, slot, observed, ms));
+  }
+}
+
+function settled(wait: ReturnType<typeof Atomics.waitAsync>): Promise<void> {
+  return wait.async ? wait.value.then(() => undefined) : Promise.resolve();
 }

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { isDeepStrictEqual } from 'node:util';
 import type { Worker } from 'node:worker_threads';
 import { STREAM_KINDS } from '../../src/threads/counters.js';
+import type { StreamSlotAllocator } from '../../src/threads/stream-slots.js';
 import { emptyTunnelProperties } from '../../src/protocol/messages.js';
 import { apiRequest } from '../helpers/api-client.js';
 import { captureClientHello } from '../helpers/client-hello.js';
@@ -152,7 +153,6 @@ export class FuzzEngine {
   private streamsCountedOn(tunnelId: string): number {
     const slot = this.engine.engine.control.registry.tunnels.get(tunnelId)?.streamSlot;
     if (slot === undefined) return 0;
-    const counts = (this.engine.engine.control as unknown as { streamSlots: { counts: Int32Array } }).streamSlots.counts;
-    return Atomics.load(counts, slot);
+    return (this.engine.engine.control as unknown as { streamSlots: StreamSlotAllocator }).streamSlots.streamCount(slot);
   }
 }

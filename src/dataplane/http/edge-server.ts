@@ -87,7 +87,6 @@ export class HttpEdge implements H1Edge {
     this.h2Server.on('secureConnection', () => options.counters.add('accepted_edge'));
     this.h2Server.on('tlsClientError', (error: NodeJS.ErrnoException) => options.handshakeFailed(handshakeFailureReason(error)));
     this.h2Server.on('session', (session: http2.ServerHttp2Session) => this.trackSession(session));
-    dataplane.onPoolPressure((tunnelId) => this.pools.get(tunnelId)?.releaseIdle());
     dataplane.onAdopt((route, proxyEnd, release) => {
       if (this.draining || route.properties.protocol !== 'http') return false;
       void this.poolOf(route).adoptStream(proxyEnd, release);

@@ -3,7 +3,7 @@ import type { Duplex } from 'node:stream';
 import type { TunnelRoute } from '../../threads/messages.js';
 import type { Dataplane } from '../dataplane.js';
 import { RelayedStream } from '../relay.js';
-import { requestStream } from '../tunnel-stream.js';
+import type { SlotRelease, StreamLimit } from '../stream-setup.js';
 import { upstreamTls } from '../upstream-tls.js';
 import type { EdgeError, EdgeErrorReason } from './generated-response.js';
 import { H1Upstream } from './upstream-h1.js';
@@ -12,8 +12,6 @@ import { type StreamFailureReason } from '../../errors.js';
 
 /** How often idle pooled upstreams are checked against http_idle_seconds. */
 const IDLE_SWEEP_MS = 1000;
-/** How often a request waiting at the stream limit looks for a slot freed on another worker. */
-const SLOT_POLL_MS = 25;
 const UPSTREAM_ALPN = ['h2', 'http/1.1'] as const;
 const WEBSOCKET_ALPN = ['http/1.1'] as const;
 
@@ -44,7 +42,8 @@ const ERROR_OF_FAILURE: Record<Exclude<StreamFailureReason, 'adopted'>, EdgeErro
  * One tunnel's upstream streams on this worker (docs/http-edge.md#decisions): idle HTTP/1.1 streams reused last
  * in, first out; HTTP/2 sessions shared up to their stream limit; every stream counted against
  * max_streams_per_tunnel from its ProxyConnReq until it closes. At the limit a request waits, for up
- * to stream_request_seconds, for a pooled stream to come free or a slot to open.
+ * to stream_request_seconds, for a pooled stream to come free here or room under the limit (a stream
+ * closing on any worker); meanwhile idle pooled streams on every worker give their slots back.
  */
 export class TunnelUpstreams {
   private readonly idleH1: H1Upstream[] = [];
@@ -77,11 +76,16 @@ export class TunnelUpstreams {
   private readonly relayed = new WeakSet<Upstream>();
   /** Upstream TLS negotiated h2 before: expect it again. */
   private negotiatedH2 = false;
+  /** While streams idle here, requests that start waiting at the limit anywhere are watched for. */
+  private watchingArrivals = false;
+  private readonly limit: StreamLimit;
 
   constructor(
     private readonly dataplane: Dataplane,
     private readonly route: TunnelRoute,
-  ) {}
+  ) {
+    this.limit = dataplane.setup.limit;
+  }
 
   /** An upstream for one request: pooled unless `fresh`, else a new stream. */
   async lease(peerAddress: string | undefined, cancelled: AbortSignal, fresh: boolean): Promise<Lease> {
@@ -158,7 +162,7 @@ export class TunnelUpstreams {
    * A proxy connection this worker did not ask for: another worker's request for a pooled stream that
    * landed here. It joins this pool as an idle upstream; `release` frees its stream slot when it closes.
    */
-  async adoptStream(proxyEnd: Duplex, release: () => void): Promise<void> {
+  async adoptStream(proxyEnd: Duplex, release: SlotRelease): Promise<void> {
     proxyEnd.once('close', release);
     if (this.closed) {
       proxyEnd.destroy();
@@ -202,13 +206,31 @@ export class TunnelUpstreams {
     this.idleSweep = undefined;
   }
 
-  /** Another worker waits at this tunnel's stream limit: give back the slot of one idle stream, if any. */
-  releaseIdle(): void {
+  /** A request waits at this tunnel's stream limit: give back the slot of one idle stream, if any. */
+  private releaseIdle(): boolean {
     const idleSession = [...this.sessions].find((session) => session.idle);
     const upstream = this.idleH1.shift() ?? idleSession;
-    if (!upstream) return;
+    if (!upstream) return false;
     this.markBusy(upstream);
     upstream.close();
+    return true;
+  }
+
+  /**
+   * While streams idle here, each request that starts waiting at the tunnel's limit, on any worker,
+   * takes the slot of one of them. Several workers may each give one back for the same request; the
+   * extra streams are opened again when needed.
+   */
+  private async giveBackSlotsWhileIdle(): Promise<void> {
+    if (this.watchingArrivals || this.route.stream_slot === undefined) return;
+    this.watchingArrivals = true;
+    let seen = this.limit.arrivals(this.route);
+    while (!this.closed && this.idleSince.size > 0) {
+      const arrived = await this.limit.arrivedSince(this.route, seen, this.dataplane.settings.httpIdleMs);
+      seen = (seen + arrived) | 0;
+      for (let given = 0; given < arrived && this.releaseIdle(); given++);
+    }
+    this.watchingArrivals = false;
   }
 
   /** A pooled upstream ready for a request now (an idle HTTP/1.1 stream, or an h2 session with room). */
@@ -227,25 +249,33 @@ export class TunnelUpstreams {
     return undefined;
   }
 
+  /**
+   * Room for a new stream, or (`acceptHandoff`) a pooled upstream: whichever comes first within
+   * stream_request_seconds.
+   */
   private async acquireSlot(
     cancelled: AbortSignal,
     acceptHandoff: boolean,
-  ): Promise<{ ok: true; release: () => void } | { ok: false; upstream?: Upstream; error?: EdgeError }> {
-    const deadline = Date.now() + this.dataplane.settings.streamRequestMs;
-    for (;;) {
-      const release = this.dataplane.acquireStream(this.route);
-      if (release) return { ok: true, release };
-      const pooled = acceptHandoff ? this.takePooled() : undefined;
-      if (pooled) return { ok: false, upstream: pooled };
-      const remaining = deadline - Date.now();
-      if (remaining <= 0 || cancelled.aborted || this.closed) return { ok: false, error: capacityError(this.dataplane) };
-      // A stream of its own (WebSocket, retry) cannot use an idle pooled stream: free a slot, here and elsewhere.
-      if (!acceptHandoff) this.releaseIdle();
-      this.dataplane.relievePoolPressure(this.route.tunnel_id);
-      const handed = await this.waitForHandoff(Math.min(SLOT_POLL_MS, remaining), cancelled);
-      if (handed && acceptHandoff) return { ok: false, upstream: handed };
-      if (handed) this.reusable(handed);
+  ): Promise<{ ok: true; release: SlotRelease } | { ok: false; upstream?: Upstream; error?: EdgeError }> {
+    const now = this.limit.count(this.route);
+    if (now) return { ok: true, release: now };
+    const pooled = acceptHandoff ? this.takePooled() : undefined;
+    if (pooled) return { ok: false, upstream: pooled };
+    if (this.closed) return { ok: false, error: capacityError(this.dataplane) };
+    const ms = this.dataplane.settings.streamRequestMs;
+    const waitOver = abortedByAny([cancelled, this.lifetime.signal]);
+    const room = this.limit.waitForRoom(this.route, ms, waitOver.signal).then((release) => ({ release }));
+    const handoff = acceptHandoff ? this.waitForHandoff(ms, waitOver.signal).then((upstream) => ({ upstream })) : undefined;
+    let first: { release: SlotRelease | undefined } | { upstream: Upstream | undefined } = await (handoff ? Promise.race([room, handoff]) : room);
+    // No handoff after all (a spare open failed): room is still worth waiting for.
+    if ('upstream' in first && !first.upstream) first = await room;
+    waitOver.abort();
+    if ('upstream' in first) {
+      void room.then(({ release }) => release?.());
+      return { ok: false, upstream: first.upstream };
     }
+    void handoff?.then(({ upstream }) => upstream && this.reusable(upstream));
+    return first.release ? { ok: true, release: first.release } : { ok: false, error: capacityError(this.dataplane) };
   }
 
   /** Waits up to `ms` for a pooled upstream to come free. */
@@ -266,11 +296,11 @@ export class TunnelUpstreams {
 
   private async openStream(
     peerAddress: string | undefined,
-    release: () => void,
+    release: SlotRelease,
     cancelled: AbortSignal,
     options: { websocket: boolean; adoptable: boolean },
   ): Promise<OpenOutcome> {
-    const requested = await requestStream(this.dataplane, this.route, peerAddress, cancelled, 'http', options.adoptable);
+    const requested = await this.dataplane.setup.request(this.route, peerAddress, cancelled, 'http', options.adoptable);
     if (!requested.ok) {
       const { reason, message } = requested.failure;
       if (reason === 'adopted') return { ok: false, adopted: true }; // its slot went with it
@@ -339,8 +369,14 @@ export class TunnelUpstreams {
       waiter(upstream);
       return true;
     }
+    const goesIdle = upstream.kind === 'h1' || upstream.idle;
+    // A request waits at the limit (on another worker, or here for a stream of its own): this slot is its.
+    if (goesIdle && this.limit.roomWanted(this.route)) {
+      upstream.close();
+      return false;
+    }
     if (upstream.kind === 'h1') this.idleH1.push(upstream);
-    if (upstream.kind === 'h1' || upstream.idle) this.markIdle(upstream);
+    if (goesIdle) this.markIdle(upstream);
     return true;
   }
 
@@ -357,6 +393,7 @@ export class TunnelUpstreams {
     this.idleSince.set(upstream, Date.now());
     // A timestamp per request rather than a timer: the sweep is the only timer, and only while something is idle.
     this.idleSweep ??= setInterval(() => this.closeIdle(), Math.min(IDLE_SWEEP_MS, this.dataplane.settings.httpIdleMs)).unref();
+    void this.giveBackSlotsWhileIdle();
   }
 
   private markBusy(upstream: Upstream): void {
@@ -383,6 +420,21 @@ const DOWNSTREAM_LEFT: EdgeError = { reason: 'agent_refused', message: 'the down
 
 function unlimitedListeners(controller: AbortController): AbortController {
   setMaxListeners(0, controller.signal);
+  return controller;
+}
+
+/**
+ * A controller also aborted by any of `sources`, unhooked from them once it aborts. (AbortSignal.any
+ * would leave an entry on the pool's long-lived signal per request.)
+ */
+function abortedByAny(sources: AbortSignal[]): AbortController {
+  const controller = new AbortController();
+  const abort = (): void => controller.abort();
+  for (const source of sources) {
+    if (source.aborted) controller.abort();
+    else source.addEventListener('abort', abort, { once: true });
+  }
+  controller.signal.addEventListener('abort', () => sources.forEach((source) => source.removeEventListener('abort', abort)), { once: true });
   return controller;
 }
 
