@@ -41,7 +41,7 @@ class SlotThread {
            if (op === 'acquire') parentPort.postMessage(slots.tryAcquire(${SLOT}, workerData.limit));
            if (op === 'release') parentPort.postMessage(slots.release(${SLOT}) ?? true);
            if (op === 'wait') {
-             const release = await limit.waitForRoom({ stream_slot: ${SLOT} }, ms, new AbortController().signal);
+             const release = await limit.waitForRoom({ stream_slot: ${SLOT} }, ms, true).room;
              release?.();
              parentPort.postMessage(release !== undefined);
            }
@@ -86,14 +86,11 @@ describe('the stream limit across threads', () => {
     try {
       assert.deepEqual([await other.call('acquire'), await other.call('acquire'), await other.call('acquire')], [true, true, false]);
       const served: string[] = [];
-      const cancelC = new AbortController();
-      const [a, b, c] = (['a', 'b', 'c'] as const).map((name) => {
-        const signal = name === 'c' ? cancelC.signal : new AbortController().signal;
-        return limit.waitForRoom(tunnel, NEVER_MS, signal).then((release) => {
-          served.push(name);
-          return release;
-        });
+      const waits = (['a', 'b', 'c'] as const).map((name) => {
+        const wait = limit.waitForRoom(tunnel, NEVER_MS, true);
+        return { ...wait, room: wait.room.then((release) => (served.push(name), release)) };
       });
+      const [a, b, c] = waits.map((wait) => wait.room);
       assert.equal(slots.waitingCount(SLOT), 3);
       await other.call('release');
       const releaseA = await within(a!, 10_000, 'first waiter');
@@ -102,7 +99,7 @@ describe('the stream limit across threads', () => {
       await other.call('release');
       const releaseB = await within(b!, 10_000, 'second waiter');
       assert.deepEqual(served, ['a', 'b']);
-      cancelC.abort();
+      waits[2]!.cancel();
       assert.equal(await c, undefined);
       assert.equal(slots.waitingCount(SLOT), 0);
       assert.equal(slots.streamCount(SLOT), 2);
@@ -122,10 +119,10 @@ describe('the stream limit across threads', () => {
     const held = limit.count(tunnel);
     assert.ok(held);
     assert.equal(limit.count(tunnel), undefined);
-    assert.equal(await limit.waitForRoom(tunnel, 100, new AbortController().signal), undefined);
+    assert.equal(await limit.waitForRoom(tunnel, 100, true).room, undefined);
     assert.equal(slots.waitingCount(SLOT), 0);
     held();
-    const next = await limit.waitForRoom(tunnel, 100, new AbortController().signal);
+    const next = await limit.waitForRoom(tunnel, 100, true).room;
     assert.ok(next, 'room again once released');
   });
 

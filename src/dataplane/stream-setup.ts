@@ -17,6 +17,14 @@ interface RoomWaiter {
   settle(release: SlotRelease | undefined): void;
 }
 
+/** A request waiting for room under the limit. */
+export interface RoomWait {
+  /** The room (its release), or undefined after the wait's `ms` or `cancel()`. */
+  readonly room: Promise<SlotRelease | undefined>;
+  /** Stops waiting. Room granted just before is still in `room`: whoever cancels releases it. */
+  cancel(): void;
+}
+
 /**
  * Setting up a stream to an agent (docs/architecture.md#a-published-request): counting it against the
  * tunnel's engine-wide limit, asking the agent for the proxy connection and handing it over. TLS
@@ -127,36 +135,40 @@ export class StreamLimit {
 
   /**
    * Counts a new stream of `route`, waiting up to `ms` for room: a stream released on any worker wakes
-   * the oldest waiter here. Undefined after `ms`, or when `cancelled` aborts first.
+   * the oldest waiter here. `starving`: nothing on this worker can serve the request meanwhile, so a
+   * stream about to go idle on another worker is given back at once (see roomWanted). A plain cancel
+   * handle rather than an AbortSignal: this runs for most requests at the limit, and EventTarget
+   * listeners cost more than the wait itself.
    */
-  waitForRoom(route: LimitedTunnel, ms: number, cancelled: AbortSignal): Promise<SlotRelease | undefined> {
+  waitForRoom(route: LimitedTunnel, ms: number, starving: boolean): RoomWait {
     const now = this.count(route);
-    if (now) return Promise.resolve(now);
+    if (now) return { room: Promise.resolve(now), cancel: () => {} };
     const slot = route.stream_slot!;
-    if (ms <= 0 || cancelled.aborted) return Promise.resolve(undefined);
-    return new Promise((resolve) => {
+    if (ms <= 0) return { room: Promise.resolve(undefined), cancel: () => {} };
+    let settle!: (release: SlotRelease | undefined) => void;
+    const room = new Promise<SlotRelease | undefined>((resolve) => {
       const queue = this.waiting.get(slot) ?? [];
       this.waiting.set(slot, queue);
-      const waiter: RoomWaiter = {
-        settle: (release) => {
-          clearTimeout(timer);
-          cancelled.removeEventListener('abort', giveUp);
-          queue.splice(queue.indexOf(waiter), 1); // settled once: every path that settles it is now gone
-          this.slots.leave(slot);
-          resolve(release);
-        },
+      let settled = false;
+      settle = (release) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        queue.splice(queue.indexOf(waiter), 1);
+        this.slots.leave(slot, starving);
+        resolve(release);
       };
-      const giveUp = (): void => waiter.settle(undefined);
-      const timer = setTimeout(giveUp, ms);
-      cancelled.addEventListener('abort', giveUp, { once: true });
+      const waiter: RoomWaiter = { settle };
+      const timer = setTimeout(() => settle(undefined), ms);
       queue.push(waiter);
       // Announced before the next try, so a release between that try and the wait cannot be missed.
-      this.slots.arrive(slot);
-      void this.serveWaiters(slot, queue);
+      this.slots.arrive(slot, starving);
+      if (!this.serving.has(slot)) void this.serveWaiters(slot, queue);
     });
+    return { room, cancel: () => settle(undefined) };
   }
 
-  /** Whether a request waits at `route`'s limit now, on any worker. */
+  /** Whether a starving request waits at `route`'s limit now, on any worker. */
   roomWanted(route: LimitedTunnel): boolean {
     return route.stream_slot !== undefined && this.slots.waitingCount(route.stream_slot) > 0;
   }
@@ -204,7 +216,6 @@ export class StreamLimit {
    * arrival, so any release after it wakes the wait.
    */
   private async serveWaiters(slot: number, queue: RoomWaiter[]): Promise<void> {
-    if (this.serving.has(slot)) return;
     this.serving.add(slot);
     const limit = this.settings.maxStreamsPerTunnel;
     while (queue.length > 0) {

@@ -6,7 +6,8 @@
  * - `streams[slot]`: the worker that opens a stream increments it (refusing past the limit) and
  *   decrements it when that stream ends; a decrement notifies the word, which wakes the requests
  *   waiting for room (`Atomics.waitAsync`) on every worker.
- * - `waiting[slot]`: requests waiting at the limit now, on any worker.
+ * - `waiting[slot]`: requests waiting at the limit now, on any worker, that only a stream given back
+ *   by another worker's pool can serve (their own worker holds no stream of the tunnel to hand over).
  * - `arrivals[slot]`: incremented (and notified) each time a request starts waiting. It only grows
  *   (wrapping at 2^32), so a watcher that read a value knows for sure how many arrived since. The HTTP
  *   edge's pools read both to give back the slots of idle pooled streams to whoever waits.
@@ -95,15 +96,15 @@ export class StreamSlots {
   }
 
   /** A request starts waiting at the limit: pools holding idle streams of this tunnel hear of it. */
-  arrive(slot: number): void {
-    Atomics.add(this.waiting, slot, 1);
+  arrive(slot: number, starving: boolean): void {
+    if (starving) Atomics.add(this.waiting, slot, 1);
     Atomics.add(this.arrivals, slot, 1);
     Atomics.notify(this.arrivals, slot);
   }
 
   /** A waiting request got room, gave up or left. */
-  leave(slot: number): void {
-    Atomics.sub(this.waiting, slot, 1);
+  leave(slot: number, starving: boolean): void {
+    if (starving) Atomics.sub(this.waiting, slot, 1);
   }
 
   waitingCount(slot: number): number {

@@ -3,7 +3,7 @@ import type { Duplex } from 'node:stream';
 import type { TunnelRoute } from '../../threads/messages.js';
 import type { Dataplane } from '../dataplane.js';
 import { RelayedStream } from '../relay.js';
-import type { SlotRelease, StreamLimit } from '../stream-setup.js';
+import type { RoomWait, SlotRelease, StreamLimit } from '../stream-setup.js';
 import { upstreamTls } from '../upstream-tls.js';
 import type { EdgeError, EdgeErrorReason } from './generated-response.js';
 import { H1Upstream } from './upstream-h1.js';
@@ -52,6 +52,10 @@ export class TunnelUpstreams {
   private readonly idleSince = new Map<Upstream, number>();
   private idleSweep: NodeJS.Timeout | undefined;
   private readonly waiters = new Set<(upstream: Upstream | undefined) => void>();
+  /** Upstreams of this pool, busy or idle. */
+  private upstreams = 0;
+  /** Requests waiting for room under the tunnel's limit: cancelled when the pool closes. */
+  private readonly roomWaits = new Set<RoomWait>();
   private closed = false;
   /**
    * Aborted when the pool closes: the opens of streams, which outlive the requests that asked for them.
@@ -99,7 +103,7 @@ export class TunnelUpstreams {
       }
       if (this.spareOpens > this.spareClaims) {
         this.spareClaims++;
-        const handed = await this.waitForHandoff(this.dataplane.settings.streamRequestMs, cancelled);
+        const handed = await untilAborted(this.waitForHandoff(this.dataplane.settings.streamRequestMs), cancelled);
         this.spareClaims--;
         if (handed) return { ok: true, upstream: handed, reused: false };
         if (cancelled.aborted) return { ok: false, error: DOWNSTREAM_LEFT };
@@ -200,6 +204,7 @@ export class TunnelUpstreams {
     this.closed = true;
     this.lifetime.abort();
     for (const waiter of this.waiters) waiter(undefined);
+    for (const wait of this.roomWaits) wait.cancel();
     for (const upstream of [...this.idleH1, ...this.sessions]) upstream.close();
     this.idleSince.clear();
     clearInterval(this.idleSweep);
@@ -263,13 +268,24 @@ export class TunnelUpstreams {
     if (pooled) return { ok: false, upstream: pooled };
     if (this.closed) return { ok: false, error: capacityError(this.dataplane) };
     const ms = this.dataplane.settings.streamRequestMs;
-    const waitOver = abortedByAny([cancelled, this.lifetime.signal]);
-    const room = this.limit.waitForRoom(this.route, ms, waitOver.signal).then((release) => ({ release }));
-    const handoff = acceptHandoff ? this.waitForHandoff(ms, waitOver.signal).then((upstream) => ({ upstream })) : undefined;
+    // With streams of its own here the request will get one of them; without, it needs one given back.
+    const roomWait = this.limit.waitForRoom(this.route, ms, !acceptHandoff || this.upstreams === 0);
+    const handoffWait = acceptHandoff ? this.waitForHandoff(ms) : undefined;
+    const stop = (): void => {
+      roomWait.cancel();
+      handoffWait?.cancel();
+    };
+    this.roomWaits.add(roomWait);
+    cancelled.addEventListener('abort', stop, { once: true });
+    if (cancelled.aborted) stop();
+    const room = roomWait.room.then((release) => ({ release }));
+    const handoff = handoffWait?.upstream.then((upstream) => ({ upstream }));
     let first: { release: SlotRelease | undefined } | { upstream: Upstream | undefined } = await (handoff ? Promise.race([room, handoff]) : room);
     // No handoff after all (a spare open failed): room is still worth waiting for.
     if ('upstream' in first && !first.upstream) first = await room;
-    waitOver.abort();
+    stop();
+    this.roomWaits.delete(roomWait);
+    cancelled.removeEventListener('abort', stop);
     if ('upstream' in first) {
       void room.then(({ release }) => release?.());
       return { ok: false, upstream: first.upstream };
@@ -278,20 +294,19 @@ export class TunnelUpstreams {
     return first.release ? { ok: true, release: first.release } : { ok: false, error: capacityError(this.dataplane) };
   }
 
-  /** Waits up to `ms` for a pooled upstream to come free. */
-  private waitForHandoff(ms: number, cancelled: AbortSignal): Promise<Upstream | undefined> {
-    return new Promise((resolve) => {
-      const settle = (upstream: Upstream | undefined): void => {
+  /** Waits up to `ms` for a pooled upstream to come free; `cancel` ends the wait with undefined. */
+  private waitForHandoff(ms: number): { upstream: Promise<Upstream | undefined>; cancel(): void } {
+    let settle!: (upstream: Upstream | undefined) => void;
+    const upstream = new Promise<Upstream | undefined>((resolve) => {
+      settle = (handed) => {
         clearTimeout(timer);
-        cancelled.removeEventListener('abort', onAbort);
         this.waiters.delete(settle);
-        resolve(upstream);
+        resolve(handed);
       };
-      const onAbort = (): void => settle(undefined);
-      const timer = setTimeout(onAbort, ms);
-      cancelled.addEventListener('abort', onAbort, { once: true });
+      const timer = setTimeout(() => settle(undefined), ms);
       this.waiters.add(settle);
     });
+    return { upstream, cancel: () => settle(undefined) };
   }
 
   private async openStream(
@@ -339,6 +354,7 @@ export class TunnelUpstreams {
   }
 
   private adopt(upstream: Upstream): void {
+    this.upstreams++;
     if (upstream.kind === 'h1') {
       upstream.onReusable = () => this.reusable(upstream);
       upstream.stream.once('close', () => this.forget(upstream));
@@ -370,7 +386,8 @@ export class TunnelUpstreams {
       return true;
     }
     const goesIdle = upstream.kind === 'h1' || upstream.idle;
-    // A request waits at the limit (on another worker, or here for a stream of its own): this slot is its.
+    // A request waits at the limit that nothing on its worker can serve (a stream of its own, or no
+    // stream of the tunnel there): this slot is its.
     if (goesIdle && this.limit.roomWanted(this.route)) {
       upstream.close();
       return false;
@@ -381,6 +398,7 @@ export class TunnelUpstreams {
   }
 
   private forget(upstream: Upstream): void {
+    this.upstreams--;
     this.markBusy(upstream);
     if (upstream.kind === 'h2') this.sessions.delete(upstream);
     else {
@@ -423,19 +441,16 @@ function unlimitedListeners(controller: AbortController): AbortController {
   return controller;
 }
 
-/**
- * A controller also aborted by any of `sources`, unhooked from them once it aborts. (AbortSignal.any
- * would leave an entry on the pool's long-lived signal per request.)
- */
-function abortedByAny(sources: AbortSignal[]): AbortController {
-  const controller = new AbortController();
-  const abort = (): void => controller.abort();
-  for (const source of sources) {
-    if (source.aborted) controller.abort();
-    else source.addEventListener('abort', abort, { once: true });
+/** A handoff wait that `signal` cancels. */
+async function untilAborted(wait: { upstream: Promise<Upstream | undefined>; cancel(): void }, signal: AbortSignal): Promise<Upstream | undefined> {
+  if (signal.aborted) wait.cancel();
+  const cancel = (): void => wait.cancel();
+  signal.addEventListener('abort', cancel, { once: true });
+  try {
+    return await wait.upstream;
+  } finally {
+    signal.removeEventListener('abort', cancel);
   }
-  controller.signal.addEventListener('abort', () => sources.forEach((source) => source.removeEventListener('abort', abort)), { once: true });
-  return controller;
 }
 
 /** What `work` resolves to, or undefined if `signal` aborts first (the work goes on). */
