@@ -2,8 +2,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { benchCertificates, numberArgument, runCommand, startEngineProcess, summary, writeResult } from './harness.js';
-import { localTarget, startBenchUpstream, startForwardAgent, startTwoHopRelay, tunnelTarget, type Target } from './load.js';
-import { startLocaltunnel } from './localtunnel.js';
+import { startBenchUpstream, type Target } from './load.js';
+import { comparisonTargets } from './comparison.js';
 import type { BenchRow, ScenarioResult } from './report.js';
 
 /**
@@ -24,13 +24,7 @@ async function main(): Promise<void> {
   const upstream = await startBenchUpstream(certs);
   const children = [engine, upstream.child];
   try {
-    children.push(await startForwardAgent(certs, enginePort, upstream.http, 'bench'));
-    const relay = await startTwoHopRelay(certs, upstream.http);
-    children.push(...relay.children);
-    const peer = await startLocaltunnel(upstream.http);
-    if ('children' in peer) children.push(...peer.children);
-    const targets: Target[] = [tunnelTarget('rivulet', 'bench', enginePort), localTarget('direct', upstream.https), localTarget('node relay', relay.port)];
-    if ('target' in peer) targets.push(peer.target);
+    const { targets, peerUnavailable } = await comparisonTargets(certs, enginePort, upstream, children);
 
     const figures: Record<'download' | 'upload', Record<string, number[]>> = { download: {}, upload: {} };
     const failures: string[] = [];
@@ -69,7 +63,7 @@ async function main(): Promise<void> {
       })),
       notes: [
         'MB/s = 10^6 bytes per second, as curl reports it. localtunnel is plain HTTP.',
-        ...('unavailable' in peer ? [`No localtunnel series: ${peer.unavailable}.`] : []),
+        ...(peerUnavailable ? [`No localtunnel series: ${peerUnavailable}.`] : []),
         ...failures.map((failure) => `Failed transfer — ${failure}.`),
       ],
     };

@@ -1,6 +1,6 @@
 import { benchCertificates, freePort, numberArgument, startEngineProcess, stringArgument, summary, writeResult } from './harness.js';
-import { load, localTarget, startBenchUpstream, startForwardAgent, startTwoHopRelay, tunnelTarget, type LoadFigures, type Target } from './load.js';
-import { startLocaltunnel } from './localtunnel.js';
+import { load, startBenchUpstream, type LoadFigures } from './load.js';
+import { comparisonTargets } from './comparison.js';
 import type { BenchRow, ScenarioResult, TargetCheck } from './report.js';
 
 /**
@@ -25,13 +25,7 @@ async function main(): Promise<void> {
   const upstream = await startBenchUpstream(certs);
   const children = [engine, upstream.child];
   try {
-    children.push(await startForwardAgent(certs, enginePort, upstream.http, 'bench'));
-    const relay = await startTwoHopRelay(certs, upstream.http);
-    children.push(...relay.children);
-    const peer = await startLocaltunnel(upstream.http);
-    if ('children' in peer) children.push(...peer.children);
-    const targets: Target[] = [tunnelTarget('rivulet', 'bench', enginePort), localTarget('direct', upstream.https), localTarget('node relay', relay.port)];
-    if ('target' in peer) targets.push(peer.target);
+    const { targets, peerUnavailable } = await comparisonTargets(certs, enginePort, upstream, children);
     for (const target of targets) await load(target, Math.max(...CONNECTIONS), 1); // warm-up: pools and JITs
     const relayBytesAfterWarmUp = await relayBytes(metricsPort);
 
@@ -72,11 +66,11 @@ async function main(): Promise<void> {
       },
       { target: 'small responses: no stream bytes relayed between workers after warm-up', measured: `${relayedDuringRuns} bytes`, met: relayedDuringRuns === 0 },
     ];
-    if ('target' in peer) {
+    if (peerUnavailable === undefined) {
       const overPeer = rps('rivulet') / rps('localtunnel');
       targetsMet.splice(1, 0, { target: `small responses: Rivulet ≥ 3.5× localtunnel (${reference} connections)`, measured: `${overPeer.toFixed(1)}×`, met: overPeer >= 3.5 });
     }
-    if (CONNECTIONS.includes(1) && 'target' in peer) {
+    if (CONNECTIONS.includes(1) && peerUnavailable === undefined) {
       const single = (name: string): number => of(1, name, (figure) => figure.rps).median;
       const overPeerSingle = single('rivulet') / single('localtunnel');
       targetsMet.push({ target: 'small responses: Rivulet ≥ localtunnel at 1 connection', measured: `${overPeerSingle.toFixed(2)}×`, met: overPeerSingle >= 1 });
@@ -93,7 +87,7 @@ async function main(): Promise<void> {
         `${SECONDS} s per run. Rivulet, direct and the relay are HTTPS (TLS 1.3); localtunnel is plain HTTP, as it ships. The relay is two Node processes (TLS in, TLS to the second hop, TCP to the upstream), the shape of engine and agent with no HTTP work.`,
         `rivulet_worker_relay_bytes_total grew by ${relayedDuringRuns} bytes over the measured runs (after warm-up).`,
         ...(errors.length > 0 ? [`Runs with errors or non-2xx responses: ${errors.join(', ')}.`] : []),
-        ...('unavailable' in peer ? [`No localtunnel series: ${peer.unavailable}.`] : []),
+        ...(peerUnavailable ? [`No localtunnel series: ${peerUnavailable}.`] : []),
       ],
     };
     writeResult('small', { ...result });

@@ -15,7 +15,7 @@ import { writeReports, type ScenarioResult, type SuiteResult } from './report.js
  *   --only a,b run only these scenarios, reported as <a+b>.md next to latest.md (not replacing it);
  *   --out-dir DIR write there instead of bench/results.
  * `soak` (long mixed traffic, watched for leaks) runs only when named: `--only soak` (2 minutes, or 30
- * with --full); smoke mode runs it too, for 15 s.
+ * with --full); smoke mode runs it too, for 6 s.
  */
 
 type Mode = SuiteResult['mode'];
@@ -118,7 +118,7 @@ const SCENARIOS: Scenario[] = [
     args: {
       quick: ['--minutes', '2', '--sample-seconds', '10'],
       full: ['--minutes', '30', '--sample-seconds', '60'],
-      smoke: ['--minutes', '0.25', '--sample-seconds', '3', '--churn-seconds', '5'],
+      smoke: ['--minutes', '0.1', '--sample-seconds', '2', '--churn-seconds', '2'],
     },
   },
 ];

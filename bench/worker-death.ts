@@ -1,6 +1,7 @@
 import fs from 'node:fs';
 import https from 'node:https';
 import tls from 'node:tls';
+import { setTimeout as delay } from 'node:timers/promises';
 import type { Worker } from 'node:worker_threads';
 import type { RunningEngine } from '../src/engine.js';
 import { listenerStrategy, survivesWorkerDeath } from '../src/threads/listener-strategy.js';
@@ -80,7 +81,7 @@ async function inProcessEngine(bench: Bench): Promise<EngineUnderTest> {
       // Fresh connections, which the kernel spreads over the listening sockets, until one lands on the replacement.
       while (acceptedBy(engine, victim) <= acceptedBefore) {
         await handshake(engine.publicPort, bench.ca);
-        await sleep(5);
+        await delay(5);
       }
     },
     stop: () => engine.shutdown(0),
@@ -118,10 +119,6 @@ function workerOfTunnel(engine: RunningEngine, label: string): number | undefine
     if (tunnel.properties.hostname === `${label}.t.localhost`) return registry.clients.get(tunnel.clientId)?.worker;
   }
   return undefined;
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
 /**
@@ -163,7 +160,7 @@ async function unavailableFor(port: number, label: string, ca: Buffer, since: nu
     if (await probe(port, label, ca)) {
       if (answeredInARow++ === 0) firstOfRow = sent;
     } else answeredInARow = 0;
-    await sleep(PROBE_EVERY_MS);
+    await delay(PROBE_EVERY_MS);
   }
   return Math.max(0, firstOfRow - since);
 }
@@ -177,13 +174,14 @@ async function oneRun(bench: Bench, series: string): Promise<RunFigures> {
     for (const label of labels) agents.push(await startForwardAgent(bench.certs, engine.port, bench.upstreamPort, label, agentFlags));
     const loaded = labels[0]!;
     const loadDone = load(tunnelTarget(series, loaded, engine.port), CONNECTIONS, SECONDS);
-    await sleep((SECONDS * 1000) / 3);
+    await delay((SECONDS * 1000) / 3);
     const diedAt = performance.now();
     await engine.killWorker(loaded, series);
     const [figures, unavailableMs, acceptingMs] = await Promise.all([
       loadDone,
       unavailableFor(engine.port, loaded, bench.ca, diedAt),
-      Promise.race([engine.acceptingAgain().then(() => performance.now() - diedAt), sleep(GIVE_UP_MS).then(() => Promise.reject(new Error('nothing accepted for a minute')))]),
+      // The give-up timer is unref'd: it must not hold the process for a minute after an early answer.
+      Promise.race([engine.acceptingAgain().then(() => performance.now() - diedAt), delay(GIVE_UP_MS, undefined, { ref: false }).then(() => Promise.reject(new Error('nothing accepted for a minute')))]),
     ]);
     return { failed: figures.errors, unavailableMs, acceptingMs };
   } finally {

@@ -72,19 +72,7 @@ export async function startEngine(
   const started = await startListeners(config, log, { supervisor, control, api, eventStreams, apiRequests, certificates, counterBuffer });
   const { tlsPort, redirect, metrics, counters } = started;
   const httpPort = redirect ? (redirect.address() as AddressInfo).port : undefined;
-  log.info(
-    {
-      tls: formatListenAddress({ host: config.tls.listen_addr.host, port: tlsPort }),
-      http: httpPort === undefined ? undefined : formatListenAddress({ host: config.http.listen_addr!.host, port: httpPort }),
-      public_port: tlsPort,
-      metrics: metrics ? formatListenAddress({ host: config.metrics.prometheus.listen_addr!.host, port: metrics.port }) : undefined,
-      engine_host: config.engine.host,
-      workers: supervisor.workerCount,
-      listener_strategy: supervisor.strategy,
-    },
-    'ready',
-  );
-
+  logReady(config, log, supervisor, { tlsPort, httpPort, metricsPort: metrics?.port });
   const stopGracefully = async (drainMs: number): Promise<void> => {
     log.info({ drain_ms: drainMs }, 'shutting down');
     control.beginShutdown();
@@ -116,6 +104,23 @@ export async function startEngine(
       return (stopped ??= stopGracefully(drainMs));
     },
   };
+}
+
+/** The one line an operator (and the tests) wait for: where everything listens. */
+function logReady(config: EngineConfig, log: Logger, supervisor: WorkerSupervisor, ports: { tlsPort: number; httpPort: number | undefined; metricsPort: number | undefined }): void {
+  const { tlsPort, httpPort, metricsPort } = ports;
+  log.info(
+    {
+      tls: formatListenAddress({ host: config.tls.listen_addr.host, port: tlsPort }),
+      http: httpPort === undefined ? undefined : formatListenAddress({ host: config.http.listen_addr!.host, port: httpPort }),
+      public_port: tlsPort,
+      metrics: metricsPort === undefined ? undefined : formatListenAddress({ host: config.metrics.prometheus.listen_addr!.host, port: metricsPort }),
+      engine_host: config.engine.host,
+      workers: supervisor.workerCount,
+      listener_strategy: supervisor.strategy,
+    },
+    'ready',
+  );
 }
 
 /**

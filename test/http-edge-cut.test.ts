@@ -6,8 +6,9 @@ import https from 'node:https';
 import type net from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { edgeSession } from './helpers/edge-client.js';
-import { sleep, startTestEngine, waitFor, type TestEngine } from './helpers/engine.js';
-import { spawnCli, type RunningCli } from './helpers/process.js';
+import { sleep, startTestEngine, type TestEngine } from './helpers/engine.js';
+import type { RunningCli } from './helpers/process.js';
+import { startForward } from './helpers/forward.js';
 import { mintToken } from './helpers/rstrm-agent.js';
 import { listenUpstream, patternBytes } from './helpers/upstream-server.js';
 
@@ -22,7 +23,7 @@ const SENT = 300_000;
 
 let t: TestEngine;
 let port: number;
-let env: NodeJS.ProcessEnv;
+let token: string;
 let upstream: http.Server;
 let upstreamH2c: http2.Http2Server;
 const upstreamPorts = { h1: 0, h2c: 0 };
@@ -32,12 +33,7 @@ let onPartWritten: (() => void) | undefined;
 before(async () => {
   t = await startTestEngine({ timeouts: { stream_request_seconds: 3 } });
   port = t.engine.publicPort;
-  env = {
-    RSTREAM_ENGINE: `127.0.0.1:${port}`,
-    RSTREAM_AUTHENTICATION_TOKEN: await mintToken(),
-    NODE_EXTRA_CA_CERTS: t.certs.caCert,
-    RSTREAM_CONFIG: '/nonexistent/rstream.yaml',
-  };
+  token = await mintToken();
   // /cut?framing=length|chunked&how=reset|hold: the head and SENT bytes of FULL, then a TCP reset or nothing.
   const cutHandler = (req: http.IncomingMessage | http2.Http2ServerRequest, res: http.ServerResponse | http2.Http2ServerResponse): void => {
     const url = new URL(req.url ?? '/', 'http://upstream');
@@ -63,10 +59,7 @@ after(async () => {
 
 async function forward(label: string, upstreamVersion: 'h1' | 'h2c'): Promise<RunningCli> {
   const version = upstreamVersion === 'h2c' ? ['--http-version', 'h2c'] : [];
-  const agent = spawnCli(['forward', String(upstreamPorts[upstreamVersion]), '-o', 'json', '--host', label, ...version], { env });
-  await waitFor(() => agent.logs.some((line) => line.status === 'online'), 15_000);
-  await waitFor(() => [...t.engine.control.registry.tunnels.values()].some((tunnel) => tunnel.properties.hostname === `${label}.t.localhost`));
-  return agent;
+  return startForward(t, token, upstreamPorts[upstreamVersion], ['--host', label, ...version]);
 }
 
 type Outcome = { how: 'complete' | 'error'; received: number; detail: string };

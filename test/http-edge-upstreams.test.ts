@@ -10,7 +10,8 @@ import { emptyTunnelProperties, type TunnelProperties } from '../src/protocol/me
 import { eachProxyConnReq, openProxyConnection, serveForward } from './helpers/echo-agent.js';
 import { curl, edgeRequest, edgeSession, h2Request } from './helpers/edge-client.js';
 import { sleep, startTestEngine, waitFor, type TestEngine } from './helpers/engine.js';
-import { spawnCli, type RunningCli } from './helpers/process.js';
+import type { RunningCli } from './helpers/process.js';
+import { startForward } from './helpers/forward.js';
 import { mintToken, openControlChannel, type RawConnection } from './helpers/rstrm-agent.js';
 import { listenUpstream, upstreamHandler, type SeenRequest } from './helpers/upstream-server.js';
 
@@ -69,15 +70,8 @@ async function publish(overrides: Array<Partial<TunnelProperties>>, target: () =
 }
 
 async function forward(target: number, flags: string[]): Promise<RunningCli> {
-  const env = {
-    RSTREAM_ENGINE: `127.0.0.1:${port}`,
-    RSTREAM_AUTHENTICATION_TOKEN: token,
-    NODE_EXTRA_CA_CERTS: t.certs.caCert,
-    RSTREAM_CONFIG: '/nonexistent/rstream.yaml',
-  };
-  const agent = spawnCli(['forward', String(target), '-o', 'json', ...flags], { env });
+  const agent = await startForward(t, token, target, flags);
   agents.push(agent);
-  await waitFor(() => agent.logs.some((line) => line.status === 'online'), 15_000);
   return agent;
 }
 
@@ -168,13 +162,14 @@ describe('pool, limits and failures', () => {
     const waited = await edgeRequest(port, t.ca, host('limited'), { path: '/echo', agent: new https.Agent() });
     assert.equal(waited.status, 200);
     assert.deepEqual((await Promise.all(slow)).map((reply) => reply.status), [200, 200, 200, 200]);
-    // Four requests slower than stream_request_seconds: the fifth gives up.
-    const slowerSeen = seen.filter((request) => request.url === '/slow?ms=3000').length;
-    const slower = Array.from({ length: 4 }, () => edgeRequest(port, t.ca, host('limited'), { path: '/slow?ms=3000', agent: new https.Agent() }));
+    // Four requests slower than stream_request_seconds (they end at http_response_seconds): the fifth
+    // gives up while they still hold every stream.
+    const slowerSeen = seen.filter((request) => request.url === '/slow?ms=6000').length;
+    const slower = Array.from({ length: 4 }, () => edgeRequest(port, t.ca, host('limited'), { path: '/slow?ms=6000', agent: new https.Agent() }));
     // All four hold their streams once the upstream has them (a fixed pause lost that race on a busy machine).
-    await waitFor(() => seen.filter((request) => request.url === '/slow?ms=3000').length === slowerSeen + 4);
-    const refused = await curl(t.certs.caCert, `https://${host('limited')}:${port}/echo`);
-    assert.deepEqual([refused.status, refused.error], [503, 'capacity']);
+    await waitFor(() => seen.filter((request) => request.url === '/slow?ms=6000').length === slowerSeen + 4);
+    const refused = await edgeRequest(port, t.ca, host('limited'), { path: '/echo', agent: new https.Agent() });
+    assert.deepEqual([refused.status, refused.headers['x-rivulet-error']], [503, 'capacity']);
     await Promise.all(slower);
   });
 

@@ -7,7 +7,8 @@ import { after, before, describe, test } from 'node:test';
 import WebSocket, { WebSocketServer } from 'ws';
 import { sleep, startTestEngine, waitFor, type TestEngine } from './helpers/engine.js';
 import { curl, edgeRequest, edgeSession, h2Request } from './helpers/edge-client.js';
-import { spawnCli, type RunningCli } from './helpers/process.js';
+import type { RunningCli } from './helpers/process.js';
+import { startForward } from './helpers/forward.js';
 import { mintToken } from './helpers/rstrm-agent.js';
 import { listenUpstream, patternBytes, sha256, upstreamHandler, type SeenRequest } from './helpers/upstream-server.js';
 
@@ -16,7 +17,7 @@ import { listenUpstream, patternBytes, sha256, upstreamHandler, type SeenRequest
  * against a real engine, `rivulet forward` agents, real upstream servers.
  */
 let t: TestEngine;
-let env: NodeJS.ProcessEnv;
+let token: string;
 let port: number;
 const seen: SeenRequest[] = [];
 let upstream: http.Server;
@@ -26,12 +27,7 @@ const agents: RunningCli[] = [];
 before(async () => {
   t = await startTestEngine({ timeouts: { stream_request_seconds: 3, http_idle_seconds: 2 } });
   port = t.engine.publicPort;
-  env = {
-    RSTREAM_ENGINE: `127.0.0.1:${port}`,
-    RSTREAM_AUTHENTICATION_TOKEN: await mintToken(),
-    NODE_EXTRA_CA_CERTS: t.certs.caCert,
-    RSTREAM_CONFIG: '/nonexistent/rstream.yaml',
-  };
+  token = await mintToken();
   upstream = http.createServer(upstreamHandler(seen));
   const wss = new WebSocketServer({
     server: upstream,
@@ -56,18 +52,9 @@ after(async () => {
 
 /** `rivulet forward <port>` as a child process; resolves when its tunnel is live in the engine. */
 async function forward(target: number, flags: string[]): Promise<RunningCli> {
-  const agent = spawnCli(['forward', String(target), '-o', 'json', ...flags], { env });
+  const agent = await startForward(t, token, target, flags);
   agents.push(agent);
-  const deadline = Date.now() + 15_000;
-  for (;;) {
-    const online = agent.logs.find((line) => line.status === 'online');
-    if (online) {
-      await waitFor(() => t.engine.control.registry.tunnels.has(String(online.tunnel_id)));
-      return agent;
-    }
-    if (Date.now() > deadline) throw new Error(`forward did not come online: ${JSON.stringify(agent.logs)}`);
-    await sleep(50);
-  }
+  return agent;
 }
 
 const host = (label: string): string => `${label}.t.localhost`;

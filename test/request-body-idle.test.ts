@@ -1,11 +1,10 @@
 import assert from 'node:assert/strict';
-import crypto from 'node:crypto';
 import http from 'node:http';
 import { after, before, describe, test } from 'node:test';
 import { edgeSession, rawEdgeConnection, WireReader } from './helpers/edge-client.js';
 import { sleep, type TestEngine } from './helpers/engine.js';
 import { publishTestTunnel, type PublishedTunnel } from './helpers/published-tunnel.js';
-import { patternBytes, sha256 } from './helpers/upstream-server.js';
+import { digestBody, patternBytes, sha256 } from './helpers/upstream-server.js';
 
 /**
  * timeouts.http_request_body_idle_seconds (2 s here): a request body that stops arriving gets 408 and
@@ -25,15 +24,9 @@ function stallingUpstream(req: http.IncomingMessage, res: http.ServerResponse): 
   const stall = Number(new URL(req.url!, 'http://upstream').searchParams.get('ms') ?? 0);
   req.pause();
   setTimeout(() => {
-    const hash = crypto.createHash('sha256');
-    let length = 0;
-    req.on('data', (chunk: Buffer) => {
-      hash.update(chunk);
-      length += chunk.length;
-    });
-    req.on('end', () => {
+    digestBody(req, (length, sha256) => {
       completed.push(req.url!);
-      res.end(JSON.stringify({ length, sha256: hash.digest('hex') }));
+      res.end(JSON.stringify({ length, sha256 }));
     });
     req.resume();
   }, stall);

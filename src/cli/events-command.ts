@@ -2,7 +2,7 @@ import http from 'node:http';
 import https from 'node:https';
 import { Command, Option } from 'commander';
 import { withExamples } from './help-examples.js';
-import WebSocket from 'ws';
+import type WebSocket from 'ws';
 import { apiErrorMessage, apiPath, apiTlsOptions } from './api-client.js';
 import { withTargetOptions } from './agent-commands.js';
 import { resolveTarget, type EngineTarget, type TargetFlags } from './engine-target.js';
@@ -152,10 +152,12 @@ class EventWatcher {
     return this.flags.transport === 'sse' ? this.subscribeSse(path, handle) : this.subscribeWebSocket(path, handle);
   }
 
-  private subscribeWebSocket(path: string, onEvent: (json: string) => void): Promise<void> {
+  private async subscribeWebSocket(path: string, onEvent: (json: string) => void): Promise<void> {
+    // Loaded here: the CLI's other commands have no use for ws.
+    const { default: WebSocketClient } = await import('ws');
     return new Promise((resolve, reject) => {
       const options = apiTlsOptions(this.target);
-      const socket = new WebSocket(`wss://${hostPort(this.target)}${path}`, {
+      const socket = new WebSocketClient(`wss://${hostPort(this.target)}${path}`, {
         ...options,
         headers: { authorization: `Bearer ${this.target.token}` },
         perMessageDeflate: false,

@@ -4,13 +4,15 @@ import { addAgentCommands } from './agent-commands.js';
 import { addEventsCommand } from './events-command.js';
 import { addListCommands } from './list-commands.js';
 import { collect, positiveInteger } from './option-parsers.js';
-import { runCertsDevCommand } from './certs-command.js';
-import { runEngineCommand } from './engine-command.js';
-import { runTokenMintCommand } from './token-command.js';
+import type { runTokenMintCommand } from './token-command.js';
 import { VERSION } from '../version.js';
 import { withExamples } from './help-examples.js';
 import { RivuletError, UsageError } from '../errors.js';
 
+/**
+ * The whole command tree. Each command's implementation is imported when it runs: an agent or an API
+ * call need not load the engine, uWS or the certificate toolkit (half a second of CPU per start).
+ */
 export function buildProgram(): Command {
   const program = new Command('rivulet')
     .description('Rivulet: a self-hosted tunnel engine speaking the rstream Community Edition protocol')
@@ -24,7 +26,7 @@ export function buildProgram(): Command {
       .description('run the engine (without --config: the embedded development profile)')
       .option('-c, --config <file>', 'YAML config file (default: $RSTREAM_ENGINE_CONFIG)')
       .option('--check', 'validate the config and certificate, print "config ok" and exit')
-      .action((options: { config?: string; check?: boolean }) => runEngineCommand(options)),
+      .action(async (options: { config?: string; check?: boolean }) => (await import('./engine-command.js')).runEngineCommand(options)),
     [
       'rivulet engine                                  # development profile: https://localhost:8443',
       'rivulet engine --check -c /etc/rivulet/engine.yaml',
@@ -41,8 +43,8 @@ export function buildProgram(): Command {
     .option('--out <dir>', 'output directory', './tls')
     .option('--days <n>', 'leaf validity in days', positiveInteger, 365)
     .option('--force', 'overwrite existing files', false)
-    .action((options: { host: string; san: string[]; out: string; days: number; force: boolean }) =>
-      runCertsDevCommand(options),
+    .action(async (options: { host: string; san: string[]; out: string; days: number; force: boolean }) =>
+      (await import('./certs-command.js')).runCertsDevCommand(options),
     );
   withExamples(certsDev, ['rivulet certs dev --host localhost --out ./tls', 'rivulet certs dev --host edge.test --san 192.0.2.10 --days 30']);
 
@@ -56,7 +58,7 @@ export function buildProgram(): Command {
     .option('--ttl <duration>', 'lifetime: 90s, 15m, 24h, 30d, or 0 for no expiry', '1h')
     .option('--permissions <list>', 'comma-separated engine permissions (default: full access)')
     .addOption(new Option('-o, --output <format>', 'output format').choices(['text', 'json']).default('text'))
-    .action((options: Parameters<typeof runTokenMintCommand>[0]) => runTokenMintCommand(options));
+    .action(async (options: Parameters<typeof runTokenMintCommand>[0]) => (await import('./token-command.js')).runTokenMintCommand(options));
   withExamples(tokenMint, [
     'rivulet token mint --secret-file .rivulet/dev/jwt-secret',
     'rivulet token mint --secret-file /etc/rivulet/jwt-secret --sub ci --ttl 30d --permissions tunnels.resources.read-only',

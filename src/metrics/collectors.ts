@@ -69,31 +69,21 @@ function scrapedMetrics(registry: Registry, counters: CounterTable): ScrapedMetr
     }
     return scrapeTotals;
   };
+  // Both are filled from `samples` at scrape time: reset, then every sample recorded.
   const counter = (name: string, help: string, labelNames: string[], samples: Samples): void => {
-    new Counter({
-      name,
-      help,
-      labelNames,
-      registers,
-      collect() {
-        this.reset();
-        for (const [labels, value] of samples()) this.inc(labels, value);
-      },
-    });
+    new Counter({ name, help, labelNames, registers, collect: collectFrom(samples, (metric, labels, value) => metric.inc(labels, value)) });
   };
   const gauge = (name: string, help: string, labelNames: string[], samples: Samples): void => {
-    new Gauge({
-      name,
-      help,
-      labelNames,
-      registers,
-      collect() {
-        this.reset();
-        for (const [labels, value] of samples()) this.set(labels, value);
-      },
-    });
+    new Gauge({ name, help, labelNames, registers, collect: collectFrom(samples, (metric, labels, value) => metric.set(labels, value)) });
   };
   return { counter, gauge, totals };
+}
+
+function collectFrom<M extends Counter | Gauge>(samples: Samples, record: (metric: M, labels: LabelValues<string>, value: number) => void): (this: M) => void {
+  return function collect(this: M): void {
+    this.reset();
+    for (const [labels, value] of samples()) record(this, labels, value);
+  };
 }
 
 function tallies(labelName: string, record: Readonly<Record<string, number>>): Sample[] {

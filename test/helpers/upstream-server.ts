@@ -43,17 +43,22 @@ export function upstreamHandler(seen: SeenRequest[]) {
       setTimeout(() => res.end('slow'), Number(url.searchParams.get('ms')));
       return;
     }
-    const hash = crypto.createHash('sha256');
-    let length = 0;
-    req.on('data', (chunk: Buffer) => {
-      hash.update(chunk);
-      length += chunk.length;
-    });
-    req.on('end', () => {
+    digestBody(req, (length, sha256) => {
       res.writeHead(200, { 'content-type': 'application/json' });
-      res.end(JSON.stringify({ method: req.method, url: req.url, length, sha256: hash.digest('hex'), version: req.httpVersion }));
+      res.end(JSON.stringify({ method: req.method, url: req.url, length, sha256, version: req.httpVersion }));
     });
   };
+}
+
+/** Reads a request body to its end; `done` gets its length and SHA-256 (hex). */
+export function digestBody(req: http.IncomingMessage, done: (length: number, sha256: string) => void): void {
+  const hash = crypto.createHash('sha256');
+  let length = 0;
+  req.on('data', (chunk: Buffer) => {
+    hash.update(chunk);
+    length += chunk.length;
+  });
+  req.on('end', () => done(length, hash.digest('hex')));
 }
 
 export async function listenUpstream(server: net.Server): Promise<number> {

@@ -91,91 +91,110 @@ function exchangeH1(
   plan: ForwardPlan,
   bodyless: boolean,
   downstreamGone: AbortSignal,
-  { responseMs, bodyIdleMs }: ExchangeLimits,
+  limits: ExchangeLimits,
 ): Promise<Outcome> {
-  return new Promise((resolve) => {
-    const length = req.headers['content-length'];
-    const chunked = !bodyless && length === undefined;
-    // A POST or PUT without a body still says so, as HTTP/1.1 clients do.
-    const framing = bodyless ? (EXPECTS_BODY.has(req.method) ? 'content-length: 0\r\n' : '') : chunked ? 'transfer-encoding: chunked\r\n' : `content-length: ${length}\r\n`;
-    const cookie = req.headers.cookie;
-    const fields = fieldsOfH2({ ...req.headers, cookie: Array.isArray(cookie) ? cookie.join('; ') : cookie });
-    const head = `${req.method} ${plan.path} HTTP/1.1\r\n${upstreamRequestLines(fields, plan, false, framing)}\r\n`;
-    let responded = false;
-    const onDrain = (): void => upstream.resume();
-    // The client may cancel its stream after this exchange is over and the upstream serves another request.
-    const onGone = (): void => {
-      upstream.abandon();
-      settle('done');
-    };
-    res.on('drain', onDrain);
-    downstreamGone.addEventListener('abort', onGone);
-    let responseTimer: NodeJS.Timeout | undefined;
-    const awaitResponse = (): void => {
-      if (responseTimer || responded) return;
-      responseTimer = setTimeout(() => {
-        upstream.abandon();
-        settle({ failedBeforeResponse: 'upstream_timeout' });
-      }, responseMs);
-    };
-    let bodyIdle: BodyIdleWatch | undefined;
-    const settle = (outcome: Outcome): void => {
-      clearTimeout(responseTimer);
-      bodyIdle?.stop();
-      res.off('drain', onDrain);
-      downstreamGone.removeEventListener('abort', onGone);
-      resolve(outcome);
-    };
-    upstream.begin(
-      head,
-      { method: req.method, upgrade: false, requestComplete: bodyless },
-      {
-        wantsPayload: true,
-        interim: () => {},
-        head: (response) => {
-          responded = true;
-          clearTimeout(responseTimer);
-          if (!relayHead(res, response.status, headersOfFields(response.fields))) {
-            upstream.abandon();
-            settle('done');
-          }
-        },
-        body: (data) => res.write(data),
-        end: () => {
-          res.end();
-          settle('done');
-        },
-        fail: (failure) => {
-          if (!responded && failure.beforeResponse) settle({ failedBeforeResponse: failure.reason });
-          else {
-            abortResponse(res);
-            settle('done');
-          }
-        },
+  return new Promise((resolve) => new H1UpstreamExchange(upstream, req, res, downstreamGone, limits, resolve).start(plan, bodyless));
+}
+
+/** One exchangeH1: its timers and listeners, all released when it settles. */
+class H1UpstreamExchange {
+  private responded = false;
+  private responseTimer: NodeJS.Timeout | undefined;
+  private bodyIdle: BodyIdleWatch | undefined;
+  private readonly onDrain = (): void => this.upstream.resume();
+  // The client may cancel its stream after this exchange is over and the upstream serves another request.
+  private readonly onGone = (): void => {
+    this.upstream.abandon();
+    this.settle('done');
+  };
+
+  constructor(
+    private readonly upstream: H1Upstream,
+    private readonly req: EdgeRequest,
+    private readonly res: EdgeResponse,
+    private readonly downstreamGone: AbortSignal,
+    private readonly limits: ExchangeLimits,
+    private readonly resolve: (outcome: Outcome) => void,
+  ) {}
+
+  start(plan: ForwardPlan, bodyless: boolean): void {
+    const { upstream, req, res } = this;
+    const { head, chunked } = h1RequestHead(req, plan, bodyless);
+    res.on('drain', this.onDrain);
+    this.downstreamGone.addEventListener('abort', this.onGone);
+    upstream.begin(head, { method: req.method, upgrade: false, requestComplete: bodyless }, {
+      wantsPayload: true,
+      interim: () => {},
+      head: (response) => {
+        this.responded = true;
+        clearTimeout(this.responseTimer);
+        if (!relayHead(res, response.status, headersOfFields(response.fields))) {
+          upstream.abandon();
+          this.settle('done');
+        }
       },
-    );
-    if (bodyless) {
-      awaitResponse();
-      return;
-    }
-    bodyIdle = new BodyIdleWatch(bodyIdleMs, () => upstream.stream.writableNeedDrain, () => {
+      body: (data) => res.write(data),
+      end: () => {
+        res.end();
+        this.settle('done');
+      },
+      fail: (failure) => {
+        if (!this.responded && failure.beforeResponse) return this.settle({ failedBeforeResponse: failure.reason });
+        abortResponse(res);
+        this.settle('done');
+      },
+    });
+    if (bodyless) return this.awaitResponse();
+    this.bodyIdle = new BodyIdleWatch(this.limits.bodyIdleMs, () => upstream.stream.writableNeedDrain, () => {
       upstream.abandon();
-      if (responded) abortResponse(res);
-      settle(responded ? 'done' : { failedBeforeResponse: 'request_timeout' });
+      if (this.responded) abortResponse(res);
+      this.settle(this.responded ? 'done' : { failedBeforeResponse: 'request_timeout' });
     });
-    req.on('data', (data: Buffer) => {
-      bodyIdle!.activity();
-      if (!upstream.write(chunked ? Buffer.concat(chunkOf(data)) : data)) {
-        req.pause();
-        upstream.stream.once('drain', () => req.resume());
-      }
-    });
-    req.once('end', () => {
-      bodyIdle!.stop();
-      if (chunked) upstream.write(LAST_CHUNK);
-      upstream.requestEnded();
-      awaitResponse();
-    });
+    sendBodyToH1(req, upstream, chunked, this.bodyIdle, () => this.awaitResponse());
+  }
+
+  private awaitResponse(): void {
+    if (this.responseTimer || this.responded) return;
+    this.responseTimer = setTimeout(() => {
+      this.upstream.abandon();
+      this.settle({ failedBeforeResponse: 'upstream_timeout' });
+    }, this.limits.responseMs);
+  }
+
+  private settle(outcome: Outcome): void {
+    clearTimeout(this.responseTimer);
+    this.bodyIdle?.stop();
+    this.res.off('drain', this.onDrain);
+    this.downstreamGone.removeEventListener('abort', this.onGone);
+    this.resolve(outcome);
+  }
+}
+
+/** The HTTP/1.1 request head for an h2 request, and whether the edge chunks its body. */
+function h1RequestHead(req: EdgeRequest, plan: ForwardPlan, bodyless: boolean): { head: string; chunked: boolean } {
+  const length = req.headers['content-length'];
+  const chunked = !bodyless && length === undefined;
+  // A POST or PUT without a body still says so, as HTTP/1.1 clients do.
+  const framing = bodyless ? (EXPECTS_BODY.has(req.method) ? 'content-length: 0\r\n' : '') : chunked ? 'transfer-encoding: chunked\r\n' : `content-length: ${length}\r\n`;
+  const cookie = req.headers.cookie;
+  const fields = fieldsOfH2({ ...req.headers, cookie: Array.isArray(cookie) ? cookie.join('; ') : cookie });
+  return { head: `${req.method} ${plan.path} HTTP/1.1\r\n${upstreamRequestLines(fields, plan, false, framing)}\r\n`, chunked };
+}
+
+/** The h2 request body to an HTTP/1.1 upstream, with backpressure; `ended` once it is all written. */
+function sendBodyToH1(req: EdgeRequest, upstream: H1Upstream, chunked: boolean, bodyIdle: BodyIdleWatch, ended: () => void): void {
+  req.on('data', (data: Buffer) => {
+    bodyIdle.activity();
+    if (!upstream.write(chunked ? Buffer.concat(chunkOf(data)) : data)) {
+      req.pause();
+      upstream.stream.once('drain', () => req.resume());
+    }
+  });
+  req.once('end', () => {
+    bodyIdle.stop();
+    if (chunked) upstream.write(LAST_CHUNK);
+    upstream.requestEnded();
+    ended();
   });
 }
 
@@ -190,17 +209,10 @@ function exchangeH2(
   { responseMs, bodyIdleMs }: ExchangeLimits,
 ): Promise<Outcome> {
   return new Promise((resolve) => {
-    const headers: http2.OutgoingHttpHeaders = {
-      ...upstreamRequestHeaders(req.headers, { ...plan, upstream: 'h2', websocket: false }),
-      ':method': req.method,
-      ':path': plan.path,
-      ':authority': plan.authority,
-      ':scheme': upstream.scheme,
-    };
     let outgoing: http2.ClientHttp2Stream;
     let completed: () => boolean;
     try {
-      ({ stream: outgoing, completed } = upstream.request(headers, bodyless));
+      ({ stream: outgoing, completed } = upstream.request(h2RequestHeaders(req, plan, upstream.scheme), bodyless));
     } catch {
       resolve({ failedBeforeResponse: 'upstream_closed' });
       return;
@@ -217,17 +229,7 @@ function exchangeH2(
     outgoing.once('response', (incoming) => {
       responded = true;
       clearTimeout(responseTimer);
-      if (!relayHead(res, Number(incoming[':status']), incoming)) {
-        outgoing.destroy();
-        return;
-      }
-      outgoing.once('error', () => abortResponse(res));
-      outgoing.pipe(res, { end: false });
-      outgoing.once('end', () => {
-        // Node also ends a stream it tears down: only a real end completes the response.
-        if (completed()) res.end();
-        else abortResponse(res);
-      });
+      relayH2Response(outgoing, incoming, res, completed);
     });
     outgoing.once('end', () => resolve('done'));
     outgoing.once('close', () => {
@@ -241,22 +243,53 @@ function exchangeH2(
       outgoing.destroy();
       resolve('done');
     });
-    if (bodyless) awaitResponse();
-    else {
-      const bodyIdle = new BodyIdleWatch(bodyIdleMs, () => outgoing.writableNeedDrain, () => {
-        if (responded) abortResponse(res);
-        else resolve({ failedBeforeResponse: 'request_timeout' });
-        outgoing.close(http2.constants.NGHTTP2_CANCEL);
-      });
-      outgoing.once('close', () => bodyIdle.stop());
-      req.on('data', () => bodyIdle.activity());
-      req.pipe(outgoing);
-      req.once('error', () => outgoing.destroy());
-      req.once('end', () => {
-        bodyIdle.stop();
-        awaitResponse();
-      });
+    if (bodyless) {
+      awaitResponse();
+      return;
     }
+    const bodyIdle = new BodyIdleWatch(bodyIdleMs, () => outgoing.writableNeedDrain, () => {
+      if (responded) abortResponse(res);
+      else resolve({ failedBeforeResponse: 'request_timeout' });
+      outgoing.close(http2.constants.NGHTTP2_CANCEL);
+    });
+    sendBodyToH2(req, outgoing, bodyIdle, awaitResponse);
+  });
+}
+
+function h2RequestHeaders(req: EdgeRequest, plan: ForwardPlan, scheme: 'http' | 'https'): http2.OutgoingHttpHeaders {
+  return {
+    ...upstreamRequestHeaders(req.headers, { ...plan, upstream: 'h2', websocket: false }),
+    ':method': req.method,
+    ':path': plan.path,
+    ':authority': plan.authority,
+    ':scheme': scheme,
+  };
+}
+
+/** An h2 upstream's response head and body to the h2 downstream. */
+function relayH2Response(outgoing: http2.ClientHttp2Stream, incoming: http2.IncomingHttpHeaders, res: EdgeResponse, completed: () => boolean): void {
+  if (!relayHead(res, Number(incoming[':status']), incoming)) {
+    outgoing.destroy();
+    return;
+  }
+  outgoing.once('error', () => abortResponse(res));
+  outgoing.pipe(res, { end: false });
+  outgoing.once('end', () => {
+    // Node also ends a stream it tears down: only a real end completes the response.
+    if (completed()) res.end();
+    else abortResponse(res);
+  });
+}
+
+/** The h2 request body piped to the upstream stream; `ended` once it is all sent. */
+function sendBodyToH2(req: EdgeRequest, outgoing: http2.ClientHttp2Stream, bodyIdle: BodyIdleWatch, ended: () => void): void {
+  outgoing.once('close', () => bodyIdle.stop());
+  req.on('data', () => bodyIdle.activity());
+  req.pipe(outgoing);
+  req.once('error', () => outgoing.destroy());
+  req.once('end', () => {
+    bodyIdle.stop();
+    ended();
   });
 }
 

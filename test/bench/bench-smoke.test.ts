@@ -4,7 +4,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
-import type { SuiteResult } from '../bench/report.js';
+import type { SuiteResult } from '../../bench/report.js';
 
 /**
  * The benchmark suite's smoke mode (`node dist/bench/suite.js --smoke`): every scenario runs for real —
@@ -14,7 +14,7 @@ import type { SuiteResult } from '../bench/report.js';
 test('bench suite, smoke mode: every scenario reports rows with figures, a table and a chart', { timeout: 300_000 }, async () => {
   const outDir = fs.mkdtempSync(path.join(os.tmpdir(), 'rivulet-bench-smoke-'));
   try {
-    const suite = new URL('../bench/suite.js', import.meta.url).pathname;
+    const suite = new URL('../../bench/suite.js', import.meta.url).pathname;
     const { code, stderr } = await new Promise<{ code: number | null; stderr: string }>((resolve) => {
       const child = spawn(process.execPath, [suite, '--smoke', '--out-dir', outDir], { stdio: ['ignore', 'ignore', 'pipe'] });
       let stderr = '';
