@@ -3,7 +3,7 @@ import https from 'node:https';
 import net from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { captureClientHello } from './helpers/client-hello.js';
-import { handshake, sleep, startTestEngine, type TestEngine } from './helpers/engine.js';
+import { handshake, startTestEngine, waitFor, type TestEngine } from './helpers/engine.js';
 
 let t: TestEngine;
 let port: number;
@@ -13,11 +13,11 @@ before(async () => {
 });
 after(() => t.stop());
 
-/** Counter totals after the workers had a moment to record a connection's end. */
+/** How the counter totals moved through `action`, once the workers recorded the end of its connections. */
 async function totalsAfter(action: () => Promise<unknown>) {
   const before = t.engine.counters.totals();
   await action();
-  await sleep(100);
+  await waitFor(() => t.engine.counters.totals().connections_open === before.connections_open);
   const now = t.engine.counters.totals();
   return Object.fromEntries(Object.keys(now).map((key) => [key, now[key as keyof typeof now] - before[key as keyof typeof before]]));
 }
@@ -139,8 +139,9 @@ test('200 TLS connections are spread over more than one worker thread', async ()
     );
     for (const session of sessions) session.socket.destroy();
   }
-  await sleep(100);
-  const perWorker = [0, 1].map((worker) => t.engine.counters.row(worker).accepted_api - before[worker]!);
+  const acceptedSince = (worker: number): number => t.engine.counters.row(worker).accepted_api - before[worker]!;
+  await waitFor(() => acceptedSince(0) + acceptedSince(1) >= 200);
+  const perWorker = [0, 1].map(acceptedSince);
   process.stdout.write(`# accept distribution over 2 workers: ${perWorker.join(' / ')}\n`);
   assert.equal(perWorker[0]! + perWorker[1]!, 200);
   assert.ok(perWorker.every((count) => count > 0), `every worker accepted some: ${perWorker.join(' / ')}`);

@@ -157,8 +157,9 @@ describe('pool, limits and failures', () => {
   test('at max_streams_per_tunnel a request waits for a pooled stream, then gets 503 capacity', async () => {
     await publish([{ hostname: 'limited' }], () => h1Port);
     // Four slow requests hold the four streams; a fifth waits for one of them (it finishes in time).
+    const slowSeen = seen.filter((request) => request.url === '/slow?ms=600').length;
     const slow = Array.from({ length: 4 }, () => edgeRequest(port, t.ca, host('limited'), { path: '/slow?ms=600', agent: new https.Agent() }));
-    await sleep(200);
+    await waitFor(() => seen.filter((request) => request.url === '/slow?ms=600').length === slowSeen + 4);
     const waited = await edgeRequest(port, t.ca, host('limited'), { path: '/echo', agent: new https.Agent() });
     assert.equal(waited.status, 200);
     assert.deepEqual((await Promise.all(slow)).map((reply) => reply.status), [200, 200, 200, 200]);

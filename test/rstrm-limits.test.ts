@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { emptyTunnelProperties } from '../src/protocol/messages.js';
 import { serveEcho } from './helpers/echo-agent.js';
-import { sleep, startTestEngine, type TestEngine } from './helpers/engine.js';
+import { startTestEngine, waitFor, type TestEngine } from './helpers/engine.js';
 import { RawConnection, mintToken, openControlChannel } from './helpers/rstrm-agent.js';
 
 let t: TestEngine;
@@ -21,11 +21,17 @@ async function dial(host: string, target: string): Promise<{ dialer: RawConnecti
   return { dialer, code: 'error' in reply.result ? reply.result.error.code : undefined };
 }
 
+async function waitForTunnelNamed(name: string): Promise<{ id: string }> {
+  const find = () => [...t.engine.control.registry.tunnels.values()].find((tunnel) => tunnel.properties.name === name);
+  await waitFor(() => find() !== undefined);
+  return find()!;
+}
+
 test('max_streams_per_tunnel: pending + active streams past the limit get 7000; a freed stream makes room', async () => {
   const { agent } = await openControlChannel(t.engine.publicPort, t.ca, token);
   agent.send({ type: 'open_tunnel_req', request_id: '', tunnel_properties: { ...emptyTunnelProperties(), publish: false, name: 'limited' } });
   await agent.next('open_tunnel_rsp');
-  while (![...t.engine.control.registry.tunnels.values()].some((tunnel) => tunnel.properties.name === 'limited')) await sleep(10);
+  const tunnelId = (await waitForTunnelNamed('limited')).id;
   serveEcho(agent, t.engine.publicPort, t.ca, { zeroRtt: false, order: 'js' });
   const first = await dial('127.0.0.1', 'limited');
   const second = await dial('127.0.0.1', 'limited');
@@ -33,7 +39,7 @@ test('max_streams_per_tunnel: pending + active streams past the limit get 7000; 
   const third = await dial('127.0.0.1', 'limited');
   assert.equal(third.code, 7000);
   first.dialer.close();
-  await sleep(200);
+  await waitFor(() => t.engine.control.streamsCounted(tunnelId) === 1);
   const fourth = await dial('127.0.0.1', 'limited');
   assert.equal(fourth.code, undefined);
   for (const { dialer } of [second, third, fourth]) dialer.close();
@@ -44,7 +50,7 @@ test('source_ip on a dual-stack listener: 127.0.0.1 is fixed32 0x7f000001, ::1 i
   const { agent } = await openControlChannel(t.engine.publicPort, t.ca, token);
   agent.send({ type: 'open_tunnel_req', request_id: '', tunnel_properties: { ...emptyTunnelProperties(), publish: false, name: 'whoami' } });
   await agent.next('open_tunnel_rsp');
-  while (![...t.engine.control.registry.tunnels.values()].some((tunnel) => tunnel.properties.name === 'whoami')) await sleep(10);
+  await waitForTunnelNamed('whoami');
   for (const [host, expected] of [
     ['127.0.0.1', { v4: 0x7f000001 }],
     ['::1', { v6: Buffer.from('00000000000000000000000000000001', 'hex') }],

@@ -5,7 +5,7 @@ import { emptyTunnelProperties, type TunnelProperties } from '../src/protocol/me
 import { encodeFrame } from '../src/protocol/frame.js';
 import { workerOfStream } from '../src/dataplane/streams.js';
 import { openProxyConnection, serveEcho } from './helpers/echo-agent.js';
-import { sleep, startTestEngine, type TestEngine } from './helpers/engine.js';
+import { sleep, startTestEngine, waitFor, type TestEngine } from './helpers/engine.js';
 import { RawConnection, mintToken, openControlChannel } from './helpers/rstrm-agent.js';
 
 const PORT_BASE = 20000 + Math.floor(Math.random() * 20000);
@@ -27,7 +27,7 @@ async function tunnelOn(agent: RawConnection, overrides: Partial<TunnelPropertie
   const reply = await agent.next('open_tunnel_rsp');
   assert.ok('tunnel_properties' in reply.result, JSON.stringify(reply.result));
   const id = reply.result.tunnel_properties.id!;
-  while (!t.engine.control.registry.tunnels.has(id)) await sleep(10);
+  await waitFor(() => t.engine.control.registry.tunnels.has(id));
   return id;
 }
 

@@ -4,24 +4,20 @@ import net from 'node:net';
 import tls from 'node:tls';
 import { after, before, describe, test } from 'node:test';
 import { createDevCertificates } from '../src/certs/dev-ca.js';
-import { sleep, startTestEngine, waitFor, type TestEngine } from './helpers/engine.js';
-import { spawnCli } from './helpers/process.js';
+import { startTestEngine, type TestEngine } from './helpers/engine.js';
+import { startForward } from './helpers/forward.js';
+import type { RunningCli } from './helpers/process.js';
 import { mintToken } from './helpers/rstrm-agent.js';
 
 /** Published TLS tunnels served through `rivulet forward --tls`, with real TLS clients. */
 let t: TestEngine;
-let env: NodeJS.ProcessEnv;
+let token: string;
 let plainEcho: net.Server;
-const agents: Array<ReturnType<typeof spawnCli>> = [];
+const agents: RunningCli[] = [];
 
 before(async () => {
   t = await startTestEngine();
-  env = {
-    RSTREAM_ENGINE: `127.0.0.1:${t.engine.publicPort}`,
-    RSTREAM_AUTHENTICATION_TOKEN: await mintToken(),
-    NODE_EXTRA_CA_CERTS: t.certs.caCert,
-    RSTREAM_CONFIG: '/nonexistent/rstream.yaml',
-  };
+  token = await mintToken();
   plainEcho = net.createServer((socket) => {
     socket.on('error', () => {});
     socket.pipe(socket);
@@ -39,19 +35,9 @@ after(async () => {
 
 /** `rivulet forward` with these flags; resolves once its tunnel is live. */
 async function forward(port: number, flags: string[]): Promise<string> {
-  const agent = spawnCli(['forward', String(port), '--tls', '-o', 'json', ...flags], { env });
+  const agent = await startForward(t, token, port, ['--tls', ...flags]);
   agents.push(agent);
-  const deadline = Date.now() + 10_000;
-  for (;;) {
-    const online = agent.logs.find((line) => line.status === 'online');
-    if (online) {
-      const tunnelId = String(online.tunnel_id);
-      await waitFor(() => [...t.engine.control.registry.tunnels.keys()].includes(tunnelId));
-      return String(online.forwarding);
-    }
-    if (Date.now() > deadline) throw new Error(`forward did not come online: ${JSON.stringify(agent.logs)} ${agent.stderr()}`);
-    await sleep(50);
-  }
+  return String(agent.logs.find((line) => line.status === 'online')!.forwarding);
 }
 
 function connect(servername: string, options: tls.ConnectionOptions): Promise<tls.TLSSocket> {

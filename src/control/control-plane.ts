@@ -57,6 +57,12 @@ export class ControlPlane {
     });
   }
 
+  /** Pending + active streams of a tunnel, engine-wide: what max_streams_per_tunnel counts (0 when unlimited or gone). */
+  streamsCounted(tunnelId: string): number {
+    const slot = this.registry.tunnels.get(tunnelId)?.streamSlot;
+    return slot === undefined ? 0 : this.streamSlots.streamCount(slot);
+  }
+
   beginShutdown(): void {
     this.shuttingDown = true;
   }

@@ -2,12 +2,11 @@ import assert from 'node:assert/strict';
 import { isDeepStrictEqual } from 'node:util';
 import type { Worker } from 'node:worker_threads';
 import { STREAM_KINDS } from '../../src/threads/counters.js';
-import type { StreamSlotAllocator } from '../../src/threads/stream-slots.js';
 import { emptyTunnelProperties } from '../../src/protocol/messages.js';
 import { apiRequest } from '../helpers/api-client.js';
 import { captureClientHello } from '../helpers/client-hello.js';
 import { serveEcho } from '../helpers/echo-agent.js';
-import { sleep, startTestEngine, type TestEngine } from '../helpers/engine.js';
+import { sleep, startTestEngine, waitFor, type TestEngine } from '../helpers/engine.js';
 import { RawConnection, mintToken, openControlChannel } from '../helpers/rstrm-agent.js';
 
 /** The private tunnel the healthy agent keeps open for the whole run; dials reach its echo. */
@@ -73,7 +72,7 @@ export class FuzzEngine {
     this.healthyTunnelId = reply.result.tunnel_properties.id!;
     serveEcho(agent, this.port, this.ca, { zeroRtt: false, order: 'go' });
     this.workerThreadIds = this.workerThreads().map((worker) => worker.threadId);
-    while (!this.engine.engine.control.registry.tunnels.get(this.healthyTunnelId)) await sleep(10);
+    await waitFor(() => this.engine.engine.control.registry.tunnels.has(this.healthyTunnelId));
     await this.checkServing();
     await this.settle();
   }
@@ -151,8 +150,6 @@ export class FuzzEngine {
    * streams (a dial waiting for its proxy connection) as well as spliced ones.
    */
   private streamsCountedOn(tunnelId: string): number {
-    const slot = this.engine.engine.control.registry.tunnels.get(tunnelId)?.streamSlot;
-    if (slot === undefined) return 0;
-    return (this.engine.engine.control as unknown as { streamSlots: StreamSlotAllocator }).streamSlots.streamCount(slot);
+    return this.engine.engine.control.streamsCounted(tunnelId);
   }
 }
