@@ -61,7 +61,10 @@ function openStreamingResponse(hostname: string): Promise<{ outcome: Promise<'co
   });
 }
 
-/** Requests to the other tenant, one after another, until stopped: every one must succeed. */
+/** A pause between the other tenant's requests: a tenant that keeps using the engine, not a load test (that is bench/). */
+const STEADY_PACE_MS = 10;
+
+/** Requests to the other tenant, each on a new connection, until stopped: every one must succeed. */
 function steadyTraffic(): { stop: () => Promise<number> } {
   let running = true;
   let served = 0;
@@ -70,6 +73,7 @@ function steadyTraffic(): { stop: () => Promise<number> } {
       const reply = await edgeRequest(port, t.ca, host('steady'), { path: '/echo', agent: new https.Agent() });
       assert.equal(reply.status, 200, `the other tenant got ${reply.status}: ${reply.body.toString()}`);
       served++;
+      await sleep(STEADY_PACE_MS);
     }
   })();
   return {

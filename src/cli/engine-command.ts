@@ -2,7 +2,7 @@ import path from 'node:path';
 import { buildConfig, readConfigFile, type LoadedConfig } from '../config/load.js';
 import { prepareDevProfile, DEV_DIRECTORY, type DevProfile } from '../config/dev-profile.js';
 import { loadCertificatePair } from '../certs/certificate-pair.js';
-import { startEngine, type RunningEngine } from '../engine.js';
+import type { RunningEngine } from '../engine.js';
 import { createLogger, type Logger } from '../log.js';
 import { RivuletError } from '../errors.js';
 
@@ -35,6 +35,8 @@ export async function runEngineCommand(options: EngineCommandOptions): Promise<v
   const shutdown = stopOnSignals(log, fatal);
   let engine: RunningEngine;
   try {
+    // Loaded once the config is good: a config error need not load the engine, uWS and prom-client.
+    const { startEngine } = await import('../engine.js');
     engine = await startEngine(config, log, fatal);
   } catch (error) {
     exitWithStartupError(error);
