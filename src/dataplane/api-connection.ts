@@ -3,21 +3,26 @@ import type { Duplex } from 'node:stream';
 import { ApiRequestHeads } from './api-request-heads.js';
 import { endSoon } from '../net/splice.js';
 
-/** A burst of API connections can fill the main thread's accept backlog: retry this long, then give up. */
-const CONNECT_ATTEMPTS = 50;
-const RETRY_DELAY_MS = 20;
+/**
+ * A burst of API connections can fill the main thread's accept backlog: retry with backoff for up to
+ * 10 s. A thousand event-stream subscribers arriving at once on a busy machine took longer than the
+ * single second this used to allow, and the ones past it were closed without a reply.
+ */
+const CONNECT_GIVE_UP_MS = 10_000;
+const FIRST_RETRY_MS = 10;
+const MAX_RETRY_MS = 250;
 
 /**
  * Joins a terminated base-host HTTP session to the main thread's Engine API server (its Unix socket).
  * A Unix socket refuses at once (EAGAIN) when the listener's backlog is full, unlike TCP which would
- * retry the SYN, so a burst (a thousand event-stream subscribers reconnecting) retries here briefly.
+ * retry the SYN, so a burst (a thousand event-stream subscribers reconnecting) retries here.
  */
-export function spliceToApi(session: Duplex, socketPath: string, attempt = 1): void {
+export function spliceToApi(session: Duplex, socketPath: string, giveUpAt = Date.now() + CONNECT_GIVE_UP_MS, retryMs = FIRST_RETRY_MS): void {
   const api = net.connect({ path: socketPath, allowHalfOpen: true });
   const retry = (error: NodeJS.ErrnoException): void => {
     api.destroy();
-    if (error.code === 'EAGAIN' && attempt < CONNECT_ATTEMPTS && !session.destroyed) {
-      setTimeout(() => spliceToApi(session, socketPath, attempt + 1), RETRY_DELAY_MS);
+    if (error.code === 'EAGAIN' && Date.now() + retryMs < giveUpAt && !session.destroyed) {
+      setTimeout(() => spliceToApi(session, socketPath, giveUpAt, Math.min(retryMs * 2, MAX_RETRY_MS)), retryMs);
     } else session.destroy();
   };
   api.once('error', retry);
