@@ -18,6 +18,8 @@ const MAX_RETRY_MS = 250;
  * retry the SYN, so a burst (a thousand event-stream subscribers reconnecting) retries here.
  */
 export function spliceToApi(session: Duplex, socketPath: string, giveUpAt = Date.now() + CONNECT_GIVE_UP_MS, retryMs = FIRST_RETRY_MS): void {
+  // The client may have left while a retry waited: joined now, the API socket would outlive it.
+  if (session.destroyed) return;
   const api = net.connect({ path: socketPath, allowHalfOpen: true });
   const retry = (error: NodeJS.ErrnoException): void => {
     api.destroy();
