@@ -141,6 +141,7 @@ describe('pool, limits and failures', () => {
             const results: number[] = [];
             for (let round = 0; round < 3; round++) {
               const reply = await edgeRequest(port, t.ca, host(label), { path: `/echo?c=${client}`, agent });
+              assert.equal(reply.status, 200, `${reply.headers['x-rivulet-error']}: ${reply.body.toString()}`);
               assert.equal(JSON.parse(reply.body.toString()).url, `/echo?c=${client}`);
               results.push(reply.status);
             }
@@ -148,16 +149,13 @@ describe('pool, limits and failures', () => {
           }),
         ),
       );
-      assert.deepEqual(statuses.flat(), Array(300).fill(200));
+      assert.equal(statuses.flat().length, 300);
     } finally {
       agent.destroy();
     }
   });
 
-  test(
-    'at max_streams_per_tunnel a request waits for a pooled stream, then gets 503 capacity',
-    { todo: 'known bug: now and then a pooled stream carrying one of the slow requests fails before its response, the request is retried, and the fifth request gets the freed stream (200)' },
-    async () => {
+  test('at max_streams_per_tunnel a request waits for a pooled stream, then gets 503 capacity', async () => {
     await publish([{ hostname: 'limited' }], () => h1Port);
     // Four slow requests hold the four streams; a fifth waits for one of them (it finishes in time).
     const slowSeen = seen.filter((request) => request.url === '/slow?ms=600').length;
@@ -175,8 +173,7 @@ describe('pool, limits and failures', () => {
     const refused = await edgeRequest(port, t.ca, host('limited'), { path: '/echo', agent: new https.Agent() });
     assert.deepEqual([refused.status, refused.headers['x-rivulet-error']], [503, 'capacity']);
     await Promise.all(slower);
-  },
-  );
+  });
 
   test('504 when the agent never opens the proxy connection', async () => {
     await publish([{ hostname: 'silent' }], () => undefined);

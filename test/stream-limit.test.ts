@@ -41,7 +41,7 @@ class SlotThread {
            if (op === 'acquire') parentPort.postMessage(slots.tryAcquire(${SLOT}, workerData.limit));
            if (op === 'release') parentPort.postMessage(slots.release(${SLOT}) ?? true);
            if (op === 'wait') {
-             const release = await limit.waitForRoom({ stream_slot: ${SLOT} }, ms, true).room;
+             const release = await limit.waitForRoom({ stream_slot: ${SLOT} }, ms, 0).room;
              release?.();
              parentPort.postMessage(release !== undefined);
            }
@@ -87,7 +87,7 @@ describe('the stream limit across threads', () => {
       assert.deepEqual([await other.call('acquire'), await other.call('acquire'), await other.call('acquire')], [true, true, false]);
       const served: string[] = [];
       const waits = (['a', 'b', 'c'] as const).map((name) => {
-        const wait = limit.waitForRoom(tunnel, NEVER_MS, true);
+        const wait = limit.waitForRoom(tunnel, NEVER_MS, 0);
         return { ...wait, room: wait.room.then((release) => (served.push(name), release)) };
       });
       const [a, b, c] = waits.map((wait) => wait.room);
@@ -119,11 +119,29 @@ describe('the stream limit across threads', () => {
     const held = limit.count(tunnel);
     assert.ok(held);
     assert.equal(limit.count(tunnel), undefined);
-    assert.equal(await limit.waitForRoom(tunnel, 100, true).room, undefined);
+    assert.equal(await limit.waitForRoom(tunnel, 100, 0).room, undefined);
     assert.equal(slots.waitingCount(SLOT), 0);
     held();
-    const next = await limit.waitForRoom(tunnel, 100, true).room;
+    const next = await limit.waitForRoom(tunnel, 100, 0).room;
     assert.ok(next, 'room again once released');
+  });
+
+  test('a wait that gives its own worker time first claims streams elsewhere only once that time is up', async () => {
+    const buffer = createStreamSlotBuffer();
+    const slots = new StreamSlots(buffer);
+    const limit = new StreamLimit(slots, { maxStreamsPerTunnel: 1, streamRequestMs: NEVER_MS });
+    const held = limit.count(tunnel)!;
+    const arrivals = limit.arrivals(tunnel);
+    const started = Date.now();
+    const wait = limit.waitForRoom(tunnel, NEVER_MS, 200);
+    assert.equal(limit.arrivals(tunnel), arrivals + 1, 'idle pools hear of it at once');
+    assert.equal(limit.roomWanted(tunnel), false);
+    assert.equal(await within(limit.arrivedSince(tunnel, arrivals + 1, NEVER_MS), 10_000, 'starving'), 1);
+    assert.ok(Date.now() - started >= 190, `starving after ${Date.now() - started} ms`);
+    assert.equal(limit.roomWanted(tunnel), true);
+    held();
+    assert.ok(await within(wait.room, 10_000, 'room'));
+    assert.equal(limit.roomWanted(tunnel), false);
   });
 
   test('a request that starts waiting on another thread reaches a watcher here (idle pools watch this)', async () => {

@@ -135,12 +135,14 @@ export class StreamLimit {
 
   /**
    * Counts a new stream of `route`, waiting up to `ms` for room: a stream released on any worker wakes
-   * the oldest waiter here. `starving`: nothing on this worker can serve the request meanwhile, so a
-   * stream about to go idle on another worker is given back at once (see roomWanted). A plain cancel
+   * the oldest waiter here, and pools holding idle streams give one back as the wait starts. After
+   * `starveAfterMs` (0: at once) the request also claims the streams about to go idle on other workers
+   * (see roomWanted): a caller whose own worker has busy streams of the tunnel gives them that long to
+   * come free, since reusing one beats closing a stream here and opening one there. A plain cancel
    * handle rather than an AbortSignal: this runs for most requests at the limit, and EventTarget
    * listeners cost more than the wait itself.
    */
-  waitForRoom(route: LimitedTunnel, ms: number, starving: boolean): RoomWait {
+  waitForRoom(route: LimitedTunnel, ms: number, starveAfterMs: number): RoomWait {
     const now = this.count(route);
     if (now) return { room: Promise.resolve(now), cancel: () => {} };
     const slot = route.stream_slot!;
@@ -150,16 +152,19 @@ export class StreamLimit {
       const queue = this.waiting.get(slot) ?? [];
       this.waiting.set(slot, queue);
       let settled = false;
+      let starving = starveAfterMs <= 0;
       settle = (release) => {
         if (settled) return;
         settled = true;
         clearTimeout(timer);
+        clearTimeout(starve);
         queue.splice(queue.indexOf(waiter), 1);
-        this.slots.leave(slot, starving);
+        if (starving) this.slots.leave(slot);
         resolve(release);
       };
       const waiter: RoomWaiter = { settle };
       const timer = setTimeout(() => settle(undefined), ms);
+      const starve = starving || starveAfterMs >= ms ? undefined : setTimeout(() => this.slots.arrive(slot, (starving = true)), starveAfterMs);
       queue.push(waiter);
       // Announced before the next try, so a release between that try and the wait cannot be missed.
       this.slots.arrive(slot, starving);

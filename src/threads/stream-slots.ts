@@ -7,7 +7,8 @@
  *   decrements it when that stream ends; a decrement notifies the word, which wakes the requests
  *   waiting for room (`Atomics.waitAsync`) on every worker.
  * - `waiting[slot]`: requests waiting at the limit now, on any worker, that only a stream given back
- *   by another worker's pool can serve (their own worker holds no stream of the tunnel to hand over).
+ *   by another worker's pool can serve in time (see StreamLimit.waitForRoom). A stream about to go
+ *   idle gives its slot back instead while this is above 0 (its own pool's waiters were served first).
  * - `arrivals[slot]`: incremented (and notified) each time a request starts waiting. It only grows
  *   (wrapping at 2^32), so a watcher that read a value knows for sure how many arrived since. The HTTP
  *   edge's pools read both to give back the slots of idle pooled streams to whoever waits.
@@ -95,16 +96,20 @@ export class StreamSlots {
     return settled(Atomics.waitAsync(this.streams, slot, observed, ms));
   }
 
-  /** A request starts waiting at the limit: pools holding idle streams of this tunnel hear of it. */
+  /**
+   * A request starts waiting at the limit (or, `starving`, starts needing a stream given back): pools
+   * holding idle streams of this tunnel hear of it. `waiting` before `arrivals`, while a watcher
+   * starts by reading `arrivals`, then `waiting`: a request arriving meanwhile shows in one of the two.
+   */
   arrive(slot: number, starving: boolean): void {
     if (starving) Atomics.add(this.waiting, slot, 1);
     Atomics.add(this.arrivals, slot, 1);
     Atomics.notify(this.arrivals, slot);
   }
 
-  /** A waiting request got room, gave up or left. */
-  leave(slot: number, starving: boolean): void {
-    if (starving) Atomics.sub(this.waiting, slot, 1);
+  /** A starving request got room, gave up or left. */
+  leave(slot: number): void {
+    Atomics.sub(this.waiting, slot, 1);
   }
 
   waitingCount(slot: number): number {

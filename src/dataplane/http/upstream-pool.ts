@@ -14,6 +14,12 @@ import { type StreamFailureReason } from '../../errors.js';
 const IDLE_SWEEP_MS = 1000;
 const UPSTREAM_ALPN = ['h2', 'http/1.1'] as const;
 const WEBSOCKET_ALPN = ['http/1.1'] as const;
+/**
+ * How long a request at the limit waits for one of its worker's busy streams before it also claims
+ * streams going idle on other workers: well above the time a pooled stream takes to come free under
+ * load (the stream-limit bench's p99 is ~30 ms), well below stream_request_seconds.
+ */
+const CLAIM_ELSEWHERE_AFTER_MS = 100;
 
 export type Upstream = H1Upstream | H2Upstream;
 export type Lease = { ok: true; upstream: Upstream; reused: boolean } | { ok: false; error: EdgeError };
@@ -128,7 +134,10 @@ export class TunnelUpstreams {
       const slot = await this.acquireSlot(cancelled, !fresh);
       if (!slot.ok) return slot.upstream ? { ok: true, upstream: slot.upstream, reused: true } : { ok: false, error: slot.error ?? capacityError(this.dataplane) };
       // The open outlives the request: one that leaves meanwhile leaves its stream to the next request.
-      const opening = this.openStream(peerAddress, slot.release, this.lifetime.signal, { websocket: false, adoptable: attempt < ADOPTABLE_ATTEMPTS });
+      // Room that had to be waited for is not given away: a stream adopted elsewhere would sit idle
+      // there, be given back, and the request would wait again (a relayed stream serves it instead).
+      const adoptable = attempt < ADOPTABLE_ATTEMPTS && !slot.waited;
+      const opening = this.openStream(peerAddress, slot.release, this.lifetime.signal, { websocket: false, adoptable });
       const opened = await unlessAborted(opening, cancelled);
       if (opened === undefined) {
         this.spare(opening);
@@ -230,6 +239,8 @@ export class TunnelUpstreams {
     if (this.watchingArrivals || this.route.stream_slot === undefined) return;
     this.watchingArrivals = true;
     let seen = this.limit.arrivals(this.route);
+    // One that arrived before the first reading still waits, and is seen in the second.
+    if (this.limit.roomWanted(this.route)) this.releaseIdle();
     while (!this.closed && this.idleSince.size > 0) {
       const arrived = await this.limit.arrivedSince(this.route, seen, this.dataplane.settings.httpIdleMs);
       seen = (seen + arrived) | 0;
@@ -261,15 +272,16 @@ export class TunnelUpstreams {
   private async acquireSlot(
     cancelled: AbortSignal,
     acceptHandoff: boolean,
-  ): Promise<{ ok: true; release: SlotRelease } | { ok: false; upstream?: Upstream; error?: EdgeError }> {
+  ): Promise<{ ok: true; release: SlotRelease; waited: boolean } | { ok: false; upstream?: Upstream; error?: EdgeError }> {
     const now = this.limit.count(this.route);
-    if (now) return { ok: true, release: now };
+    if (now) return { ok: true, release: now, waited: false };
     const pooled = acceptHandoff ? this.takePooled() : undefined;
     if (pooled) return { ok: false, upstream: pooled };
     if (this.closed) return { ok: false, error: capacityError(this.dataplane) };
     const ms = this.dataplane.settings.streamRequestMs;
-    // With streams of its own here the request will get one of them; without, it needs one given back.
-    const roomWait = this.limit.waitForRoom(this.route, ms, !acceptHandoff || this.upstreams === 0);
+    // With busy streams of its own here the request may get one of them; without, it needs one given back.
+    const ownStreams = acceptHandoff && this.upstreams > 0;
+    const roomWait = this.limit.waitForRoom(this.route, ms, ownStreams ? CLAIM_ELSEWHERE_AFTER_MS : 0);
     const handoffWait = acceptHandoff ? this.waitForHandoff(ms) : undefined;
     const stop = (): void => {
       roomWait.cancel();
@@ -291,7 +303,7 @@ export class TunnelUpstreams {
       return { ok: false, upstream: first.upstream };
     }
     void handoff?.then(({ upstream }) => upstream && this.reusable(upstream));
-    return first.release ? { ok: true, release: first.release } : { ok: false, error: capacityError(this.dataplane) };
+    return first.release ? { ok: true, release: first.release, waited: true } : { ok: false, error: capacityError(this.dataplane) };
   }
 
   /** Waits up to `ms` for a pooled upstream to come free; `cancel` ends the wait with undefined. */
@@ -386,8 +398,8 @@ export class TunnelUpstreams {
       return true;
     }
     const goesIdle = upstream.kind === 'h1' || upstream.idle;
-    // A request waits at the limit that nothing on its worker can serve (a stream of its own, or no
-    // stream of the tunnel there): this slot is its.
+    // A request waits at the limit that nothing on its worker serves in time (it needs a stream of
+    // its own, its worker holds none, or they stayed busy): this slot is its.
     if (goesIdle && this.limit.roomWanted(this.route)) {
       upstream.close();
       return false;
