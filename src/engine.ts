@@ -4,6 +4,7 @@ import type { Registry } from 'prom-client';
 import { EngineApi } from './api/engine-api.js';
 import { ApiRequestCounts } from './api/request-counts.js';
 import { EventHub } from './api/event-hub.js';
+import { TrafficStats } from './api/traffic-stats.js';
 import { EventStreams } from './api/event-streams.js';
 import { InternalApiServer } from './api/internal-server.js';
 import { buildOpenApiDocument } from './api/openapi.js';
@@ -18,7 +19,7 @@ import { StaticCertificateProvider } from './certs/static-provider.js';
 import type { Logger } from './log.js';
 import { CounterTable, createCounterBuffer } from './threads/counters.js';
 import { ControlPlane } from './control/control-plane.js';
-import { createStreamSlotBuffer } from './threads/stream-slots.js';
+import { createTunnelTables, type TunnelTables } from './threads/tunnel-stats.js';
 import { startRedirectListener } from './control/http-redirect.js';
 import type { DataplaneSettings } from './threads/messages.js';
 import { WorkerSupervisor } from './control/worker-supervisor.js';
@@ -64,10 +65,10 @@ export async function startEngine(
     onReload: (pair: CertificatePair) => supervisor?.broadcastCertificate(pair),
   });
   const counterBuffer = createCounterBuffer(config.dataplane.workers);
-  const streamSlots = createStreamSlotBuffer();
-  const control = new ControlPlane(config, log, { broadcast: (message) => supervisor?.broadcast(message) }, publicPort, streamSlots);
+  const tunnelTables = createTunnelTables();
+  const control = new ControlPlane(config, log, { broadcast: (message) => supervisor?.broadcast(message) }, publicPort, tunnelTables);
   const { apiRequests, eventStreams, api } = await startEngineApi(config, log, control, publicPort);
-  supervisor = wiredSupervisor(config, log, onFatal, { certificates, counterBuffer, streamSlots, control, apiSocketPath: () => api.socketPath });
+  supervisor = wiredSupervisor(config, log, onFatal, { certificates, counterBuffer, tunnelTables, control, apiSocketPath: () => api.socketPath });
 
   const started = await startListeners(config, log, { supervisor, control, api, eventStreams, apiRequests, certificates, counterBuffer });
   const { tlsPort, redirect, metrics, counters } = started;
@@ -213,7 +214,8 @@ async function startEngineApi(config: EngineConfig, log: Logger, control: Contro
     openApiDocument: () => (openApiDocument ??= JSON.stringify(buildOpenApiDocument(`${config.engine.host}:${publicPort()}`))),
   });
   const eventStreams = new EventStreams(engineApi, new EventHub(control.registry));
-  const api = await InternalApiServer.start([eventStreams, engineApi]);
+  const trafficStats = new TrafficStats(engineApi, control.registry, (tunnel) => control.trafficOf(tunnel));
+  const api = await InternalApiServer.start([eventStreams, trafficStats, engineApi]);
   return { apiRequests, eventStreams, api };
 }
 
@@ -225,7 +227,7 @@ function wiredSupervisor(
   parts: {
     certificates: StaticCertificateProvider;
     counterBuffer: SharedArrayBuffer;
-    streamSlots: SharedArrayBuffer;
+    tunnelTables: TunnelTables;
     control: ControlPlane;
     apiSocketPath: () => string;
   },
@@ -237,7 +239,7 @@ function wiredSupervisor(
     certificate: () => certificates.current,
     counters: parts.counterBuffer,
     certCheckGate: createCertCheckGate(),
-    streamSlots: parts.streamSlots,
+    tunnelTables: parts.tunnelTables,
     ticketKeys: crypto.randomBytes(48),
     apiSocketPath: parts.apiSocketPath,
     checkCertificate: () => certificates.check(),

@@ -21,7 +21,7 @@ import { listenUpstream, upstreamHandler } from './helpers/upstream-server.js';
  */
 
 const SLOT = 0;
-const tunnel = { stream_slot: SLOT };
+const tunnel = { slot: SLOT };
 /** Long enough that a test passing only by the wait's own timeout would time out first. */
 const NEVER_MS = 120_000;
 
@@ -41,7 +41,7 @@ class SlotThread {
            if (op === 'acquire') parentPort.postMessage(slots.tryAcquire(${SLOT}, workerData.limit));
            if (op === 'release') parentPort.postMessage(slots.release(${SLOT}) ?? true);
            if (op === 'wait') {
-             const release = await limit.waitForRoom({ stream_slot: ${SLOT} }, ms, 0).room;
+             const release = await limit.waitForRoom({ slot: ${SLOT} }, ms, 0).room;
              release?.();
              parentPort.postMessage(release !== undefined);
            }

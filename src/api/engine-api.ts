@@ -89,7 +89,7 @@ export class EngineApi {
       sendError(res, request, 'misdirected', `${request.host || 'this host'} is not served here; use ${this.options.engineHost}`);
       return false;
     }
-    if (!request.url.startsWith('/api/')) {
+    if (!request.url.startsWith('/api/') && !request.url.startsWith('/rivulet/v1/')) {
       sendError(res, request, 'not_found', `no such endpoint: ${request.url}`);
       return false;
     }

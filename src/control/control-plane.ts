@@ -5,6 +5,7 @@ import { TokenVerifier, allows } from '../auth/tokens.js';
 import { PERMISSIONS } from '../auth/permissions.js';
 import { Registry, type TunnelRecord } from './registry.js';
 import { StreamSlotAllocator } from '../threads/stream-slots.js';
+import { TunnelStatsReader, type TunnelTables, type TunnelTraffic } from '../threads/tunnel-stats.js';
 import type { CloseReason, ControlReply, ControlRequest, MainToWorker, TunnelRoute } from '../threads/messages.js';
 import { acceptTunnelRequest } from './tunnel-request.js';
 
@@ -33,7 +34,8 @@ const PROTOCOL_VERSION = /^(\d+)\.(\d+)\.(\d+)(-[0-9A-Za-z.-]+)?$/;
  */
 export class ControlPlane {
   readonly registry: Registry;
-  private readonly streamSlots: StreamSlotAllocator;
+  private readonly slots: StreamSlotAllocator;
+  readonly traffic: TunnelStatsReader;
   private readonly verifier: TokenVerifier;
   private shuttingDown = false;
   /** Control-channel teardowns by reason (for rivulet_control_channel_closes_total). */
@@ -48,19 +50,23 @@ export class ControlPlane {
     private readonly log: Logger,
     private readonly workers: WorkerBus,
     private readonly publicPort: () => number,
-    streamSlotBuffer: SharedArrayBuffer,
+    tables: TunnelTables,
   ) {
     this.verifier = new TokenVerifier(config.auth.jwt.token_jwt_secret);
-    this.streamSlots = new StreamSlotAllocator(streamSlotBuffer);
-    this.registry = new Registry((tunnel) => {
-      if (tunnel.streamSlot !== undefined) this.streamSlots.free(tunnel.streamSlot);
-    });
+    this.slots = new StreamSlotAllocator(tables.streamSlots);
+    this.traffic = new TunnelStatsReader(tables.tunnelStats);
+    this.registry = new Registry((tunnel) => this.slots.free(tunnel.slot));
   }
 
-  /** Pending + active streams of a tunnel, engine-wide: what max_streams_per_tunnel counts (0 when unlimited or gone). */
+  /** Pending + active streams of a tunnel, engine-wide: what max_streams_per_tunnel counts (0 when gone). */
   streamsCounted(tunnelId: string): number {
-    const slot = this.registry.tunnels.get(tunnelId)?.streamSlot;
-    return slot === undefined ? 0 : this.streamSlots.streamCount(slot);
+    const slot = this.registry.tunnels.get(tunnelId)?.slot;
+    return slot === undefined ? 0 : this.slots.streamCount(slot);
+  }
+
+  /** A live tunnel's traffic, and its streams open now (pending, busy or pooled). */
+  trafficOf(tunnel: TunnelRecord): TunnelTraffic & { streams: number } {
+    return { ...this.traffic.read(tunnel.slot), streams: this.slots.streamCount(tunnel.slot) };
   }
 
   beginShutdown(): void {
@@ -146,12 +152,10 @@ export class ControlPlane {
       hostnameTaken: (hostname) => this.registry.hostnameTaken(hostname),
     });
     if ('error' in result) return { ok: false, error: result.error };
-    let streamSlot: number | undefined;
-    if (this.config.dataplane.max_streams_per_tunnel > 0) {
-      streamSlot = this.streamSlots.allocate();
-      if (streamSlot === undefined) return refuse(ErrorCode.CapacityExhausted, 'engine tunnel capacity reached');
-    }
-    const tunnel = this.registry.reserveTunnel(client, result.ok.properties, streamSlot);
+    const slot = this.slots.allocate();
+    if (slot === undefined) return refuse(ErrorCode.CapacityExhausted, 'engine tunnel capacity reached');
+    this.traffic.clear(slot);
+    const tunnel = this.registry.reserveTunnel(client, result.ok.properties, slot);
     this.log.info({ client_id: client.id, tunnel_id: tunnel.id, hostname: tunnel.properties.hostname }, 'tunnel opened');
     return { ok: true, tunnel_id: tunnel.id, properties: tunnel.properties };
   }
@@ -176,7 +180,7 @@ export class ControlPlane {
       tunnel_id: tunnel.id,
       client_id: tunnel.clientId,
       owner_worker: this.registry.clients.get(tunnel.clientId)!.worker,
-      stream_slot: tunnel.streamSlot,
+      slot: tunnel.slot,
       properties: tunnel.properties,
     };
   }

@@ -25,8 +25,8 @@ export interface TunnelRecord {
   createdAt: Date;
   /** The normalised properties as echoed in OpenTunnelRsp (id, creation_date included). */
   properties: TunnelProperties;
-  /** Its stream-count slot when streams per tunnel are limited. */
-  streamSlot: number | undefined;
+  /** Its row in the per-tunnel tables (stream counts, traffic). */
+  slot: number;
 }
 
 export type RegistryEvent =
@@ -88,13 +88,13 @@ export class Registry {
    * Holds the name and hostname of an accepted tunnel until its reply is written; `publish` then
    * makes it routable and announces it (no ProxyConnReq may precede its OpenTunnelRsp).
    */
-  reserveTunnel(client: ClientRecord, properties: TunnelProperties, streamSlot: number | undefined, now = new Date()): TunnelRecord {
+  reserveTunnel(client: ClientRecord, properties: TunnelProperties, slot: number, now = new Date()): TunnelRecord {
     const tunnel: TunnelRecord = {
       id: newId(),
       clientId: client.id,
       userId: client.identity.user_id,
       createdAt: now,
-      streamSlot,
+      slot,
       properties: {
         ...properties,
         creation_date: { seconds: Math.floor(now.getTime() / 1000), nanos: (now.getTime() % 1000) * 1_000_000 },

@@ -19,6 +19,7 @@ import {
   type WorkerToMain,
 } from '../threads/messages.js';
 import { WorkerListenFailure } from '../errors.js';
+import type { TunnelTables } from '../threads/tunnel-stats.js';
 
 export interface SupervisorOptions {
   config: EngineConfig;
@@ -26,7 +27,7 @@ export interface SupervisorOptions {
   certificate: () => CertificatePem;
   counters: SharedArrayBuffer;
   certCheckGate: SharedArrayBuffer;
-  streamSlots: SharedArrayBuffer;
+  tunnelTables: TunnelTables;
   ticketKeys: Buffer;
   /** Where the Engine API listens now (it moves if its socket file is removed). */
   apiSocketPath: () => string;
@@ -182,7 +183,7 @@ export class WorkerSupervisor {
       listen: plan,
       counters: this.options.counters,
       certCheckGate: this.options.certCheckGate,
-      streamSlots: this.options.streamSlots,
+      tunnelTables: this.options.tunnelTables,
       ticketKeys: this.options.ticketKeys,
       certificate: this.options.certificate(),
       apiSocketPath: this.options.apiSocketPath(),

@@ -5,7 +5,8 @@ import { ipv4FromMapped, parseCidr } from '../net/ip.js';
 import { TokenVerifier } from '../auth/tokens.js';
 import type { Logger } from '../log.js';
 import type { CounterRow } from '../threads/counters.js';
-import type { StreamSlots } from '../threads/stream-slots.js';
+import { StreamSlots } from '../threads/stream-slots.js';
+import { TunnelStatsWriter, type TunnelTables } from '../threads/tunnel-stats.js';
 import { ErrorCode, type RstrmError } from '../protocol/messages.js';
 import type { ControlChannel } from './control-channel.js';
 import type { ControlLink } from './control-link.js';
@@ -39,6 +40,8 @@ export class Dataplane {
   readonly relays: RelayHub;
   readonly streams: StreamBroker;
   readonly meter: StreamMeter;
+  /** Per-tunnel traffic, engine-wide by tunnel slot (the Engine API's stats). */
+  readonly traffic: TunnelStatsWriter;
   readonly setup: StreamSetup;
   private readonly verdictWaiters = new Map<string, (verdict: Verdict) => void>();
   private readonly routeRemovedListeners: Array<(tunnelId: string) => void> = [];
@@ -49,12 +52,13 @@ export class Dataplane {
     readonly settings: DataplaneSettings,
     readonly link: ControlLink,
     readonly counters: CounterRow,
-    streamSlots: StreamSlots,
+    tables: TunnelTables,
     readonly log: Logger,
   ) {
+    this.traffic = new TunnelStatsWriter(tables.tunnelStats);
     this.verifier = new TokenVerifier(settings.tokenSecret);
     this.peers = new PeerLinks((from, message) => this.onPeerMessage(from, message));
-    this.meter = new StreamMeter(counters);
+    this.meter = new StreamMeter(counters, this.traffic);
     this.relays = new RelayHub((peer, message, transfer) => this.peers.send(peer, message, transfer), counters);
     const affinity = settings.affinity;
     this.streams = new StreamBroker({
@@ -63,7 +67,7 @@ export class Dataplane {
       proxyEndpoint: affinity ? endpoint(affinity.advertiseHost, affinity.portBase + workerIndex) : undefined,
       requestProxyConnection: (owner, request) => this.requestProxyConnection(owner, request),
     });
-    this.setup = new StreamSetup(streamSlots, this.streams, this.meter, settings);
+    this.setup = new StreamSetup(new StreamSlots(tables.streamSlots), this.streams, this.meter, settings);
   }
 
   addRoute(route: TunnelRoute): void {
@@ -96,9 +100,9 @@ export class Dataplane {
    * A proxy connection adopted from another worker's request: its stream slot, counted when that
    * worker asked, is released by this worker's pool when the stream closes.
    */
-  adoptStream(tunnelId: string, proxyEnd: Duplex): void {
+  adoptStream(tunnelId: string, slot: number, proxyEnd: Duplex): void {
     const route = this.routes.get(tunnelId);
-    const release = this.setup.limit.adoptedRelease(route);
+    const release = this.setup.limit.adoptedRelease(slot);
     if (!route || !this.adoptListener?.(route, proxyEnd, release)) {
       release();
       proxyEnd.destroy();
@@ -188,12 +192,14 @@ export class Dataplane {
         const claim = this.streams.claim(message.stream_id, message.secret, true);
         // A stream still pending here has no relayed end yet: the id was never spliced.
         if (claim.verdict === 'accepted') claim.complete(this.relays.open(message.stream_id, from)!);
-        const tunnel = claim.verdict === 'adopt' ? { tunnel_id: claim.tunnelId } : {};
-        this.peers.send(from, { type: 'proxy-verdict', stream_id: message.stream_id, verdict: claim.verdict, ...tunnel });
+        const adopt = claim.verdict === 'adopt' ? { adopt: { tunnel_id: claim.tunnelId, slot: claim.slot } } : {};
+        this.peers.send(from, { type: 'proxy-verdict', stream_id: message.stream_id, verdict: claim.verdict, ...adopt });
         return;
       }
       case 'proxy-verdict':
-        this.verdictWaiters.get(message.stream_id)?.(message.verdict === 'adopt' ? { verdict: 'adopt', tunnelId: message.tunnel_id! } : { verdict: message.verdict });
+        this.verdictWaiters.get(message.stream_id)?.(
+          message.verdict === 'adopt' ? { verdict: 'adopt', tunnelId: message.adopt!.tunnel_id, slot: message.adopt!.slot } : { verdict: message.verdict },
+        );
         return;
       default:
         this.relays.deliver(message);
@@ -213,7 +219,7 @@ export class Dataplane {
 }
 
 /** The other worker's answer to a ProxyReq that arrived here. */
-export type Verdict = { verdict: 'adopt'; tunnelId: string } | { verdict: Exclude<ProxyVerdict, 'adopt'> };
+export type Verdict = { verdict: 'adopt'; tunnelId: string; slot: number } | { verdict: Exclude<ProxyVerdict, 'adopt'> };
 
 const OWNER_GONE: RstrmError = { code: ErrorCode.ServiceUnavailable, message: 'tunnel owner disconnected' };
 

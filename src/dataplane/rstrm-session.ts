@@ -198,7 +198,7 @@ async function serveProxyConnection(dataplane: Dataplane, session: TLSSocket, re
     return;
   }
   if (!zeroRtt) writeFrame(session, { type: 'proxy_rsp' });
-  if (verdict.verdict === 'adopt') dataplane.adoptStream(verdict.tunnelId, session);
+  if (verdict.verdict === 'adopt') dataplane.adoptStream(verdict.tunnelId, verdict.slot, session);
   else if (complete) complete(session);
   else {
     dataplane.counters.add('streams_relayed');

@@ -1,5 +1,6 @@
 import type { Duplex } from 'node:stream';
 import type { CounterRow, StreamKind, StreamOutcome } from '../threads/counters.js';
+import type { TunnelStatsWriter } from '../threads/tunnel-stats.js';
 
 /** How stale the byte counters of a long-lived stream may get in a scrape. */
 const FLUSH_INTERVAL_MS = 1000;
@@ -9,6 +10,8 @@ type CountedEnd = Duplex & { readonly bytesRead: number; readonly bytesWritten: 
 
 interface LiveStream {
   readonly kind: StreamKind;
+  /** Its tunnel's slot, whose traffic row gets the same bytes. */
+  readonly slot: number;
   readonly end: CountedEnd;
   read: number;
   written: number;
@@ -23,7 +26,10 @@ export class StreamMeter {
   private readonly live = new Set<LiveStream>();
   private timer: NodeJS.Timeout | undefined;
 
-  constructor(private readonly counters: CounterRow) {}
+  constructor(
+    private readonly counters: CounterRow,
+    private readonly traffic: TunnelStatsWriter,
+  ) {}
 
   failed(kind: StreamKind, outcome: Exclude<StreamOutcome, 'connected'>): void {
     this.counters.add(`streams_${kind}_${outcome}`);
@@ -33,9 +39,9 @@ export class StreamMeter {
    * `proxyEnd` is now this stream's. Bytes it already holds unread are payload; what it read or wrote
    * before (the rstrm/1 frames that set it up) is not.
    */
-  connected(kind: StreamKind, proxyEnd: Duplex): void {
+  connected(kind: StreamKind, proxyEnd: Duplex, slot: number): void {
     const end = proxyEnd as CountedEnd;
-    const stream: LiveStream = { kind, end, read: end.bytesRead - end.readableLength, written: end.bytesWritten };
+    const stream: LiveStream = { kind, slot, end, read: end.bytesRead - end.readableLength, written: end.bytesWritten };
     this.counters.addPair(`streams_${kind}_connected`, 1, `streams_active_${kind}`, 1);
     this.live.add(stream);
     this.timer ??= setInterval(() => this.flushLive(), FLUSH_INTERVAL_MS).unref();
@@ -60,12 +66,10 @@ export class StreamMeter {
   private flush(stream: LiveStream): void {
     const { bytesRead, bytesWritten } = stream.end;
     if (bytesRead === stream.read && bytesWritten === stream.written) return;
-    this.counters.addPair(
-      `stream_bytes_${stream.kind}_downstream`,
-      bytesRead - stream.read,
-      `stream_bytes_${stream.kind}_upstream`,
-      bytesWritten - stream.written,
-    );
+    const received = bytesRead - stream.read;
+    const sent = bytesWritten - stream.written;
+    this.counters.addPair(`stream_bytes_${stream.kind}_downstream`, received, `stream_bytes_${stream.kind}_upstream`, sent);
+    this.traffic.bytes(stream.slot, sent, received);
     stream.read = bytesRead;
     stream.written = bytesWritten;
   }

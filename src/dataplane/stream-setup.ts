@@ -88,7 +88,7 @@ export class StreamSetup {
         this.meter.failed(kind, 'failed');
         return { ok: false, failure: new StreamFailure('cancelled', ErrorCode.ServiceUnavailable, 'downstream left') };
       }
-      this.meter.connected(kind, proxyEnd);
+      this.meter.connected(kind, proxyEnd, route.slot);
       return { ok: true, id: stream.id, proxyEnd };
     } catch (error) {
       const failure = error as StreamFailure;
@@ -101,8 +101,8 @@ export class StreamSetup {
 
 }
 
-/** What the limit needs of a tunnel's route: its slot, if its streams are limited. */
-export type LimitedTunnel = Pick<TunnelRoute, 'stream_slot'>;
+/** What the limit needs of a tunnel's route: its slot. */
+export type LimitedTunnel = Pick<TunnelRoute, 'slot'>;
 
 export interface StreamLimitSettings {
   maxStreamsPerTunnel: number;
@@ -128,9 +128,8 @@ export class StreamLimit {
 
   /** Counts a new stream of `route` now; undefined when the tunnel is at its limit. */
   count(route: LimitedTunnel): SlotRelease | undefined {
-    const slot = route.stream_slot;
-    if (slot === undefined) return () => {};
-    return this.slots.tryAcquire(slot, this.settings.maxStreamsPerTunnel) ? this.releaseOf(slot) : undefined;
+    const limit = this.settings.maxStreamsPerTunnel;
+    return this.slots.tryAcquire(route.slot, limit > 0 ? limit : Infinity) ? this.releaseOf(route.slot) : undefined;
   }
 
   /**
@@ -145,7 +144,7 @@ export class StreamLimit {
   waitForRoom(route: LimitedTunnel, ms: number, starveAfterMs: number): RoomWait {
     const now = this.count(route);
     if (now) return { room: Promise.resolve(now), cancel: () => {} };
-    const slot = route.stream_slot!;
+    const slot = route.slot;
     if (ms <= 0) return { room: Promise.resolve(undefined), cancel: () => {} };
     let settle!: (release: SlotRelease | undefined) => void;
     const room = new Promise<SlotRelease | undefined>((resolve) => {
@@ -175,12 +174,12 @@ export class StreamLimit {
 
   /** Whether a starving request waits at `route`'s limit now, on any worker. */
   roomWanted(route: LimitedTunnel): boolean {
-    return route.stream_slot !== undefined && this.slots.waitingCount(route.stream_slot) > 0;
+    return this.slots.waitingCount(route.slot) > 0;
   }
 
-  /** The current `arrivals` reading of `route`'s slot (0 for an unlimited tunnel). */
+  /** The current `arrivals` reading of `route`'s slot. */
   arrivals(route: LimitedTunnel): number {
-    return route.stream_slot === undefined ? 0 : this.slots.arrivalCount(route.stream_slot);
+    return this.slots.arrivalCount(route.slot);
   }
 
   /**
@@ -188,19 +187,16 @@ export class StreamLimit {
    * `since`: settles on the first arrival, or with 0 after `ms`. Pools holding idle streams watch it.
    */
   async arrivedSince(route: LimitedTunnel, since: number, ms: number): Promise<number> {
-    const slot = route.stream_slot;
-    if (slot === undefined) return 0;
-    await this.slots.arrivalCountChanged(slot, since, ms);
-    return (this.slots.arrivalCount(slot) - since) | 0;
+    await this.slots.arrivalCountChanged(route.slot, since, ms);
+    return (this.slots.arrivalCount(route.slot) - since) | 0;
   }
 
   /**
    * A proxy connection adopted from another worker's request: its stream was counted when that worker
-   * asked; this worker's pool gives the slot back when the stream closes.
+   * asked (on `slot`); this worker's pool gives the slot back when the stream closes.
    */
-  adoptedRelease(route: LimitedTunnel | undefined): SlotRelease {
-    const slot = route?.stream_slot;
-    return slot === undefined ? () => {} : this.releaseOf(slot);
+  adoptedRelease(slot: number): SlotRelease {
+    return this.releaseOf(slot);
   }
 
   capacityFailure(): StreamFailure {

@@ -8,6 +8,8 @@ export type ProxyConnRequest = Extract<PeerMessage, { type: 'proxy-conn-req' }>;
 
 interface PendingStream {
   tunnelId: string;
+  /** The tunnel's slot, counted for this stream: whoever adopts it releases it, even once the tunnel is gone. */
+  slot: number;
   secret: Buffer;
   /** A pooled HTTP stream: the worker its proxy connection lands on may keep it (see ProxyVerdict). */
   adoptable: boolean;
@@ -18,7 +20,7 @@ interface PendingStream {
 
 export type Claim =
   | { verdict: 'accepted'; complete: (proxyEnd: Duplex) => void }
-  | { verdict: 'adopt'; tunnelId: string }
+  | { verdict: 'adopt'; tunnelId: string; slot: number }
   | { verdict: Exclude<ProxyVerdict, 'accepted' | 'adopt'> };
 
 /**
@@ -49,7 +51,7 @@ export class StreamBroker {
         () => this.fail(id, new StreamFailure('timeout', ErrorCode.ServiceUnavailable, 'timed out waiting for the agent to connect')),
         this.options.streamRequestMs,
       );
-      this.pending.set(id, { tunnelId: route.tunnel_id, secret: Buffer.from(secret), adoptable, timer, resolve, reject });
+      this.pending.set(id, { tunnelId: route.tunnel_id, slot: route.slot, secret: Buffer.from(secret), adoptable, timer, resolve, reject });
     });
     this.options.requestProxyConnection(route.owner_worker, {
       type: 'proxy-conn-req',
@@ -78,7 +80,7 @@ export class StreamBroker {
     clearTimeout(stream.timer);
     if (elsewhere && stream.adoptable) {
       stream.reject(new StreamFailure('adopted', ErrorCode.ServiceUnavailable, 'the stream joined the pool of the worker it reached'));
-      return { verdict: 'adopt', tunnelId: stream.tunnelId };
+      return { verdict: 'adopt', tunnelId: stream.tunnelId, slot: stream.slot };
     }
     return { verdict: 'accepted', complete: (proxyEnd) => stream.resolve(proxyEnd) };
   }

@@ -4,7 +4,6 @@ import { CertCheckGate } from '../threads/cert-check-gate.js';
 import type { MainToWorker, WorkerExit, WorkerTask, WorkerToMain } from '../threads/messages.js';
 import { createLogger, type Logger } from '../log.js';
 import { ConnectionCensus, CounterRow } from '../threads/counters.js';
-import { StreamSlots } from '../threads/stream-slots.js';
 import { ConnectionAcceptor } from './acceptor.js';
 import { ControlLink } from './control-link.js';
 import { publishLoopDelay } from './loop-delay.js';
@@ -51,7 +50,7 @@ function buildWorker(task: WorkerTask): WorkerParts {
   const link = new ControlLink(port, log);
   const counters = new CounterRow(task.counters, workerIndex);
   const stopLoopDelay = publishLoopDelay(counters);
-  const dataplane = new Dataplane(workerIndex, task.dataplane, link, counters, new StreamSlots(task.streamSlots), log);
+  const dataplane = new Dataplane(workerIndex, task.dataplane, link, counters, task.tunnelTables, log);
   for (const route of task.routes) dataplane.addRoute(route);
   const acceptor = new ConnectionAcceptor({
     engineHost: task.engineHost,

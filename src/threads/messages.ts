@@ -1,3 +1,4 @@
+import type { TunnelTables } from './tunnel-stats.js';
 import type { MessagePort } from 'node:worker_threads';
 import type { LogLevel } from '../config/schema.js';
 import { ErrorCode, type ClientDetails, type IpAddress, type RstrmError, type TunnelProperties } from '../protocol/messages.js';
@@ -33,8 +34,8 @@ export interface WorkerTask {
   counters: SharedArrayBuffer;
   /** The engine-wide certificate check gate (threads/cert-check-gate.ts). */
   certCheckGate: SharedArrayBuffer;
-  /** Per-tunnel stream counts for max_streams_per_tunnel (threads/stream-slots.ts). */
-  streamSlots: SharedArrayBuffer;
+  /** Per-tunnel stream counts and traffic, by tunnel slot (threads/tunnel-stats.ts). */
+  tunnelTables: TunnelTables;
   /** TLS session-ticket keys shared by all workers so resumption works whichever worker accepts. */
   ticketKeys: Uint8Array;
   certificate: CertificatePem;
@@ -73,8 +74,8 @@ export interface TunnelRoute {
   client_id: string;
   /** The worker holding the owner's control channel, which sends its ProxyConnReqs. */
   owner_worker: number;
-  /** Its counter in the stream-slot buffer when streams per tunnel are limited (threads/stream-slots.ts). */
-  stream_slot: number | undefined;
+  /** Its row in the per-tunnel tables: stream counts (threads/stream-slots.ts) and traffic (threads/tunnel-stats.ts). */
+  slot: number;
   properties: TunnelProperties;
 }
 
@@ -125,8 +126,8 @@ export type PeerMessage =
   | { type: 'stream-refused'; stream_id: string; reason: 'refused' | 'owner_gone'; error: RstrmError }
   /** To the stream's worker: a ProxyReq for this stream arrived here. */
   | { type: 'proxy-arrived'; stream_id: string; secret: string }
-  /** The stream's worker's answer; with `adopt`, `tunnel_id` names the tunnel whose pool takes the stream. */
-  | { type: 'proxy-verdict'; stream_id: string; verdict: ProxyVerdict; tunnel_id?: string }
+  /** The stream's worker's answer; with `adopt`, the tunnel whose pool takes the stream, and its slot. */
+  | { type: 'proxy-verdict'; stream_id: string; verdict: ProxyVerdict; adopt?: { tunnel_id: string; slot: number } }
   /** Stream bytes, with credit-based flow control (dataplane/relay.ts). */
   | { type: 'relay-data'; stream_id: string; chunk: Uint8Array }
   | { type: 'relay-ack'; stream_id: string; bytes: number }

@@ -1,9 +1,10 @@
 /**
  * `dataplane.max_streams_per_tunnel` (docs/bounds.md) counts a tunnel's pending + active streams
- * engine-wide, while its streams start on any worker. Each limited tunnel gets one slot: three int32
- * words in a SharedArrayBuffer.
+ * engine-wide, while its streams start on any worker. Each live tunnel holds one slot: three int32
+ * words in a SharedArrayBuffer. They are counted even when streams are not limited (the count is the
+ * tunnel's open streams in the Engine API's stats).
  *
- * - `streams[slot]`: the worker that opens a stream increments it (refusing past the limit) and
+ * - `streams[slot]`: the worker that opens a stream increments it (refusing past the limit, if any) and
  *   decrements it when that stream ends; a decrement notifies the word, which wakes the requests
  *   waiting for room (`Atomics.waitAsync`) on every worker.
  * - `waiting[slot]`: requests waiting at the limit now, on any worker, that only a stream given back
@@ -15,24 +16,24 @@
  *
  * The main thread hands slots out and takes them back once a deleted tunnel's streams are all gone.
  */
-/** Live tunnels the engine can hold while streams per tunnel are limited (as they are by default). */
-export const STREAM_SLOTS = 1_048_576;
+/** Live tunnels the engine can hold: each holds a slot, in this table and in tunnel-stats.ts. */
+export const TUNNEL_SLOTS = 262_144;
 
 const TABLES = ['streams', 'waiting', 'arrivals'] as const;
-const TABLE_BYTES = STREAM_SLOTS * Int32Array.BYTES_PER_ELEMENT;
+const TABLE_BYTES = TUNNEL_SLOTS * Int32Array.BYTES_PER_ELEMENT;
 
 export function createStreamSlotBuffer(): SharedArrayBuffer {
   return new SharedArrayBuffer(TABLES.length * TABLE_BYTES);
 }
 
 function table(buffer: SharedArrayBuffer, name: (typeof TABLES)[number]): Int32Array {
-  return new Int32Array(buffer, TABLES.indexOf(name) * TABLE_BYTES, STREAM_SLOTS);
+  return new Int32Array(buffer, TABLES.indexOf(name) * TABLE_BYTES, TUNNEL_SLOTS);
 }
 
 /** Main thread: slot allocation. */
 export class StreamSlotAllocator {
   private readonly streams: Int32Array;
-  private readonly inUse = new Uint8Array(STREAM_SLOTS);
+  private readonly inUse = new Uint8Array(TUNNEL_SLOTS);
   private next = 0;
 
   constructor(buffer: SharedArrayBuffer) {
@@ -41,11 +42,11 @@ export class StreamSlotAllocator {
 
   /** A free slot (not held by a live tunnel, no stream still counted), or undefined when none is. */
   allocate(): number | undefined {
-    for (let tried = 0; tried < STREAM_SLOTS; tried++) {
-      const slot = (this.next + tried) % STREAM_SLOTS;
+    for (let tried = 0; tried < TUNNEL_SLOTS; tried++) {
+      const slot = (this.next + tried) % TUNNEL_SLOTS;
       if (!this.inUse[slot] && Atomics.load(this.streams, slot) === 0) {
         this.inUse[slot] = 1;
-        this.next = (slot + 1) % STREAM_SLOTS;
+        this.next = (slot + 1) % TUNNEL_SLOTS;
         return slot;
       }
     }

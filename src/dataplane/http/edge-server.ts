@@ -12,7 +12,7 @@ import { sendGenerated, type EdgeError, type EdgeRequest, type EdgeResponse } fr
 import { H1Connection, MAX_HEADER_BYTES, type H1Edge } from './h1-connection.js';
 import type { Admission, AdmissionRequest } from './h1-exchange.js';
 import { guardAgainstFloods } from './h2-flood-guard.js';
-import { countWhenDone } from './response-metrics.js';
+import { ResponseCounts } from './response-metrics.js';
 import { EdgeTokenAuth } from './token-auth.js';
 import { TunnelUpstreams } from './upstream-pool.js';
 
@@ -60,6 +60,7 @@ export class HttpEdge implements H1Edge {
   private sweeper: NodeJS.Timeout | undefined;
   draining = false;
   readonly counters: CounterRow;
+  readonly responses: ResponseCounts;
   readonly idleMs: number;
   readonly requestHeadMs: number;
   readonly limits: ExchangeLimits;
@@ -68,6 +69,7 @@ export class HttpEdge implements H1Edge {
   constructor(private readonly options: HttpEdgeOptions) {
     const { certificates, dataplane } = options;
     this.counters = options.counters;
+    this.responses = new ResponseCounts(options.counters, dataplane.traffic);
     this.idleMs = dataplane.settings.httpIdleMs;
     this.requestHeadMs = dataplane.settings.httpRequestHeadMs;
     this.limits = { responseMs: dataplane.settings.httpResponseMs, bodyIdleMs: dataplane.settings.httpRequestBodyIdleMs };
@@ -139,7 +141,7 @@ export class HttpEdge implements H1Edge {
     if (refusal) return { ok: false, error: refusal };
     if (!this.options.dataplane.admits(route!, request.peerAddress)) {
       this.counters.add('access_denied_trusted_ips');
-      return { ok: false, error: { reason: 'forbidden_ip', message: 'your address is not allowed to reach this tunnel' } };
+      return { ok: false, error: { reason: 'forbidden_ip', message: 'your address is not allowed to reach this tunnel' }, slot: route!.slot };
     }
     const plan: ForwardPlan = { authority, path: request.path, peerAddress: request.peerAddress, dropAuthorization: false };
     if (!route!.properties.token_auth) return { ok: true, pool: this.poolOf(route!), plan };
@@ -151,7 +153,8 @@ export class HttpEdge implements H1Edge {
     if (!check.ok) {
       this.counters.add('access_denied_token_auth');
       this.options.dataplane.log.debug({ tunnel_id: route.tunnel_id, reason: check.reason }, 'token_auth refused a request');
-      return { ok: false, error: { reason: 'unauthorized', message: `token required: ${check.reason}` }, extraHeaders: { 'www-authenticate': 'Bearer' } };
+      const challenge = { 'www-authenticate': 'Bearer' };
+      return { ok: false, error: { reason: 'unauthorized', message: `token required: ${check.reason}` }, extraHeaders: challenge, slot: route.slot };
     }
     // The tunnel may have gone while the token was checked.
     if (this.options.dataplane.routeForHostname(host) !== route) return { ok: false, error: { reason: 'tunnel_not_found', message: `no tunnel is live at ${host}` } };
@@ -159,7 +162,8 @@ export class HttpEdge implements H1Edge {
   }
 
   private async onRequest(req: EdgeRequest, res: EdgeResponse): Promise<void> {
-    countWhenDone(this.counters, res);
+    let tunnelSlot: number | undefined;
+    this.responses.whenDone(res, () => tunnelSlot);
     if (this.draining) {
       sendGenerated(req, res, { reason: 'shutting_down', message: 'the engine is shutting down' });
       return;
@@ -187,6 +191,7 @@ export class HttpEdge implements H1Edge {
       authorization: req.headers.authorization,
       peerAddress: req.socket.remoteAddress,
     });
+    tunnelSlot = admission.ok ? admission.pool.slot : admission.slot;
     if (!admission.ok) {
       sendGenerated(req, res, admission.error, admission.extraHeaders);
       return;

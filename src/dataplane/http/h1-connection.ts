@@ -3,7 +3,6 @@ import { endSoon } from '../../net/splice.js';
 import { H1Exchange, type ExchangeConnection, type ExchangeEdge } from './h1-exchange.js';
 import { parseRequestHead, requestFraming } from './h1-wire.js';
 import { rawGenerated, statusOf, type EdgeError } from './generated-response.js';
-import { countResponse } from './response-metrics.js';
 
 /** 16 KiB of request line and headers at most (431 past that). */
 export const MAX_HEADER_BYTES = 16 * 1024;
@@ -181,7 +180,7 @@ export class H1Connection implements ExchangeConnection {
   private refuse(error: EdgeError): void {
     this.closing = true;
     this.pending = undefined;
-    countResponse(this.edge.counters, statusOf(error.reason), 'edge');
+    this.edge.responses.count(statusOf(error.reason), 'edge', undefined);
     this.socket.write(rawGenerated(error, { close: true }));
     endSoon(this.socket);
   }

@@ -1,13 +1,12 @@
 import http from 'node:http';
 import http2 from 'node:http2';
 import type tls from 'node:tls';
-import type { CounterRow } from '../../threads/counters.js';
 import { splice } from '../../net/splice.js';
 import type { ExchangeLimits, ForwardPlan } from './exchange.js';
 import { downstreamResponseLines, fieldsOfH2, headersOfFields, upstreamRequestHeaders, upstreamRequestLines } from './forwarded-headers.js';
 import { rawGenerated, statusOf, type EdgeError } from './generated-response.js';
 import { BodyTracker, carriesBody, chunkOf, fieldTokens, fieldValue, LAST_CHUNK, requestTarget, type Field, type Framing, type RequestHead, type ResponseHead } from './h1-wire.js';
-import { countResponse } from './response-metrics.js';
+import type { ResponseCounts } from './response-metrics.js';
 import { H1Upstream, type ResponseSink, type UpstreamFailure } from './upstream-h1.js';
 import type { H2Upstream } from './upstream-h2.js';
 import type { TunnelUpstreams, Upstream } from './upstream-pool.js';
@@ -21,11 +20,14 @@ export interface AdmissionRequest {
   peerAddress: string | undefined;
 }
 
-export type Admission = { ok: true; pool: TunnelUpstreams; plan: ForwardPlan } | { ok: false; error: EdgeError; extraHeaders?: Record<string, string> };
+/** A refusal names the tunnel's slot when the request reached one (trusted_ips, token_auth): it counts in that tunnel's traffic. */
+export type Admission =
+  | { ok: true; pool: TunnelUpstreams; plan: ForwardPlan }
+  | { ok: false; error: EdgeError; extraHeaders?: Record<string, string>; slot?: number };
 
 /** What an exchange needs from the edge it runs on. */
 export interface ExchangeEdge {
-  readonly counters: CounterRow;
+  readonly responses: ResponseCounts;
   /** The response-head and request-body bounds. */
   readonly limits: ExchangeLimits;
   /** `Keep-Alive: timeout=<idle seconds>` as a head line: clients close idle connections before the edge does. */
@@ -77,6 +79,8 @@ export class H1Exchange implements ResponseSink {
   /** Request body payload towards an h2 upstream. */
   private payloadTarget: ((data: Buffer) => void) | undefined;
   private reused = false;
+  /** The slot of the tunnel the request reached, once admission found it. */
+  private tunnelSlot: number | undefined;
   private retried = false;
   /** The response head, until the first body bytes (or the end of this turn) take it out. */
   private pendingHead: string | undefined;
@@ -155,6 +159,7 @@ export class H1Exchange implements ResponseSink {
   }
 
   private admitted(admission: Admission): void {
+    this.tunnelSlot = admission.ok ? admission.pool.slot : admission.slot;
     if (this.gone) return;
     if (!admission.ok) {
       this.refuse(admission.error, admission.extraHeaders);
@@ -299,7 +304,7 @@ export class H1Exchange implements ResponseSink {
     this.upstream = undefined;
     this.finished = true;
     const { socket } = this.connection;
-    countResponse(this.edge.counters, 101, 'upstream');
+    this.edge.responses.count(101, 'upstream', this.tunnelSlot);
     let text = `HTTP/1.1 ${head.status} ${head.reason}\r\n`;
     for (const field of head.fields) if (!NOT_RELAYED_ON_101.has(field.lower)) text += `${field.name}: ${field.value}\r\n`;
     socket.write(`${text}\r\n`);
@@ -337,7 +342,7 @@ export class H1Exchange implements ResponseSink {
     framingLine += this.keepAlive ? this.edge.keepAliveLine : 'connection: close\r\n';
     const lines = downstreamResponseLines(head.fields, keepLength);
     this.pendingHead = `HTTP/1.1 ${head.status} ${head.reason}\r\n${lines}${framingLine}\r\n`;
-    countResponse(this.edge.counters, head.status, 'upstream');
+    this.edge.responses.count(head.status, 'upstream', this.tunnelSlot);
     this.connection.responseStarted();
   }
 
@@ -491,7 +496,7 @@ export class H1Exchange implements ResponseSink {
   private refuse(error: EdgeError, extraHeaders?: Record<string, string>): void {
     this.finished = true;
     const keepAlive = this.keepAlive && !carriesBody(this.tracker.framing);
-    countResponse(this.edge.counters, statusOf(error.reason), 'edge');
+    this.edge.responses.count(statusOf(error.reason), 'edge', this.tunnelSlot);
     this.connection.socket.write(
       rawGenerated(error, {
         accept: fieldValue(this.request.fields, 'accept'),

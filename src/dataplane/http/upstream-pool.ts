@@ -97,6 +97,11 @@ export class TunnelUpstreams {
     this.limit = dataplane.setup.limit;
   }
 
+  /** The tunnel's slot (its traffic row). */
+  get slot(): number {
+    return this.route.slot;
+  }
+
   /** An upstream for one request: pooled unless `fresh`, else a new stream. */
   async lease(peerAddress: string | undefined, cancelled: AbortSignal, fresh: boolean): Promise<Lease> {
     if (!fresh) {
@@ -181,7 +186,7 @@ export class TunnelUpstreams {
       proxyEnd.destroy();
       return;
     }
-    this.dataplane.meter.connected('http', proxyEnd);
+    this.dataplane.meter.connected('http', proxyEnd, this.route.slot);
     const opened = await this.speak(proxyEnd, false, undefined, false);
     if (!opened.ok) return;
     // One multiplexed session per worker is enough: a second one would only sit idle.
@@ -236,7 +241,7 @@ export class TunnelUpstreams {
    * extra streams are opened again when needed.
    */
   private async giveBackSlotsWhileIdle(): Promise<void> {
-    if (this.watchingArrivals || this.route.stream_slot === undefined) return;
+    if (this.watchingArrivals || this.dataplane.settings.maxStreamsPerTunnel <= 0) return;
     this.watchingArrivals = true;
     let seen = this.limit.arrivals(this.route);
     // One that arrived before the first reading still waits, and is seen in the second.
