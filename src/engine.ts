@@ -135,7 +135,7 @@ async function startListeners(
     supervisor: WorkerSupervisor;
     control: ControlPlane;
     api: InternalApiServer;
-    eventStreams: EventStreams;
+    eventStreams: Pick<EventStreams, 'close' | 'subscriberCounts'>;
     apiRequests: ApiRequestCounts;
     certificates: StaticCertificateProvider;
     counterBuffer: SharedArrayBuffer;
@@ -216,7 +216,15 @@ async function startEngineApi(config: EngineConfig, log: Logger, control: Contro
   const eventStreams = new EventStreams(engineApi, new EventHub(control.registry));
   const trafficStats = new TrafficStats(engineApi, control.registry, (tunnel) => control.trafficOf(tunnel));
   const api = await InternalApiServer.start([eventStreams, trafficStats, engineApi]);
-  return { apiRequests, eventStreams, api };
+  // Both kinds of stream hold spliced connections: shutdown ends them together.
+  const streams = {
+    close: () => {
+      eventStreams.close();
+      trafficStats.close();
+    },
+    subscriberCounts: () => eventStreams.subscriberCounts(),
+  };
+  return { apiRequests, eventStreams: streams, api };
 }
 
 /** The worker pool's supervisor, wired to the control plane and the certificate store (not yet started). */

@@ -10,7 +10,7 @@ import { TunnelStatsReader, TunnelStatsWriter, createTunnelTables } from '../src
 import type { TunnelStatsJson } from '../src/api/traffic-stats.js';
 import { apiRequest } from './helpers/api-client.js';
 import { edgeRequest, edgeSession, h2Request } from './helpers/edge-client.js';
-import { startTestEngine, type TestEngine } from './helpers/engine.js';
+import { startTestEngine, waitFor, type TestEngine } from './helpers/engine.js';
 import { startForward } from './helpers/forward.js';
 import type { RunningCli } from './helpers/process.js';
 import { mintToken } from './helpers/rstrm-agent.js';
@@ -179,6 +179,57 @@ describe('GET /rivulet/v1/tunnels/stats (2 workers)', () => {
     assert.deepEqual([tunnel.bytes_in, tunnel.bytes_out, tunnel.streams], [total, total, 0]);
     assert.deepEqual(tunnel.requests, { '1xx': 0, '2xx': 0, '3xx': 0, '4xx': 0, '5xx': 0 }, 'a TLS tunnel answers no HTTP');
     assert.ok(t.engine.counters.totals().streams_relayed > relayedBefore, 'some streams were relayed between the workers');
+  });
+
+  /** `GET /rivulet/v1/stats/stream` with the token in the query (as a browser's EventSource sends it); events as they arrive. */
+  function watchStats(): { events: Array<{ type: string; data: { time: string; tunnels: TunnelStatsJson[]; removed?: string[] } }>; stop: () => void } {
+    const events: Array<{ type: string; data: { time: string; tunnels: TunnelStatsJson[]; removed?: string[] } }> = [];
+    const req = https.get(
+      { host: '127.0.0.1', port: port(), servername: 'localhost', ca: t.ca, path: `/rivulet/v1/stats/stream?rstream.token=${encodeURIComponent(token)}`, headers: { host: 'localhost' }, agent: false },
+      (res) => {
+        assert.equal(res.headers['content-type'], 'text/event-stream');
+        let pending = '';
+        res.setEncoding('utf8').on('data', (chunk: string) => {
+          pending += chunk;
+          for (let end = pending.indexOf('\n\n'); end >= 0; end = pending.indexOf('\n\n')) {
+            const lines = pending.slice(0, end).split('\n');
+            pending = pending.slice(end + 2);
+            const type = lines.find((line) => line.startsWith('event: '))?.slice(7) ?? 'message';
+            const data = lines.find((line) => line.startsWith('data: '));
+            if (data) events.push({ type, data: JSON.parse(data.slice(6)) });
+          }
+        });
+      },
+    );
+    req.on('error', () => {});
+    return { events, stop: () => req.destroy() };
+  }
+
+  test('the stats stream: every tunnel once, then each second the tunnels whose figures moved, and those gone', async () => {
+    const agent = await startForward(t, token, (upstream.address() as net.AddressInfo).port, ['--host', 'streamed']);
+    const quiet = await forward(upstream, ['--host', 'quiet']);
+    const watch = watchStats();
+    try {
+      await waitFor(() => watch.events.length >= 1, 10_000);
+      const [snapshot] = watch.events;
+      assert.equal(snapshot!.type, 'snapshot');
+      assert.ok(snapshot!.data.tunnels.some((tunnel) => tunnel.id === agent.tunnelId));
+      assert.ok(snapshot!.data.tunnels.some((tunnel) => tunnel.id === quiet));
+      // Let one tick pass, so the next moves are ours.
+      await waitFor(() => watch.events.some((event) => event.type === 'stats'), 10_000);
+      for (let i = 0; i < 5; i++) assert.equal((await edgeRequest(port(), t.ca, 'streamed.t.localhost', { path: '/echo', agent: new https.Agent() })).status, 200);
+      const moved = (): TunnelStatsJson | undefined =>
+        watch.events.filter((event) => event.type === 'stats').flatMap((event) => event.data.tunnels).findLast((tunnel) => tunnel.id === agent.tunnelId && tunnel.requests['2xx'] >= 5);
+      await waitFor(() => moved() !== undefined, 10_000);
+      assert.equal(moved()!.requests['2xx'], 5);
+      const ticks = watch.events.filter((event) => event.type === 'stats');
+      assert.ok(ticks.every((event) => !event.data.tunnels.some((tunnel) => tunnel.id === quiet) || event === ticks[0]), 'a quiet tunnel is not sent again');
+      agent.child.kill('SIGTERM');
+      await agent.exited;
+      await waitFor(() => watch.events.some((event) => event.data.removed?.includes(agent.tunnelId)), 10_000);
+    } finally {
+      watch.stop();
+    }
   });
 
   test('a bad token gets the API error; the route is outside /api/ and the OpenAPI document', async () => {

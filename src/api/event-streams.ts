@@ -4,10 +4,12 @@ import { queryParameter, sendError, type ApiRequest, type EngineApi } from './en
 import { MAX_QUEUED_BYTES, type EventHub, type Subscriber } from './event-hub.js';
 import { parseWatchParams, type WatchParams } from './filters.js';
 import type { HttpResponse, TemplatedApp } from './uws.js';
+import { SseStream } from './sse-stream.js';
 import { ParamsError } from '../errors.js';
 
 /** An SSE comment every 15 s keeps proxies and readers from timing out. */
 const SSE_KEEPALIVE_MS = 15_000;
+const SSE_KEEPALIVE = Buffer.from(': keepalive\n\n');
 /** uWS pings a quiet peer and closes one that stays silent this long. */
 const WEBSOCKET_IDLE_SECONDS = 60;
 
@@ -35,7 +37,7 @@ function queueAllowance(snapshotBytes: number): number {
  * a subscriber with more than 1 MiB queued is cut off without slowing anyone else.
  */
 export class EventStreams {
-  private readonly sseStreams = new Set<SseStream>();
+  private readonly sseStreams = new Set<SseSubscriber>();
   private webSockets = 0;
   private readonly keepalive: NodeJS.Timeout;
 
@@ -44,7 +46,7 @@ export class EventStreams {
     private readonly hub: EventHub,
   ) {
     this.keepalive = setInterval(() => {
-      for (const stream of this.sseStreams) stream.write(': keepalive\n\n');
+      for (const subscriber of this.sseStreams) subscriber.stream.write(SSE_KEEPALIVE);
     }, SSE_KEEPALIVE_MS).unref();
   }
 
@@ -109,10 +111,13 @@ export class EventStreams {
   private async openSse(res: HttpResponse, request: ApiRequest, query: string): Promise<void> {
     const filters = await this.admit(res, request, query);
     if (!filters) return;
-    const stream = new SseStream(res, () => {
-      this.sseStreams.delete(stream);
-      this.hub.unsubscribeOne(stream);
-    }, filters);
+    const stream = new SseSubscriber(
+      new SseStream(res, queueAllowance, () => {
+        this.sseStreams.delete(stream);
+        this.hub.unsubscribeOne(stream);
+      }),
+      filters,
+    );
     request.answered(200);
     res.cork(() => {
       res
@@ -122,7 +127,7 @@ export class EventStreams {
         .writeHeader('x-accel-buffering', 'no')
         .writeHeader('access-control-allow-origin', '*');
     });
-    // Outside that cork: the snapshot may be large, and each write must be its own cork (see SseStream).
+    // Outside that cork: the snapshot may be large, and each write must be its own cork (see sse-stream.ts).
     if (this.hub.subscribe(stream)) this.sseStreams.add(stream);
   }
 
@@ -142,115 +147,28 @@ export class EventStreams {
   }
 }
 
-/**
- * uWS 20.30 loses a write that does not fit in its 16 KiB cork buffer when flushing that buffer hits
- * backpressure (the chunk header goes out without its data: malformed chunked encoding). Every write
- * here is therefore its own cork, at most this many bytes; an SSE event may span HTTP chunks.
- */
-const MAX_WRITE_BYTES = 16 * 1024 - 64;
-
-/** How soon a refused SSE stream tries again by itself (see SseStream.send). */
-const SSE_RETRY_MS = 50;
-
 let lastEvent: { json: string; frame: Buffer } = { json: '', frame: Buffer.alloc(0) };
 
-/**
- * One SSE response as a hub subscriber. When uWS cannot send a write at once it keeps the rest and
- * later pieces wait here until onWritable; past 1 MiB waiting (beyond the snapshot) the stream is cut. With an onWritable
- * handler registered, uWS drains its own buffer only through our writes, so the handler always writes
- * (an SSE comment line when nothing waits).
- */
-class SseStream implements Subscriber {
-  private readonly waiting: Buffer[] = [];
-  private waitingBytes = 0;
-  /** Bytes handed to uWS since it last accepted a write: they may all sit in its buffer. */
-  private unconfirmedBytes = 0;
-  private allowance: number | undefined;
-  private backpressured = false;
-  private retry: NodeJS.Timeout | undefined;
-  private open = true;
-
+/** An SSE response as a hub subscriber. */
+class SseSubscriber implements Subscriber {
   constructor(
-    private readonly res: HttpResponse,
-    private readonly onGone: () => void,
+    readonly stream: SseStream,
     readonly filters: WatchParams,
-  ) {
-    res.onAborted(() => this.gone());
-    res.onWritable(() => this.drain());
-  }
+  ) {}
 
   deliver(json: string): boolean {
     // The hub hands every subscriber the same string for an event: encode it once.
     if (json !== lastEvent.json) lastEvent = { json, frame: Buffer.from(`data: ${json}\n\n`) };
-    return this.writeBytes(lastEvent.frame);
-  }
-
-  write(text: string): boolean {
-    return this.writeBytes(Buffer.from(text));
-  }
-
-  private writeBytes(bytes: Buffer): boolean {
-    if (!this.open) return false;
-    this.allowance ??= queueAllowance(bytes.length);
-    for (let offset = 0; offset < bytes.length; offset += MAX_WRITE_BYTES) {
-      const piece = bytes.subarray(offset, offset + MAX_WRITE_BYTES);
-      if (this.backpressured) {
-        this.waiting.push(piece);
-        this.waitingBytes += piece.length;
-      } else this.send(piece);
-    }
-    if (this.waitingBytes + this.unconfirmedBytes <= this.allowance) return true;
-    this.res.close();
-    this.gone();
-    return false;
+    return this.stream.write(lastEvent.frame);
   }
 
   close(): void {
-    if (!this.open) return;
-    this.res.cork(() => this.res.end());
-    this.gone();
-  }
-
-  private drain(): boolean {
-    if (!this.open) return true;
-    this.backpressured = false;
-    if (this.waiting.length === 0) this.waiting.push(Buffer.from(':\n\n'));
-    while (this.waiting.length > 0 && !this.backpressured) {
-      const piece = this.waiting.shift()!;
-      this.waitingBytes -= piece.length;
-      this.send(piece);
-    }
-    return !this.backpressured;
-  }
-
-  private send(piece: Buffer): void {
-    this.res.cork(() => {
-      this.backpressured = !this.res.write(piece);
-    });
-    this.unconfirmedBytes = this.backpressured ? this.unconfirmedBytes + piece.length : 0;
-    if (this.unconfirmedBytes > (this.allowance ?? MAX_QUEUED_BYTES)) {
-      this.res.close();
-      this.gone();
-      return;
-    }
-    // uWS can report a refusal for a write it then sends whole, and no writable event follows; so a
-    // refused stream also retries on its own. A stalled reader gains at most one piece per retry.
-    if (this.backpressured) this.retry ??= setTimeout(() => {
-      this.retry = undefined;
-      if (this.backpressured) this.drain();
-    }, SSE_RETRY_MS);
-  }
-
-  private gone(): void {
-    if (!this.open) return;
-    this.open = false;
-    clearTimeout(this.retry);
-    this.onGone();
+    this.stream.close();
   }
 }
 
 /** `rstream.token` from the query; one whose percent-encoding is broken counts as none (401). */
-function queryToken(query: string): string | undefined {
+export function queryToken(query: string): string | undefined {
   try {
     return queryParameter(query, 'rstream.token');
   } catch (error) {
