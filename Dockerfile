@@ -9,7 +9,8 @@ FROM ${NODE_IMAGE} AS build
 WORKDIR /app
 COPY package.json package-lock.json tsconfig.json ./
 COPY src ./src
-# `npm ci` runs the `prepare` script, which compiles src/ to dist/.
+COPY dashboard ./dashboard
+# `npm ci` runs the `prepare` script, which compiles src/ to dist/ and builds the dashboard into dist/dashboard.
 RUN npm ci --no-audit --no-fund && npm prune --omit=dev --no-audit --no-fund
 
 FROM ${NODE_IMAGE}
@@ -18,6 +19,7 @@ WORKDIR /app
 COPY --from=build /app/package.json ./package.json
 COPY --from=build /app/node_modules ./node_modules
 COPY --from=build /app/dist/src ./dist/src
+COPY --from=build /app/dist/dashboard ./dist/dashboard
 # The image's unprivileged `node` user (uid 1000) runs the engine; it must be able to read the
 # certificate and key files. Binding 443/80 as that user needs
 # net.ipv4.ip_unprivileged_port_start=0 (set in compose.yaml) or CAP_NET_BIND_SERVICE.

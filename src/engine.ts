@@ -5,6 +5,7 @@ import { EngineApi } from './api/engine-api.js';
 import { ApiRequestCounts } from './api/request-counts.js';
 import { EventHub } from './api/event-hub.js';
 import { TrafficStats } from './api/traffic-stats.js';
+import { Dashboard } from './api/dashboard.js';
 import { EventStreams } from './api/event-streams.js';
 import { InternalApiServer } from './api/internal-server.js';
 import { buildOpenApiDocument } from './api/openapi.js';
@@ -215,7 +216,8 @@ async function startEngineApi(config: EngineConfig, log: Logger, control: Contro
   });
   const eventStreams = new EventStreams(engineApi, new EventHub(control.registry));
   const trafficStats = new TrafficStats(engineApi, control.registry, (tunnel) => control.trafficOf(tunnel));
-  const api = await InternalApiServer.start([eventStreams, trafficStats, engineApi]);
+  const routes = config.dashboard.enabled ? [eventStreams, trafficStats, new Dashboard(engineApi), engineApi] : [eventStreams, trafficStats, engineApi];
+  const api = await InternalApiServer.start(routes);
   // Both kinds of stream hold spliced connections: shutdown ends them together.
   const streams = {
     close: () => {

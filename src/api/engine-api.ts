@@ -89,7 +89,7 @@ export class EngineApi {
       sendError(res, request, 'misdirected', `${request.host || 'this host'} is not served here; use ${this.options.engineHost}`);
       return false;
     }
-    if (!request.url.startsWith('/api/') && !request.url.startsWith('/rivulet/v1/')) {
+    if (!/^\/(?:api\/|rivulet\/v1\/|dashboard(?:\/|$))/.test(request.url)) {
       sendError(res, request, 'not_found', `no such endpoint: ${request.url}`);
       return false;
     }
@@ -240,6 +240,11 @@ export function watchAbort(res: HttpResponse): () => boolean {
 export function sendJson(res: HttpResponse, request: ApiRequest, body: string | Buffer, contentType = JSON_TYPE): void {
   request.answered(200);
   res.writeStatus('200 OK').writeHeader('content-type', contentType).writeHeader('access-control-allow-origin', '*');
+  endBody(res, request, body);
+}
+
+/** A 200's body (or, for HEAD, its length): large bodies in cork-sized pieces (see endInPieces). */
+export function endBody(res: HttpResponse, request: ApiRequest, body: string | Buffer): void {
   if (request.method === 'head') endHead(res, Buffer.byteLength(body));
   else if (Buffer.byteLength(body) <= MAX_CORKED_BYTES) res.end(body);
   else endInPieces(res, Buffer.from(body));

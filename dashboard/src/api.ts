@@ -1,0 +1,63 @@
+/** The Engine API and Rivulet's stats stream, as the page uses them: same origin, the operator's token. */
+
+export interface ApiTunnel {
+  id: string;
+  client_id: string;
+  creation_date: string;
+  type: string;
+  publish: boolean;
+  hostname?: string;
+  name?: string;
+  protocol?: string;
+  labels?: Record<string, string>;
+}
+
+export interface ApiClient {
+  id: string;
+  user_id: string;
+  agent?: string;
+  version?: string;
+  os?: string;
+  arch?: string;
+}
+
+export interface TunnelFigures {
+  id: string;
+  requests: Record<'1xx' | '2xx' | '3xx' | '4xx' | '5xx', number>;
+  bytes_in: number;
+  bytes_out: number;
+  streams: number;
+  last_activity: string | null;
+}
+
+export type EngineEvent =
+  | { type: 'state.initial'; created_at: string; object: { clients: ApiClient[]; tunnels: ApiTunnel[] } }
+  | { type: 'client.created' | 'client.deleted'; created_at: string; object: ApiClient }
+  | { type: 'tunnel.created' | 'tunnel.deleted'; created_at: string; object: ApiTunnel };
+
+export type StatsEvent = { time: string; tunnels: TunnelFigures[]; removed?: string[] };
+
+/** What a token may see, or the API's own message when it may not. */
+export async function checkToken(token: string): Promise<{ ok: true } | { ok: false; message: string }> {
+  let reply: Response;
+  try {
+    reply = await fetch('/api/tunnels?params=' + encodeURIComponent(JSON.stringify({ limit: 1 })), { headers: { authorization: `Bearer ${token}` } });
+  } catch {
+    return { ok: false, message: 'the engine cannot be reached' };
+  }
+  if (reply.ok) return { ok: true };
+  const body = (await reply.json().catch(() => ({}))) as { message?: string };
+  return { ok: false, message: body.message ?? `the engine answered ${reply.status}` };
+}
+
+/**
+ * An SSE stream with the token in its query (EventSource sends no headers). `onLost` runs when the
+ * engine refuses it (the token expired) or it drops; EventSource itself reconnects after a drop.
+ */
+export function subscribe(path: string, token: string, handlers: Record<string, (data: unknown) => void>, onLost: () => void): () => void {
+  const separator = path.includes('?') ? '&' : '?';
+  const source = new EventSource(`${path}${separator}rstream.token=${encodeURIComponent(token)}`);
+  for (const [type, handle] of Object.entries(handlers)) source.addEventListener(type, (event) => handle(JSON.parse((event as MessageEvent<string>).data)));
+  source.onerror = () => onLost();
+  return () => source.close();
+}

@@ -1,0 +1,100 @@
+import { checkToken, subscribe, type EngineEvent, type StatsEvent } from './api.js';
+import { Model } from './model.js';
+import { TunnelTable, el, renderClients, renderFeed, renderTotals } from './views.js';
+
+/** The token lives in this tab's sessionStorage only: gone when the tab closes, never sent anywhere but here. */
+const TOKEN_KEY = 'rivulet.dashboard.token';
+
+const root = document.getElementById('app')!;
+
+function showLogin(message?: string): void {
+  sessionStorage.removeItem(TOKEN_KEY);
+  const input = el('input', { type: 'password', id: 'token', autocomplete: 'off', required: '', 'aria-describedby': 'login-help' });
+  const error = el('p', { id: 'login-error', role: 'alert' }, message ?? '');
+  const form = el('form', { class: 'login', 'aria-labelledby': 'login-title' },
+    el('h1', { id: 'login-title' }, 'Rivulet'),
+    el('label', { for: 'token' }, 'Engine token'),
+    input,
+    el('p', { id: 'login-help', class: 'help' }, 'Any token the Engine API accepts with tunnels.resources.read-only or more. Kept in this tab only.'),
+    el('button', { type: 'submit' }, 'Open the dashboard'),
+    error,
+  );
+  form.addEventListener('submit', (event) => {
+    event.preventDefault();
+    void logIn(input.value.trim());
+  });
+  root.replaceChildren(form);
+  input.focus();
+}
+
+async function logIn(token: string): Promise<void> {
+  const check = await checkToken(token);
+  if (!check.ok) {
+    showLogin(check.message);
+    return;
+  }
+  sessionStorage.setItem(TOKEN_KEY, token);
+  showDashboard(token);
+}
+
+function showDashboard(token: string): void {
+  const model = new Model();
+  const totals = el('section', { class: 'totals', 'aria-label': 'Totals' });
+  const table = new TunnelTable(model);
+  const clients = el('div', { class: 'clients-table' });
+  const feed = el('ol', { class: 'feed', 'aria-live': 'polite' });
+  const logout = el('button', { type: 'button', class: 'logout' }, 'Log out');
+  root.replaceChildren(
+    el('header', {}, el('h1', {}, 'Rivulet'), logout),
+    totals,
+    table.element,
+    el('div', { class: 'columns' },
+      el('section', { 'aria-labelledby': 'clients-title' }, el('h2', { id: 'clients-title' }, 'Clients'), clients),
+      el('section', { 'aria-labelledby': 'feed-title' }, el('h2', { id: 'feed-title' }, 'Events'), feed),
+    ),
+  );
+  const render = (): void => {
+    renderTotals(totals, model);
+    table.render();
+    const tunnelsPerClient = new Map<string, number>();
+    for (const row of model.rows.values()) tunnelsPerClient.set(row.tunnel.client_id, (tunnelsPerClient.get(row.tunnel.client_id) ?? 0) + 1);
+    renderClients(clients, model.clients.values(), (id) => tunnelsPerClient.get(id) ?? 0);
+    renderFeed(feed, model.feed);
+  };
+  // A stream the engine refuses (the token expired) sends the operator back to the prompt with its reason.
+  const lost = (): void => {
+    void checkToken(token).then((check) => {
+      if (!check.ok) {
+        stop();
+        showLogin(check.message);
+      }
+    });
+  };
+  const onEvent = (data: unknown): void => {
+    model.applyEvent(data as EngineEvent);
+    render();
+  };
+  const closers = [
+    subscribe('/api/sse', token, { message: onEvent }, lost),
+    subscribe('/rivulet/v1/stats/stream', token, {
+      snapshot: (data) => {
+        model.applyStats(data as StatsEvent, true);
+        render();
+      },
+      stats: (data) => {
+        model.applyStats(data as StatsEvent, false);
+        render();
+      },
+    }, lost),
+  ];
+  const stop = (): void => closers.forEach((close) => close());
+  logout.addEventListener('click', () => {
+    stop();
+    showLogin();
+  });
+  render();
+}
+
+const saved = sessionStorage.getItem(TOKEN_KEY);
+if (saved) void logIn(saved);
+else showLogin();
