@@ -6,6 +6,8 @@ import { ApiRequestCounts } from './api/request-counts.js';
 import { EventHub } from './api/event-hub.js';
 import { TrafficStats } from './api/traffic-stats.js';
 import { Dashboard } from './api/dashboard.js';
+import { EngineInfo } from './api/engine-info.js';
+import { listenerStrategy } from './threads/listener-strategy.js';
 import { EventStreams } from './api/event-streams.js';
 import { InternalApiServer } from './api/internal-server.js';
 import { buildOpenApiDocument } from './api/openapi.js';
@@ -68,7 +70,7 @@ export async function startEngine(
   const counterBuffer = createCounterBuffer(config.dataplane.workers);
   const tunnelTables = createTunnelTables();
   const control = new ControlPlane(config, log, { broadcast: (message) => supervisor?.broadcast(message) }, publicPort, tunnelTables);
-  const { apiRequests, eventStreams, api } = await startEngineApi(config, log, control, publicPort);
+  const { apiRequests, eventStreams, api } = await startEngineApi(config, log, control, publicPort, () => certificates.current);
   supervisor = wiredSupervisor(config, log, onFatal, { certificates, counterBuffer, tunnelTables, control, apiSocketPath: () => api.socketPath });
 
   const started = await startListeners(config, log, { supervisor, control, api, eventStreams, apiRequests, certificates, counterBuffer });
@@ -203,7 +205,7 @@ async function bindOrRelease<T>(bind: () => Promise<T>, release: () => Promise<v
 }
 
 /** The Engine API and its event streams, on their private Unix socket. */
-async function startEngineApi(config: EngineConfig, log: Logger, control: ControlPlane, publicPort: () => number) {
+async function startEngineApi(config: EngineConfig, log: Logger, control: ControlPlane, publicPort: () => number, certificate: () => CertificatePair) {
   let openApiDocument: string | undefined;
   const apiRequests = new ApiRequestCounts();
   const engineApi = new EngineApi({
@@ -216,7 +218,9 @@ async function startEngineApi(config: EngineConfig, log: Logger, control: Contro
   });
   const eventStreams = new EventStreams(engineApi, new EventHub(control.registry));
   const trafficStats = new TrafficStats(engineApi, control.registry, (tunnel) => control.trafficOf(tunnel));
-  const routes = config.dashboard.enabled ? [eventStreams, trafficStats, new Dashboard(engineApi), engineApi] : [eventStreams, trafficStats, engineApi];
+  const engineInfo = new EngineInfo(engineApi, { startedAt: new Date(), workers: config.dataplane.workers, listenerStrategy: listenerStrategy(), certificate });
+  const extensions = [trafficStats, engineInfo, ...(config.dashboard.enabled ? [new Dashboard(engineApi)] : [])];
+  const routes = [eventStreams, ...extensions, engineApi];
   const api = await InternalApiServer.start(routes);
   // Both kinds of stream hold spliced connections: shutdown ends them together.
   const streams = {

@@ -2,6 +2,8 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { apiRequest } from './helpers/api-client.js';
 import { startTestEngine, type TestEngine } from './helpers/engine.js';
+import { mintToken } from './helpers/rstrm-agent.js';
+import { VERSION } from '../src/version.js';
 
 /** The dashboard's page and assets as the engine serves them (docs/engine-api.md#the-dashboard). */
 describe('the dashboard, served', () => {
@@ -52,6 +54,21 @@ describe('the dashboard, served', () => {
     for (const missing of ['/dashboard/assets/AAAAAAAAAAAAAAAAAAAAAA/app.js', '/dashboard/app.js', '/dashboard/../api/tunnels']) {
       assert.equal((await apiRequest(port, t.ca, missing)).status, 404, missing);
     }
+  });
+
+  test('GET /rivulet/v1/engine: version, runtime, workers, listener strategy, the certificate served; a token is needed', async () => {
+    const refused = await apiRequest(port, t.ca, '/rivulet/v1/engine');
+    assert.equal(refused.status, 401);
+    const reply = await apiRequest(port, t.ca, '/rivulet/v1/engine', { token: await mintToken() });
+    assert.equal(reply.status, 200);
+    const info = reply.json() as Record<string, any>;
+    assert.equal(info.version, VERSION);
+    assert.equal(info.node, process.version);
+    assert.equal(info.workers, 2);
+    assert.ok(['reuse-port', 'shared-fd'].includes(info.listener_strategy));
+    assert.ok(info.uptime_seconds >= 0 && Date.parse(info.started_at) <= Date.now());
+    assert.match(info.certificate.subject_alt_name, /DNS:\*\.t\.localhost/);
+    assert.ok(Date.parse(info.certificate.not_after) > Date.now());
   });
 
   test('the page is for the engine host only, like the API (421 for another name)', async () => {

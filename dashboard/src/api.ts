@@ -35,6 +35,25 @@ export type EngineEvent =
   | { type: 'client.created' | 'client.deleted'; created_at: string; object: ApiClient }
   | { type: 'tunnel.created' | 'tunnel.deleted'; created_at: string; object: ApiTunnel };
 
+export interface EngineInfo {
+  version: string;
+  node: string;
+  started_at: string;
+  workers: number;
+  listener_strategy: string;
+  certificate: { subject: string; subject_alt_name: string; not_after: string };
+}
+
+/** The engine panel's facts (`GET /rivulet/v1/engine`); undefined when they cannot be read. */
+export async function fetchEngineInfo(token: string): Promise<EngineInfo | undefined> {
+  try {
+    const reply = await fetch('/rivulet/v1/engine', { headers: { authorization: `Bearer ${token}` } });
+    return reply.ok ? ((await reply.json()) as EngineInfo) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 export type StatsEvent = { time: string; tunnels: TunnelFigures[]; removed?: string[] };
 
 /** What a token may see, or the API's own message when it may not. */

@@ -1,6 +1,6 @@
-import { checkToken, subscribe, type EngineEvent, type StatsEvent } from './api.js';
+import { checkToken, fetchEngineInfo, subscribe, type EngineEvent, type EngineInfo, type StatsEvent } from './api.js';
 import { Model } from './model.js';
-import { TunnelTable, el, renderClients, renderFeed, renderTotals } from './views.js';
+import { TunnelTable, el, renderClients, renderEngine, renderFeed, renderTotals } from './views.js';
 
 /** The token lives in this tab's sessionStorage only: gone when the tab closes, never sent anywhere but here. */
 const TOKEN_KEY = 'rivulet.dashboard.token';
@@ -43,6 +43,12 @@ function showDashboard(token: string): void {
   const table = new TunnelTable(model);
   const clients = el('div', { class: 'clients-table' });
   const feed = el('ol', { class: 'feed', 'aria-live': 'polite' });
+  const engine = el('div', { class: 'engine' });
+  let engineInfo: EngineInfo | undefined;
+  void fetchEngineInfo(token).then((info) => {
+    engineInfo = info;
+    renderEngine(engine, engineInfo);
+  });
   const logout = el('button', { type: 'button', class: 'logout' }, 'Log out');
   root.replaceChildren(
     el('header', {}, el('h1', {}, 'Rivulet'), logout),
@@ -52,6 +58,7 @@ function showDashboard(token: string): void {
       el('section', { 'aria-labelledby': 'clients-title' }, el('h2', { id: 'clients-title' }, 'Clients'), clients),
       el('section', { 'aria-labelledby': 'feed-title' }, el('h2', { id: 'feed-title' }, 'Events'), feed),
     ),
+    el('section', { 'aria-labelledby': 'engine-title' }, el('h2', { id: 'engine-title' }, 'Engine'), engine),
   );
   const render = (): void => {
     renderTotals(totals, model);
@@ -60,6 +67,7 @@ function showDashboard(token: string): void {
     for (const row of model.rows.values()) tunnelsPerClient.set(row.tunnel.client_id, (tunnelsPerClient.get(row.tunnel.client_id) ?? 0) + 1);
     renderClients(clients, model.clients.values(), (id) => tunnelsPerClient.get(id) ?? 0);
     renderFeed(feed, model.feed);
+    if (engineInfo) renderEngine(engine, engineInfo); // its uptime moves
   };
   // A stream the engine refuses (the token expired) sends the operator back to the prompt with its reason.
   const lost = (): void => {

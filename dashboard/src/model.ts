@@ -60,10 +60,12 @@ export class Model {
         if (!snapshot) Object.assign(row, { requestsPerSecond: 0, bytesInPerSecond: 0, bytesOutPerSecond: 0 });
         continue;
       }
-      if (row.figures && seconds > 0) {
-        row.requestsPerSecond = (requestTotal(figures) - requestTotal(row.figures)) / seconds;
-        row.bytesInPerSecond = (figures.bytes_in - row.figures.bytes_in) / seconds;
-        row.bytesOutPerSecond = (figures.bytes_out - row.figures.bytes_out) / seconds;
+      // A tunnel without figures yet was created after the snapshot: it started from zero.
+      const before = row.figures ?? zeroFigures(figures.id);
+      if (seconds > 0) {
+        row.requestsPerSecond = (requestTotal(figures) - requestTotal(before)) / seconds;
+        row.bytesInPerSecond = (figures.bytes_in - before.bytes_in) / seconds;
+        row.bytesOutPerSecond = (figures.bytes_out - before.bytes_out) / seconds;
       }
       row.figures = figures;
     }
@@ -90,6 +92,10 @@ export class Model {
 export function requestTotal(figures: TunnelFigures): number {
   const { requests } = figures;
   return requests['1xx'] + requests['2xx'] + requests['3xx'] + requests['4xx'] + requests['5xx'];
+}
+
+function zeroFigures(id: string): TunnelFigures {
+  return { id, requests: { '1xx': 0, '2xx': 0, '3xx': 0, '4xx': 0, '5xx': 0 }, bytes_in: 0, bytes_out: 0, streams: 0, last_activity: null };
 }
 
 function emptyRow(tunnel: ApiTunnel): TunnelRow {

@@ -1,4 +1,4 @@
-import type { ApiClient } from './api.js';
+import type { ApiClient, EngineInfo } from './api.js';
 import { requestTotal, type FeedEntry, type Model, type TunnelRow } from './model.js';
 
 /** Every text goes in as textContent: nothing from the engine is parsed as HTML. */
@@ -16,7 +16,7 @@ export function formatRate(value: number, unit: string): string {
   return `${value < 10 && value > 0 ? value.toFixed(1) : Math.round(value)} ${unit}`;
 }
 
-function age(since: string): string {
+export function age(since: string): string {
   const seconds = Math.max(0, (Date.now() - Date.parse(since)) / 1000);
   if (seconds < 60) return `${Math.floor(seconds)} s`;
   if (seconds < 3600) return `${Math.floor(seconds / 60)} min`;
@@ -48,7 +48,7 @@ export function renderTotals(container: HTMLElement, model: Model): void {
   container.replaceChildren(
     tile('Clients', String(totals.clients), 'clients'),
     tile('Tunnels', String(totals.tunnels), 'tunnels'),
-    tile('Active streams', String(totals.streams), 'streams'),
+    tile('Open streams', String(totals.streams), 'streams'),
     tile('Requests', formatRate(totals.requestsPerSecond, 'req/s'), 'requests', sparkline(model.requestsHistory, 'requests per second, last 5 minutes')),
     tile('Traffic', formatRate(totals.bytesPerSecond, 'B/s'), 'bytes', sparkline(model.bytesHistory, 'bytes per second, last 5 minutes')),
   );
@@ -208,6 +208,29 @@ export function renderClients(container: HTMLElement, clients: Iterable<ApiClien
     ),
   );
   container.replaceChildren(el('table', {}, el('thead', {}, el('tr', {}, ...['Client', 'User', 'Agent', 'Platform', 'Tunnels'].map((title) => el('th', { scope: 'col' }, title)))), el('tbody', {}, ...rows)));
+}
+
+/** A certificate this close to expiry is flagged on the engine panel. */
+const EXPIRY_WARNING_DAYS = 14;
+
+export function renderEngine(container: HTMLElement, info: EngineInfo | undefined): void {
+  if (!info) {
+    container.replaceChildren(el('p', {}, 'Engine details are unavailable.'));
+    return;
+  }
+  const daysLeft = Math.floor((Date.parse(info.certificate.not_after) - Date.now()) / 86_400_000);
+  const expiry = el('dd', { 'data-expiry-days': String(daysLeft) }, `${new Date(info.certificate.not_after).toLocaleDateString()} (${daysLeft} days)`);
+  if (daysLeft < EXPIRY_WARNING_DAYS) expiry.append(el('strong', { class: 'warning', role: 'alert' }, daysLeft < 0 ? ' expired' : ' renew soon'));
+  const fact = (name: string, value: HTMLElement | string): HTMLElement[] => [el('dt', {}, name), typeof value === 'string' ? el('dd', {}, value) : value];
+  container.replaceChildren(
+    el('dl', { class: 'engine-facts' },
+      ...fact('Version', `${info.version} (Node ${info.node})`),
+      ...fact('Up', age(info.started_at)),
+      ...fact('Workers', `${info.workers}, ${info.listener_strategy}`),
+      ...fact('Certificate', `${info.certificate.subject}; ${info.certificate.subject_alt_name}`),
+      ...fact('Expires', expiry),
+    ),
+  );
 }
 
 export function renderFeed(container: HTMLElement, feed: FeedEntry[]): void {

@@ -30,7 +30,6 @@ type FormatName =
   | 'rivulet-non-empty-string'
   | 'rivulet-secret'
   | 'rivulet-log-level'
-  | 'rivulet-on-off'
   | 'rivulet-listen-addr'
   | 'rivulet-engine-host'
   | 'rivulet-host-or-ip';
@@ -51,7 +50,6 @@ interface FormatTypes {
   'rivulet-non-empty-string': string;
   'rivulet-secret': string;
   'rivulet-log-level': LogLevel;
-  'rivulet-on-off': 'on' | 'off';
   'rivulet-listen-addr': ListenAddress;
   'rivulet-engine-host': string;
   'rivulet-host-or-ip': string;
@@ -125,11 +123,6 @@ const FORMATS: Record<FormatName, RivuletFormat> = {
   'rivulet-log-level': {
     validate(value: unknown) {
       if (!LOG_LEVELS.includes(value as LogLevel)) throw new Error(`must be one of ${LOG_LEVELS.join(', ')}`);
-    },
-  },
-  'rivulet-on-off': {
-    validate(value: unknown) {
-      if (value !== 'on' && value !== 'off') throw new Error('must be on or off');
     },
   },
   'rivulet-listen-addr': {
@@ -282,11 +275,6 @@ export const schemaDefinition = {
   },
   dashboard: {
     enabled: leaf('dashboard.enabled', { format: 'rivulet-bool', default: true, doc: 'The web dashboard at /dashboard/ on the base host' }),
-    request_log: leaf('dashboard.request_log', {
-      format: 'rivulet-on-off',
-      default: 'off',
-      doc: 'Keep the last requests of each tunnel for the dashboard (paths can carry secrets)',
-    }),
   },
   timeouts: {
     stream_request_seconds: leaf('timeouts.stream_request_seconds', {
