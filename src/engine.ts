@@ -44,6 +44,8 @@ export interface RunningEngine {
   readonly control: ControlPlane;
   /** The Unix socket the Engine API listens on now. */
   readonly apiSocketPath: string;
+  /** Event-stream subscribers now, by transport (what rivulet_event_subscribers reports). */
+  eventSubscribers(): { sse: number; websocket: number };
   /** Stops accepting, drains for up to `drainMs`, stops the workers; safe to call twice. */
   shutdown(drainMs?: number): Promise<void>;
 }
@@ -104,6 +106,7 @@ export async function startEngine(
     get apiSocketPath() {
       return api.socketPath;
     },
+    eventSubscribers: () => eventStreams.subscriberCounts(),
     shutdown(drainMs = SHUTDOWN_DRAIN_MS) {
       return (stopped ??= stopGracefully(drainMs));
     },

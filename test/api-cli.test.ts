@@ -89,13 +89,21 @@ describe('tunnel list and client list', () => {
   });
 });
 
+/** Event-stream subscribers of the engine now, both transports. */
+function subscribers(): number {
+  const counts = t.engine.eventSubscribers();
+  return counts.sse + counts.websocket;
+}
+
 describe('events', () => {
   for (const transport of ['websocket', 'sse'] as const) {
     test(`${transport}: state.initial then filtered events, one JSON object per line; --events filters types`, async () => {
+      const subscribed = subscribers();
       const all = watch(['--transport', transport, '--tunnel-filter', 'labels.team=blue']);
       const typed = watch(['--transport', transport, '--events', 'tunnel.created']);
+      // Both subscribed (the second drops state.initial itself, so its output cannot say so).
+      await waitFor(() => subscribers() >= subscribed + 2, 15_000);
       await waitFor(() => all.logs.some((line) => line.type === 'state.initial'), 15_000);
-      await sleep(300);
       await openTunnel(agent, { name: `red-${transport}`, publish: false, labels: { team: 'red' } });
       const blue = await openTunnel(agent, { name: `blue-${transport}`, publish: false, labels: { team: 'blue' } });
       await waitFor(() => all.logs.some((line) => line.type === 'tunnel.created'));
@@ -120,8 +128,9 @@ describe('events', () => {
     await new Promise<void>((resolve) => receiver.listen(0, '127.0.0.1', resolve));
     const secret = 'whsec_test-secret';
     try {
+      const subscribed = subscribers();
       const cli = watch(['--webhook', '--webhook-secret', secret, '--webhook-id', 'we_test', '--forward-to', `http://127.0.0.1:${(receiver.address() as net.AddressInfo).port}/hook`]);
-      await sleep(1500);
+      await waitFor(() => subscribers() > subscribed, 15_000);
       const tunnelId = await openTunnel(agent, { name: 'hooked', publish: false });
       await waitFor(() => deliveries.some((delivery) => delivery.body.includes(tunnelId)), 10_000);
       assert.ok(!deliveries.some((delivery) => delivery.body.includes('state.initial')), 'state.initial is not deliverable');
