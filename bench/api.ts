@@ -2,10 +2,10 @@ import fs from 'node:fs';
 import https from 'node:https';
 import tls from 'node:tls';
 import { SignJWT } from 'jose';
-import { FrameDecoder, encodeFrame } from '../src/protocol/frame.js';
-import { emptyTunnelProperties, type Message } from '../src/protocol/messages.js';
+import { emptyTunnelProperties } from '../src/protocol/messages.js';
 import { BENCH_SECRET, benchCertificates, numberArgument, startEngineProcess, summary, writeResult, type Summary } from './harness.js';
 import type { ScenarioResult } from './report.js';
+import { RawAgent } from './raw-agent.js';
 
 /**
  * The control plane and Engine API at scale, against an engine in its own process (2 workers):
@@ -29,13 +29,13 @@ async function main(): Promise<void> {
   const certs = await benchCertificates();
   const { port, engine } = await startEngineProcess(certs, () => `{ workers: 2, max_tunnels_per_client: ${Math.ceil(TUNNELS / AGENTS) + EVENTS + 10} }`);
   const ca = fs.readFileSync(certs.caCert);
-  const agents: Agent[] = [];
+  const agents: RawAgent[] = [];
   const subscribers: tls.TLSSocket[] = [];
   try {
     const token = await new SignJWT({ sub: 'bench' }).setProtectedHeader({ alg: 'HS256' }).sign(Buffer.from(BENCH_SECRET));
 
     // Creation: 100 agents, each pipelining its share of OpenTunnelReqs.
-    for (let i = 0; i < AGENTS; i++) agents.push(await Agent.open(port, ca, token));
+    for (let i = 0; i < AGENTS; i++) agents.push(await RawAgent.open(port, ca, token));
     const perAgent = Math.ceil(TUNNELS / AGENTS);
     const createStart = performance.now();
     await Promise.all(
@@ -120,49 +120,6 @@ async function main(): Promise<void> {
   }
 }
 
-/** A raw rstrm/1 control channel, enough to open tunnels. */
-class Agent {
-  private readonly decoder = new FrameDecoder();
-  private readonly frames: Message[] = [];
-  private wake: (() => void) | undefined;
-
-  private constructor(private readonly socket: tls.TLSSocket) {
-    socket.on('data', (chunk: Buffer) => {
-      this.decoder.push(chunk);
-      for (let message = this.decoder.next(); message; message = this.decoder.next()) this.frames.push(message);
-      this.wake?.();
-    });
-    socket.on('error', () => {});
-  }
-
-  static async open(port: number, ca: Buffer, token: string): Promise<Agent> {
-    const socket = tls.connect({ host: '127.0.0.1', port, servername: 'localhost', ALPNProtocols: ['rstrm/1'], ca });
-    await new Promise<void>((resolve, reject) => {
-      socket.once('secureConnect', () => resolve());
-      socket.once('error', reject);
-    });
-    const agent = new Agent(socket);
-    agent.send({ type: 'open_control_channel_req', client_details: { agent: 'bench', token, protocol_version: '1.4.5' } });
-    await agent.next('open_control_channel_rsp');
-    return agent;
-  }
-
-  send(message: Message): void {
-    this.socket.write(encodeFrame(message));
-  }
-
-  async next(type: Message['type']): Promise<Message> {
-    for (;;) {
-      const index = this.frames.findIndex((frame) => frame.type === type);
-      if (index >= 0) return this.frames.splice(index, 1)[0]!;
-      await new Promise<void>((resolve) => (this.wake = resolve));
-    }
-  }
-
-  close(): void {
-    this.socket.destroy();
-  }
-}
 
 function get(port: number, ca: Buffer, token: string, apiPath: string, agent: https.Agent): Promise<string> {
   return new Promise((resolve, reject) => {

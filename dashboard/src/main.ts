@@ -3,6 +3,12 @@ import { Model } from './model.js';
 import { TunnelTable, el, renderClients, renderEngine, renderFeed, renderTotals } from './views.js';
 
 /** The token lives in this tab's sessionStorage only: gone when the tab closes, never sent anywhere but here. */
+/**
+ * Engine events and stats redraw the page at most this often: with 10,000 tunnels a redraw sorts them
+ * all, and a burst of events (agents reconnecting) would otherwise redraw once per event. Sorting,
+ * filtering and scrolling redraw the table at once.
+ */
+const REDRAW_INTERVAL_MS = 250;
 const TOKEN_KEY = 'rivulet.dashboard.token';
 
 const root = document.getElementById('app')!;
@@ -78,24 +84,37 @@ function showDashboard(token: string): void {
       }
     });
   };
+  let lastRender = 0;
+  let pending: number | undefined;
+  const redraw = (): void => {
+    if (pending !== undefined) return;
+    pending = window.setTimeout(() => {
+      pending = undefined;
+      lastRender = performance.now();
+      render();
+    }, Math.max(0, lastRender + REDRAW_INTERVAL_MS - performance.now()));
+  };
   const onEvent = (data: unknown): void => {
     model.applyEvent(data as EngineEvent);
-    render();
+    redraw();
   };
   const closers = [
     subscribe('/api/sse', token, { message: onEvent }, lost),
     subscribe('/rivulet/v1/stats/stream', token, {
       snapshot: (data) => {
         model.applyStats(data as StatsEvent, true);
-        render();
+        redraw();
       },
       stats: (data) => {
         model.applyStats(data as StatsEvent, false);
-        render();
+        redraw();
       },
     }, lost),
   ];
-  const stop = (): void => closers.forEach((close) => close());
+  const stop = (): void => {
+    closers.forEach((close) => close());
+    window.clearTimeout(pending);
+  };
   logout.addEventListener('click', () => {
     stop();
     showLogin();
