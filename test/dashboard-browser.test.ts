@@ -131,6 +131,30 @@ test('a forward appears without reload, 100 requests move its counters, and when
   }
 });
 
+test('keyboard: from the filter, Tab reaches the sort buttons and Enter sorts; the table takes focus to scroll', async () => {
+  const page = await openPage();
+  try {
+    await logIn(page, await mintToken());
+    await page.waitForSelector('section.tunnels');
+    await page.focus('#tunnel-filter');
+    const focused = (): Promise<string> => page.evaluate('document.activeElement?.dataset?.sort ?? document.activeElement?.id ?? ""') as Promise<string>;
+    await page.keyboard.press('Tab');
+    assert.equal(await focused(), 'name', 'the first sort button follows the filter');
+    for (const expected of ['protocol', 'client', 'age', 'rps']) {
+      await page.keyboard.press('Tab');
+      assert.equal(await focused(), expected);
+    }
+    await page.keyboard.press('Enter');
+    assert.equal(await page.$eval('[role=columnheader].rps', (element) => element.getAttribute('aria-sort')), 'descending');
+    await page.keyboard.press('Enter');
+    assert.equal(await page.$eval('[role=columnheader].rps', (element) => element.getAttribute('aria-sort')), 'ascending');
+    for (let i = 0; i < 6; i++) await page.keyboard.press('Tab'); // in, out, streams, 4xx, 5xx, then the rows
+    assert.equal(await page.evaluate('document.activeElement?.classList.contains("viewport")'), true, 'after the last sort button, the rows');
+  } finally {
+    await page.close();
+  }
+});
+
 test('phone width: the page fits, the tunnels table scrolls sideways within it', async () => {
   const page = await openPage(390, 844);
   try {
