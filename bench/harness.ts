@@ -37,6 +37,17 @@ export function stringArgument(name: string): string | undefined {
   return index > 0 ? process.argv[index + 1] : undefined;
 }
 
+/**
+ * `--builds NAME=CLI,…`: engine builds to compare side by side (CLI: that build's dist/src/cli/main.js);
+ * by default this checkout alone.
+ */
+export function buildsArgument(): Array<{ name: string; cli: string }> {
+  return (stringArgument('builds') ?? `this=${CLI_PATH}`).split(',').map((entry) => {
+    const [name, cli] = entry.split('=');
+    return { name: name!, cli: cli! };
+  });
+}
+
 export const BENCH_SECRET = 'bench-secret-bench-secret-bench-secret';
 
 /** Development certificates for `localhost` (and 127.0.0.1) in a fresh temporary directory. */

@@ -1,4 +1,4 @@
-import { benchCertificates, CLI_PATH, freePort, numberArgument, startEngineProcess, stringArgument, summary, writeResult, type BenchChild } from './harness.js';
+import { benchCertificates, buildsArgument, freePort, numberArgument, startEngineProcess, summary, writeResult, type BenchChild } from './harness.js';
 import { load, startBenchUpstream, startForwardAgent, tunnelTarget, type LoadFigures, type Target } from './load.js';
 import type { BenchRow } from './report.js';
 
@@ -22,10 +22,7 @@ const CASES = [
   { name: 'streams reused', path: '/small' },
   { name: 'a new stream per request', path: '/mix?n=100&close=1' },
 ];
-const BUILDS = (stringArgument('builds') ?? `this=${CLI_PATH}`).split(',').map((entry) => {
-  const [name, cli] = entry.split('=');
-  return { name: name!, cli: cli! };
-});
+const BUILDS = buildsArgument();
 
 async function main(): Promise<void> {
   const certs = await benchCertificates();

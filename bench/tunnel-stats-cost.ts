@@ -1,4 +1,4 @@
-import { benchCertificates, CLI_PATH, numberArgument, startEngineProcess, stringArgument, summary, writeResult, type BenchChild } from './harness.js';
+import { benchCertificates, buildsArgument, numberArgument, startEngineProcess, summary, writeResult, type BenchChild } from './harness.js';
 import { load, startBenchUpstream, startForwardAgent, tunnelTarget, type LoadFigures, type Target } from './load.js';
 import type { BenchRow } from './report.js';
 
@@ -14,10 +14,7 @@ import type { BenchRow } from './report.js';
 const RUNS = numberArgument('runs', 7);
 const SECONDS = numberArgument('seconds', 5);
 const CONNECTIONS = 50;
-const BUILDS = (stringArgument('builds') ?? `this=${CLI_PATH}`).split(',').map((entry) => {
-  const [name, cli] = entry.split('=');
-  return { name: name!, cli: cli! };
-});
+const BUILDS = buildsArgument();
 
 async function main(): Promise<void> {
   const certs = await benchCertificates();

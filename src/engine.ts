@@ -220,7 +220,7 @@ async function startEngineApi(config: EngineConfig, log: Logger, control: Contro
     openApiDocument: () => (openApiDocument ??= JSON.stringify(buildOpenApiDocument(`${config.engine.host}:${publicPort()}`))),
   });
   const eventStreams = new EventStreams(engineApi, new EventHub(control.registry));
-  const trafficStats = new TrafficStats(engineApi, control.registry, (tunnel) => control.trafficOf(tunnel));
+  const trafficStats = new TrafficStats(engineApi, control.registry, control);
   const engineInfo = new EngineInfo(engineApi, { startedAt: new Date(), workers: config.dataplane.workers, listenerStrategy: listenerStrategy(), certificate });
   const extensions = [trafficStats, engineInfo, ...(config.dashboard.enabled ? [new Dashboard(engineApi)] : [])];
   const routes = [eventStreams, ...extensions, engineApi];

@@ -65,6 +65,8 @@ describe('GET /rivulet/v1/tunnels/stats (2 workers)', () => {
   let echo: net.Server;
   const seen: SeenRequest[] = [];
   const agents: RunningCli[] = [];
+  /** One connection for every stats request, kept alive, as a dashboard polling it keeps one. */
+  const keptAlive = new https.Agent({ keepAlive: true, maxSockets: 1 });
 
   before(async () => {
     t = await startTestEngine({ dataplane: { workers: 2 } });
@@ -78,6 +80,7 @@ describe('GET /rivulet/v1/tunnels/stats (2 workers)', () => {
     await new Promise<void>((resolve) => echo.listen(0, '127.0.0.1', resolve));
   });
   after(async () => {
+    keptAlive.destroy();
     for (const agent of agents) {
       agent.child.kill('SIGTERM');
       await agent.exited;
@@ -108,7 +111,7 @@ describe('GET /rivulet/v1/tunnels/stats (2 workers)', () => {
   }
 
   async function stats(): Promise<Map<string, TunnelStatsJson>> {
-    const reply = await apiRequest(port(), t.ca, '/rivulet/v1/tunnels/stats', { token });
+    const reply = await apiRequest(port(), t.ca, '/rivulet/v1/tunnels/stats', { token, agent: keptAlive });
     assert.equal(reply.status, 200, reply.text);
     const body = reply.json() as { time: string; tunnels: TunnelStatsJson[] };
     assert.ok(Math.abs(Date.parse(body.time) - Date.now()) < 60_000);
@@ -181,11 +184,15 @@ describe('GET /rivulet/v1/tunnels/stats (2 workers)', () => {
     assert.ok(t.engine.counters.totals().streams_relayed > relayedBefore, 'some streams were relayed between the workers');
   });
 
-  /** `GET /rivulet/v1/stats/stream` with the token in the query (as a browser's EventSource sends it); events as they arrive. */
-  function watchStats(): { events: Array<{ type: string; data: { time: string; tunnels: TunnelStatsJson[]; removed?: string[] } }>; stop: () => void } {
+  /**
+   * `GET /rivulet/v1/stats/stream` with the token in the query (as a browser's EventSource sends it), on
+   * the kept-alive connection the stats polls used, as a page that polled and then subscribes would;
+   * events as they arrive.
+   */
+  function watchStats(): { events: Array<{ type: string; data: { time: string; tunnels: TunnelStatsJson[]; removed?: string[] } }>; reused: () => boolean; stop: () => void } {
     const events: Array<{ type: string; data: { time: string; tunnels: TunnelStatsJson[]; removed?: string[] } }> = [];
     const req = https.get(
-      { host: '127.0.0.1', port: port(), servername: 'localhost', ca: t.ca, path: `/rivulet/v1/stats/stream?rstream.token=${encodeURIComponent(token)}`, headers: { host: 'localhost' }, agent: false },
+      { host: '127.0.0.1', port: port(), servername: 'localhost', ca: t.ca, path: `/rivulet/v1/stats/stream?rstream.token=${encodeURIComponent(token)}`, headers: { host: 'localhost' }, agent: keptAlive },
       (res) => {
         assert.equal(res.headers['content-type'], 'text/event-stream');
         let pending = '';
@@ -202,22 +209,26 @@ describe('GET /rivulet/v1/tunnels/stats (2 workers)', () => {
       },
     );
     req.on('error', () => {});
-    return { events, stop: () => req.destroy() };
+    return { events, reused: () => req.reusedSocket, stop: () => req.destroy() };
   }
 
   test('the stats stream: every tunnel once, then each second the tunnels whose figures moved, and those gone', async () => {
     const agent = await startForward(t, token, (upstream.address() as net.AddressInfo).port, ['--host', 'streamed']);
     const quiet = await forward(upstream, ['--host', 'quiet']);
+    await stats(); // the page polled first: its connection is kept alive for the stream
     const watch = watchStats();
+    const visitor = new https.Agent({ keepAlive: true, maxSockets: 2 });
     try {
       await waitFor(() => watch.events.length >= 1, 10_000);
+      assert.ok(watch.reused(), 'the stream went out on the polls\' kept-alive connection');
       const [snapshot] = watch.events;
       assert.equal(snapshot!.type, 'snapshot');
       assert.ok(snapshot!.data.tunnels.some((tunnel) => tunnel.id === agent.tunnelId));
       assert.ok(snapshot!.data.tunnels.some((tunnel) => tunnel.id === quiet));
       // Let one tick pass, so the next moves are ours.
       await waitFor(() => watch.events.some((event) => event.type === 'stats'), 10_000);
-      for (let i = 0; i < 5; i++) assert.equal((await edgeRequest(port(), t.ca, 'streamed.t.localhost', { path: '/echo', agent: new https.Agent() })).status, 200);
+      const replies = await Promise.all(Array.from({ length: 5 }, () => edgeRequest(port(), t.ca, 'streamed.t.localhost', { path: '/echo', agent: visitor })));
+      assert.deepEqual(replies.map((reply) => reply.status), [200, 200, 200, 200, 200]);
       const moved = (): TunnelStatsJson | undefined =>
         watch.events.filter((event) => event.type === 'stats').flatMap((event) => event.data.tunnels).findLast((tunnel) => tunnel.id === agent.tunnelId && tunnel.requests['2xx'] >= 5);
       await waitFor(() => moved() !== undefined, 10_000);
@@ -229,16 +240,18 @@ describe('GET /rivulet/v1/tunnels/stats (2 workers)', () => {
       await waitFor(() => watch.events.some((event) => event.data.removed?.includes(agent.tunnelId)), 10_000);
     } finally {
       watch.stop();
+      visitor.destroy();
     }
   });
 
   test('a bad token gets the API error; the route is outside /api/ and the OpenAPI document', async () => {
-    const refused = await apiRequest(port(), t.ca, '/rivulet/v1/tunnels/stats', { token: 'nope' });
+    const refused = await apiRequest(port(), t.ca, '/rivulet/v1/tunnels/stats', { token: 'nope', agent: keptAlive });
     assert.equal(refused.status, 401);
     assert.equal((refused.json() as { error: string }).error, 'unauthorized');
-    const document = await apiRequest(port(), t.ca, '/api/openapi.json', {});
+    const document = await apiRequest(port(), t.ca, '/api/openapi.json', { agent: keptAlive });
     assert.ok(!document.text.includes('/rivulet/v1/'));
-    const missing = await apiRequest(port(), t.ca, '/rivulet/v1/nothing', { token });
+    assert.ok(document.reused, 'a refusal keeps the connection');
+    const missing = await apiRequest(port(), t.ca, '/rivulet/v1/nothing', { token, agent: keptAlive });
     assert.equal(missing.status, 404);
   });
 });

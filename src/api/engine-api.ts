@@ -130,6 +130,17 @@ export class EngineApi {
     return check.identity;
   }
 
+  /**
+   * The checks of a read-only endpoint: host and method (precheck), then the token — Bearer, or with
+   * `query` given (the streams: EventSource sends no headers) `?rstream.token=` — and the read-only
+   * permission. The identity, or undefined with the error response sent.
+   */
+  async admitReader(res: HttpResponse, request: ApiRequest, query?: string): Promise<Identity | undefined> {
+    if (!this.precheck(res, request)) return undefined;
+    const token = bearerToken(request.authorization) ?? (query === undefined ? undefined : queryToken(query));
+    return this.authorize(res, request, token, PERMISSIONS.resourcesReadOnly);
+  }
+
   private onRequest(res: HttpResponse, request: ApiRequest): void {
     if (!this.precheck(res, request)) return;
     const path = request.url;
@@ -219,6 +230,16 @@ export function queryParameter(query: string, name: string): string | undefined 
     }
   }
   return undefined;
+}
+
+/** `rstream.token` from the query; one whose percent-encoding is broken counts as none (401). */
+function queryToken(query: string): string | undefined {
+  try {
+    return queryParameter(query, 'rstream.token');
+  } catch (error) {
+    if (error instanceof ParamsError) return undefined;
+    throw error;
+  }
 }
 
 function paramsOf(query: string): string | ParamsError | undefined {

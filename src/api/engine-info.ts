@@ -1,5 +1,3 @@
-import { bearerToken } from '../auth/bearer.js';
-import { PERMISSIONS } from '../auth/permissions.js';
 import type { CertificatePair } from '../certs/certificate-pair.js';
 import type { ListenerStrategy } from '../threads/listener-strategy.js';
 import { VERSION } from '../version.js';
@@ -30,8 +28,7 @@ export class EngineInfo {
   register(app: TemplatedApp): void {
     app.any(ENGINE_INFO_PATH, (res, req) => {
       const request = this.api.readRequest(req);
-      if (!this.api.precheck(res, request)) return;
-      void this.api.authorize(res, request, bearerToken(request.authorization), PERMISSIONS.resourcesReadOnly).then((identity) => {
+      void this.api.admitReader(res, request).then((identity) => {
         if (identity) res.cork(() => sendJson(res, request, JSON.stringify(this.describe())));
       });
     });

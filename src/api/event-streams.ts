@@ -1,6 +1,4 @@
-import { bearerToken } from '../auth/bearer.js';
-import { PERMISSIONS } from '../auth/permissions.js';
-import { queryParameter, sendError, type ApiRequest, type EngineApi } from './engine-api.js';
+import { sendError, type ApiRequest, type EngineApi } from './engine-api.js';
 import { MAX_QUEUED_BYTES, type EventHub, type Subscriber } from './event-hub.js';
 import { parseWatchParams, type WatchParams } from './filters.js';
 import type { HttpResponse, TemplatedApp } from './uws.js';
@@ -112,31 +110,18 @@ export class EventStreams {
     const filters = await this.admit(res, request, query);
     if (!filters) return;
     const stream = new SseSubscriber(
-      new SseStream(res, queueAllowance, () => {
+      SseStream.open(res, request, queueAllowance, () => {
         this.sseStreams.delete(stream);
         this.hub.unsubscribeOne(stream);
       }),
       filters,
     );
-    request.answered(200);
-    res.cork(() => {
-      res
-        .writeStatus('200 OK')
-        .writeHeader('content-type', 'text/event-stream')
-        .writeHeader('cache-control', 'no-cache')
-        .writeHeader('x-accel-buffering', 'no')
-        .writeHeader('access-control-allow-origin', '*');
-    });
-    // Outside that cork: the snapshot may be large, and each write must be its own cork (see sse-stream.ts).
     if (this.hub.subscribe(stream)) this.sseStreams.add(stream);
   }
 
   /** The stream endpoints' checks: host, method, token (header or query), permission, params. */
   private async admit(res: HttpResponse, request: ApiRequest, query: string): Promise<WatchParams | undefined> {
-    if (!this.api.precheck(res, request)) return undefined;
-    const token = bearerToken(request.authorization) ?? queryToken(query);
-    const identity = await this.api.authorize(res, request, token, PERMISSIONS.resourcesReadOnly);
-    if (!identity) return undefined;
+    if (!(await this.api.admitReader(res, request, query))) return undefined;
     try {
       return parseWatchParams(request.params);
     } catch (error) {
@@ -164,15 +149,5 @@ class SseSubscriber implements Subscriber {
 
   close(): void {
     this.stream.close();
-  }
-}
-
-/** `rstream.token` from the query; one whose percent-encoding is broken counts as none (401). */
-export function queryToken(query: string): string | undefined {
-  try {
-    return queryParameter(query, 'rstream.token');
-  } catch (error) {
-    if (error instanceof ParamsError) return undefined;
-    throw error;
   }
 }

@@ -1,3 +1,4 @@
+import type { ApiRequest } from './engine-api.js';
 import type { HttpResponse } from './uws.js';
 
 /**
@@ -26,7 +27,25 @@ export class SseStream {
   private retry: NodeJS.Timeout | undefined;
   private open = true;
 
-  constructor(
+  /**
+   * Answers `request` with an SSE head and returns the stream. The head is its own cork: the first
+   * event (a snapshot) may be large, and each write must be its own cork (see MAX_WRITE_BYTES).
+   */
+  static open(res: HttpResponse, request: ApiRequest, allowanceAfter: (firstWriteBytes: number) => number, onGone: () => void): SseStream {
+    const stream = new SseStream(res, allowanceAfter, onGone);
+    request.answered(200);
+    res.cork(() => {
+      res
+        .writeStatus('200 OK')
+        .writeHeader('content-type', 'text/event-stream')
+        .writeHeader('cache-control', 'no-cache')
+        .writeHeader('x-accel-buffering', 'no')
+        .writeHeader('access-control-allow-origin', '*');
+    });
+    return stream;
+  }
+
+  private constructor(
     private readonly res: HttpResponse,
     private readonly allowanceAfter: (firstWriteBytes: number) => number,
     private readonly onGone: () => void,

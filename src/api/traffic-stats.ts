@@ -1,11 +1,8 @@
-import { bearerToken } from '../auth/bearer.js';
-import { PERMISSIONS } from '../auth/permissions.js';
 import type { TunnelRecord } from '../control/registry.js';
 import type { Registry } from '../control/registry.js';
 import type { TunnelTraffic } from '../threads/tunnel-stats.js';
 import { sendJson, type ApiRequest, type EngineApi } from './engine-api.js';
 import { MAX_QUEUED_BYTES } from './event-hub.js';
-import { queryToken } from './event-streams.js';
 import { SseStream } from './sse-stream.js';
 import type { HttpResponse, TemplatedApp } from './uws.js';
 
@@ -14,7 +11,19 @@ export const STATS_STREAM_PATH = '/rivulet/v1/stats/stream';
 /** How often the stats stream sends what changed. */
 const STATS_INTERVAL_MS = 1000;
 
-type Figures = TunnelTraffic & { streams: number };
+/** Where the figures come from (the control plane, reading the workers' shared rows). */
+export interface TrafficSource {
+  trafficOf(tunnel: TunnelRecord): { traffic: TunnelTraffic; streams: number };
+  /** Read each second for every tunnel: a tunnel is sent again only when one of these two moved. */
+  lastActivityMs(tunnel: TunnelRecord): number;
+  openStreams(tunnel: TunnelRecord): number;
+}
+
+/** What the last tick saw of a tunnel. */
+interface Seen {
+  lastActivityMs: number;
+  streams: number;
+}
 
 /** One tunnel's figures in `GET /rivulet/v1/tunnels/stats` (docs/engine-api.md#tunnel-traffic). */
 export interface TunnelStatsJson {
@@ -35,20 +44,27 @@ export interface TunnelStatsJson {
 export class TrafficStats {
   private readonly watchers = new Set<SseStream>();
   private ticker: NodeJS.Timeout | undefined;
-  /** What the last tick saw of each tunnel: a tunnel is sent again when its activity or streams moved. */
-  private seen = new Map<string, Figures>();
+  /** What the last tick saw of each live tunnel, updated in place (10,000 tunnels: no garbage per tick). */
+  private readonly seen = new Map<string, Seen>();
+  /** Tunnels deleted since the last tick, while anyone watches. */
+  private removed: string[] = [];
 
   constructor(
     private readonly api: EngineApi,
     private readonly registry: Registry,
-    private readonly trafficOf: (tunnel: TunnelRecord) => Figures,
-  ) {}
+    private readonly source: TrafficSource,
+  ) {
+    registry.subscribe((event) => {
+      if (event.type !== 'tunnel.deleted' || !this.seen.delete(event.tunnel.id)) return;
+      if (this.watchers.size > 0) this.removed.push(event.tunnel.id);
+    });
+  }
 
   register(app: TemplatedApp): void {
     app.any(TUNNEL_STATS_PATH, (res, req) => {
       const request = this.api.readRequest(req);
-      void this.admit(res, request, undefined).then((admitted) => {
-        if (admitted) res.cork(() => sendJson(res, request, JSON.stringify(this.snapshot())));
+      void this.api.admitReader(res, request).then((identity) => {
+        if (identity) res.cork(() => sendJson(res, request, JSON.stringify(this.snapshot())));
       });
     });
     app.any(STATS_STREAM_PATH, (res, req) => void this.openStream(res, this.api.readRequest(req), req.getQuery() ?? ''));
@@ -57,7 +73,7 @@ export class TrafficStats {
   /** Every live tunnel's figures, oldest tunnel first. */
   snapshot(): { time: string; tunnels: TunnelStatsJson[] } {
     const tunnels: TunnelStatsJson[] = [];
-    for (const tunnel of this.registry.tunnels.values()) tunnels.push(statsJson(tunnel.id, this.trafficOf(tunnel)));
+    for (const tunnel of this.registry.tunnels.values()) tunnels.push(statsJson(tunnel.id, this.source.trafficOf(tunnel)));
     return { time: new Date().toISOString(), tunnels };
   }
 
@@ -66,29 +82,14 @@ export class TrafficStats {
     for (const watcher of [...this.watchers]) watcher.close();
   }
 
-  /** Host, method, token (Bearer; the stream also takes `?rstream.token=`, as EventSource cannot send headers), permission. */
-  private async admit(res: HttpResponse, request: ApiRequest, query: string | undefined): Promise<boolean> {
-    if (!this.api.precheck(res, request)) return false;
-    const token = bearerToken(request.authorization) ?? (query === undefined ? undefined : queryToken(query));
-    return (await this.api.authorize(res, request, token, PERMISSIONS.resourcesReadOnly)) !== undefined;
-  }
-
   private async openStream(res: HttpResponse, request: ApiRequest, query: string): Promise<void> {
-    if (!(await this.admit(res, request, query))) return;
-    const watcher = new SseStream(res, (snapshotBytes) => MAX_QUEUED_BYTES + snapshotBytes, () => {
+    if (!(await this.api.admitReader(res, request, query))) return;
+    const watcher = SseStream.open(res, request, (snapshotBytes) => MAX_QUEUED_BYTES + snapshotBytes, () => {
       this.watchers.delete(watcher);
       if (this.watchers.size > 0) return;
       clearInterval(this.ticker);
       this.ticker = undefined;
-    });
-    request.answered(200);
-    res.cork(() => {
-      res
-        .writeStatus('200 OK')
-        .writeHeader('content-type', 'text/event-stream')
-        .writeHeader('cache-control', 'no-cache')
-        .writeHeader('x-accel-buffering', 'no')
-        .writeHeader('access-control-allow-origin', '*');
+      this.removed = [];
     });
     if (!watcher.write(Buffer.from(`event: snapshot\ndata: ${JSON.stringify(this.snapshot())}\n\n`))) return;
     this.watchers.add(watcher);
@@ -98,21 +99,23 @@ export class TrafficStats {
   /** One `stats` event for every watcher: the tunnels whose figures moved since the last tick, and those gone. */
   private tick(): void {
     const moved: TunnelStatsJson[] = [];
-    const seen = new Map<string, Figures>();
     for (const tunnel of this.registry.tunnels.values()) {
-      const figures = this.trafficOf(tunnel);
+      const lastActivityMs = this.source.lastActivityMs(tunnel);
+      const streams = this.source.openStreams(tunnel);
       const before = this.seen.get(tunnel.id);
-      if (!before || before.last_activity_ms !== figures.last_activity_ms || before.streams !== figures.streams) moved.push(statsJson(tunnel.id, figures));
-      seen.set(tunnel.id, figures);
+      if (before && before.lastActivityMs === lastActivityMs && before.streams === streams) continue;
+      if (before) Object.assign(before, { lastActivityMs, streams });
+      else this.seen.set(tunnel.id, { lastActivityMs, streams });
+      moved.push(statsJson(tunnel.id, this.source.trafficOf(tunnel)));
     }
-    const removed = [...this.seen.keys()].filter((id) => !seen.has(id));
-    this.seen = seen;
+    const removed = this.removed;
+    this.removed = [];
     const event = Buffer.from(`event: stats\ndata: ${JSON.stringify({ time: new Date().toISOString(), tunnels: moved, removed })}\n\n`);
     for (const watcher of [...this.watchers]) watcher.write(event);
   }
 }
 
-function statsJson(id: string, traffic: Figures): TunnelStatsJson {
+function statsJson(id: string, { traffic, streams }: { traffic: TunnelTraffic; streams: number }): TunnelStatsJson {
   return {
     id,
     requests: {
@@ -124,7 +127,7 @@ function statsJson(id: string, traffic: Figures): TunnelStatsJson {
     },
     bytes_in: traffic.bytes_in,
     bytes_out: traffic.bytes_out,
-    streams: traffic.streams,
+    streams,
     last_activity: traffic.last_activity_ms > 0 ? new Date(traffic.last_activity_ms).toISOString() : null,
   };
 }

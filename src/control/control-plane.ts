@@ -35,7 +35,7 @@ const PROTOCOL_VERSION = /^(\d+)\.(\d+)\.(\d+)(-[0-9A-Za-z.-]+)?$/;
 export class ControlPlane {
   readonly registry: Registry;
   private readonly slots: StreamSlotAllocator;
-  readonly traffic: TunnelStatsReader;
+  private readonly traffic: TunnelStatsReader;
   private readonly verifier: TokenVerifier;
   private shuttingDown = false;
   /** Control-channel teardowns by reason (for rivulet_control_channel_closes_total). */
@@ -65,8 +65,18 @@ export class ControlPlane {
   }
 
   /** A live tunnel's traffic, and its streams open now (pending, busy or pooled). */
-  trafficOf(tunnel: TunnelRecord): TunnelTraffic & { streams: number } {
-    return { ...this.traffic.read(tunnel.slot), streams: this.slots.streamCount(tunnel.slot) };
+  trafficOf(tunnel: TunnelRecord): { traffic: TunnelTraffic; streams: number } {
+    return { traffic: this.traffic.read(tunnel.slot), streams: this.slots.streamCount(tunnel.slot) };
+  }
+
+  /** When a live tunnel last had traffic (epoch ms, 0 before any): cheaper than its whole row. */
+  lastActivityMs(tunnel: TunnelRecord): number {
+    return this.traffic.lastActivityMs(tunnel.slot);
+  }
+
+  /** A live tunnel's streams open now. */
+  openStreams(tunnel: TunnelRecord): number {
+    return this.slots.streamCount(tunnel.slot);
   }
 
   beginShutdown(): void {

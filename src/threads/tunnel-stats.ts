@@ -78,6 +78,11 @@ export class TunnelStatsReader {
     return traffic;
   }
 
+  /** The row's last activity alone (epoch ms, 0 before any): what tells a watcher whether the row moved. */
+  lastActivityMs(slot: number): number {
+    return Number(Atomics.load(this.cells, slot * COLUMNS + COLUMN.last_activity_ms));
+  }
+
   clear(slot: number): void {
     const row = slot * COLUMNS;
     for (let column = 0; column < COLUMNS; column++) Atomics.store(this.cells, row + column, 0n);
