@@ -6,6 +6,7 @@ import { ApiRequestCounts } from './api/request-counts.js';
 import { EventHub } from './api/event-hub.js';
 import { TrafficStats } from './api/traffic-stats.js';
 import { Dashboard } from './api/dashboard.js';
+import { RequestLogApi } from './api/request-log.js';
 import { EngineInfo } from './api/engine-info.js';
 import { listenerStrategy } from './threads/listener-strategy.js';
 import { EventStreams } from './api/event-streams.js';
@@ -24,7 +25,7 @@ import { CounterTable, createCounterBuffer } from './threads/counters.js';
 import { ControlPlane } from './control/control-plane.js';
 import { createTunnelTables, type TunnelTables } from './threads/tunnel-stats.js';
 import { startRedirectListener } from './control/http-redirect.js';
-import type { DataplaneSettings } from './threads/messages.js';
+import type { DataplaneSettings, MainToWorker } from './threads/messages.js';
 import { WorkerSupervisor } from './control/worker-supervisor.js';
 import { ListenError, WorkerListenFailure } from './errors.js';
 
@@ -71,7 +72,11 @@ export async function startEngine(
   });
   const counterBuffer = createCounterBuffer(config.dataplane.workers);
   const tunnelTables = createTunnelTables();
-  const control = new ControlPlane(config, log, { broadcast: (message) => supervisor?.broadcast(message) }, publicPort, tunnelTables);
+  const workerBus = {
+    broadcast: (message: MainToWorker) => supervisor?.broadcast(message),
+    requestLogs: (slot: number) => supervisor?.requestLogs(slot) ?? Promise.resolve([]),
+  };
+  const control = new ControlPlane(config, log, workerBus, publicPort, tunnelTables);
   const { apiRequests, eventStreams, api } = await startEngineApi(config, log, control, publicPort, () => certificates.current);
   supervisor = wiredSupervisor(config, log, onFatal, { certificates, counterBuffer, tunnelTables, control, apiSocketPath: () => api.socketPath });
 
@@ -222,7 +227,8 @@ async function startEngineApi(config: EngineConfig, log: Logger, control: Contro
   const eventStreams = new EventStreams(engineApi, new EventHub(control.registry));
   const trafficStats = new TrafficStats(engineApi, control.registry, control);
   const engineInfo = new EngineInfo(engineApi, { startedAt: new Date(), workers: config.dataplane.workers, listenerStrategy: listenerStrategy(), certificate });
-  const extensions = [trafficStats, engineInfo, ...(config.dashboard.enabled ? [new Dashboard(engineApi)] : [])];
+  const requestLog = new RequestLogApi(engineApi, config.dashboard.request_log, control);
+  const extensions = [trafficStats, engineInfo, requestLog, ...(config.dashboard.enabled ? [new Dashboard(engineApi)] : [])];
   const routes = [eventStreams, ...extensions, engineApi];
   const api = await InternalApiServer.start(routes);
   // Both kinds of stream hold spliced connections: shutdown ends them together.
@@ -281,6 +287,7 @@ function dataplaneSettings(config: EngineConfig): DataplaneSettings {
     tokenSecret: config.auth.jwt.token_jwt_secret,
     maxConnections: config.dataplane.max_connections,
     maxStreamsPerTunnel: config.dataplane.max_streams_per_tunnel,
+    requestLog: config.dashboard.request_log,
     affinity: affinity.enabled
       ? // Agents dial the engine's own host for the affinity ports unless told another.
         { portBase: affinity.port_base!, host: config.tls.listen_addr.host, advertiseHost: affinity.advertise_host ?? config.engine.host }

@@ -41,6 +41,15 @@ describe('config validation names the key', () => {
     assert.ok(config.dataplane.workers >= 1);
   });
 
+  test('dashboard.request_log: off by default; on/off from YAML (quoted or read as booleans) and the environment; anything else named', () => {
+    assert.equal(buildConfig(configTree(certs), {}).config.dashboard.request_log, false);
+    for (const [value, expected] of [['on', true], ['off', false], [true, true], [false, false]] as const) {
+      assert.equal(buildConfig(configTree(certs, { dashboard: { request_log: value } }), {}).config.dashboard.request_log, expected, String(value));
+    }
+    assert.equal(buildConfig(configTree(certs), { RSTREAM_ENGINE_DASHBOARD__REQUEST_LOG: 'ON' }).config.dashboard.request_log, true);
+    assert.deepEqual(errorsOf(configTree(certs, { dashboard: { request_log: 'all' } })), ['config error: dashboard.request_log: must be one of off, on']);
+  });
+
   test('missing required keys', () => {
     const tree = configTree(certs);
     delete (tree.engine as Record<string, unknown>).host;

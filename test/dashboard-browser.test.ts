@@ -22,11 +22,14 @@ const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 const SCREENSHOTS = new URL('../../test-output/dashboard/', import.meta.url).pathname;
 
 let t: TestEngine;
+/** An engine with `dashboard.request_log: on` (the other has it off, the default). */
+let logging: TestEngine;
 let browser: Browser;
 let upstream: http.Server;
 
 before(async () => {
   t = await startTestEngine();
+  logging = await startTestEngine({ dashboard: { request_log: 'on' } });
   upstream = http.createServer(upstreamHandler([]));
   await listenUpstream(upstream);
   fs.mkdirSync(SCREENSHOTS, { recursive: true });
@@ -43,12 +46,13 @@ after(async () => {
   upstream.closeAllConnections();
   upstream.close();
   await t.stop();
+  await logging?.stop();
 });
 
-async function openPage(width = 1280, height = 800): Promise<Page> {
+async function openPage(width = 1280, height = 800, engine = t): Promise<Page> {
   const page = await browser.newPage();
   await page.setViewport({ width, height });
-  await page.goto(`https://localhost:${t.engine.publicPort}/dashboard/`);
+  await page.goto(`https://localhost:${engine.engine.publicPort}/dashboard/`);
   return page;
 }
 
@@ -151,6 +155,71 @@ test('keyboard: from the filter, Tab reaches the sort buttons and Enter sorts; t
     for (let i = 0; i < 6; i++) await page.keyboard.press('Tab'); // in, out, streams, 4xx, 5xx, then the rows
     assert.equal(await page.evaluate('document.activeElement?.classList.contains("viewport")'), true, 'after the last sort button, the rows');
   } finally {
+    await page.close();
+  }
+});
+
+test('the request log, on: a selected tunnel shows its requests, paths without their queries; Escape and the arrow keys move the selection', async () => {
+  const token = await mintToken();
+  const page = await openPage(1280, 800, logging);
+  const agent = await startForward(logging, token, (upstream.address() as net.AddressInfo).port, ['--host', 'logged']);
+  try {
+    await logIn(page, token);
+    const row = `.row[data-tunnel="${agent.tunnelId}"]`;
+    await page.waitForSelector(row);
+    const keptAlive = new https.Agent({ keepAlive: true, maxSockets: 2 });
+    const sent = [
+      { path: '/page/1?secret=abc123', method: 'GET' },
+      { path: '/page/2?secret=abc123&x=1', method: 'GET' },
+      { path: '/form?rstream.token=zzz999', method: 'POST' },
+      { path: '/plain', method: 'GET' },
+    ];
+    for (const request of sent) {
+      const reply = await edgeRequest(logging.engine.publicPort, logging.ca, 'logged.t.localhost', { ...request, body: request.method === 'POST' ? Buffer.from('a=1') : undefined, agent: keptAlive });
+      assert.equal(reply.status, 200);
+    }
+    keptAlive.destroy();
+    await page.click(`${row} .cell.client`);
+    await page.waitForSelector(`${row}[aria-selected="true"]`);
+    const logRows = '.request-log[data-state="on"] tbody tr';
+    await page.waitForFunction(`document.querySelectorAll(${JSON.stringify(logRows)}).length === 4`, { timeout: 10_000 });
+    const panel = (await page.$eval('.request-log', (element) => element.textContent)) ?? '';
+    assert.match(panel, /Requests — logged\.t\.localhost/);
+    const paths = await page.$$eval('.request-log tbody td.path', (cells) => cells.map((cell) => cell.textContent));
+    assert.deepEqual(paths, ['/plain', '/form', '/page/2', '/page/1'], 'newest first, no query string');
+    assert.ok(!/\?|abc123|zzz999/.test(panel), panel);
+    await shot(page, 'request-log');
+    // Escape clears the selection; from the table, the arrow keys select again.
+    await page.focus('.viewport');
+    await page.keyboard.press('Escape');
+    await page.waitForSelector('.request-log[data-tunnel=""]');
+    assert.equal(await page.$(`${row}[aria-selected="true"]`), null);
+    await page.keyboard.press('ArrowDown');
+    await page.waitForSelector(`${row}[aria-selected="true"]`);
+    assert.equal(await page.$eval('.viewport', (element) => element.getAttribute('aria-activedescendant')), `row-${agent.tunnelId}`);
+    await page.waitForFunction(`document.querySelectorAll(${JSON.stringify(logRows)}).length === 4`, { timeout: 10_000 });
+  } finally {
+    agent.child.kill('SIGKILL');
+    await page.close();
+  }
+});
+
+test('the request log, off (the default): a selected tunnel says so and shows no request', async () => {
+  const token = await mintToken();
+  const page = await openPage();
+  const agent = await startForward(t, token, (upstream.address() as net.AddressInfo).port, ['--host', 'unlogged']);
+  try {
+    await logIn(page, token);
+    const row = `.row[data-tunnel="${agent.tunnelId}"]`;
+    await page.waitForSelector(row);
+    const reply = await edgeRequest(t.engine.publicPort, t.ca, 'unlogged.t.localhost', { path: '/page?secret=abc123', agent: false });
+    assert.equal(reply.status, 200);
+    await page.click(`${row} .cell.client`);
+    await page.waitForSelector('.request-log[data-state="off"]');
+    assert.match((await page.$eval('.request-log-status', (element) => element.textContent)) ?? '', /request log is off/);
+    assert.equal((await page.$$('.request-log tbody tr')).length, 0);
+  } finally {
+    agent.child.kill('SIGKILL');
     await page.close();
   }
 });

@@ -8,7 +8,7 @@ import WebSocket, { WebSocketServer } from 'ws';
 import { sleep, startTestEngine, waitFor, type TestEngine } from './helpers/engine.js';
 import { curl, edgeRequest, edgeSession, h2Request } from './helpers/edge-client.js';
 import type { RunningCli } from './helpers/process.js';
-import { startForward } from './helpers/forward.js';
+import { startForward, stopForwardsAndEngine } from './helpers/forward.js';
 import { mintToken } from './helpers/rstrm-agent.js';
 import { listenUpstream, patternBytes, sha256, upstreamHandler, type SeenRequest } from './helpers/upstream-server.js';
 
@@ -40,15 +40,7 @@ before(async () => {
   upstreamPort = await listenUpstream(upstream);
   await forward(upstreamPort, ['--host', 'web']);
 });
-after(async () => {
-  for (const agent of agents) {
-    agent.child.kill('SIGTERM');
-    await agent.exited;
-  }
-  upstream.closeAllConnections();
-  upstream.close();
-  await t.stop();
-});
+after(() => stopForwardsAndEngine(t, upstream, agents));
 
 /** `rivulet forward <port>` as a child process; resolves when its tunnel is live in the engine. */
 async function forward(target: number, flags: string[]): Promise<RunningCli> {

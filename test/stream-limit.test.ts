@@ -9,7 +9,7 @@ import { StreamLimit } from '../src/dataplane/stream-setup.js';
 import { StreamSlots, createStreamSlotBuffer } from '../src/threads/stream-slots.js';
 import { curl, edgeRequest } from './helpers/edge-client.js';
 import { startTestEngine, type TestEngine } from './helpers/engine.js';
-import { startForward } from './helpers/forward.js';
+import { startForward, stopForwardsAndEngine } from './helpers/forward.js';
 import type { RunningCli } from './helpers/process.js';
 import { mintToken } from './helpers/rstrm-agent.js';
 import { listenUpstream, upstreamHandler } from './helpers/upstream-server.js';
@@ -181,13 +181,7 @@ describe('the stream limit at the HTTP edge (2 workers, 4 streams per tunnel, id
     new WebSocketServer({ server: upstream }).on('connection', (socket) => socket.on('message', (data, binary) => socket.send(data, { binary })));
     agent = await startForward(t, await mintToken(), await listenUpstream(upstream), ['--host', 'limited']);
   });
-  after(async () => {
-    agent.child.kill('SIGTERM');
-    await agent.exited;
-    upstream.closeAllConnections();
-    upstream.close();
-    await t.stop();
-  });
+  after(() => stopForwardsAndEngine(t, upstream, [agent]));
 
   test('WebSockets get the slots of idle pooled streams (on either worker) long before http_idle_seconds; the limit still holds', async () => {
     // Four clients at once: four streams, then idle in the pools of whichever workers they reached.

@@ -56,6 +56,33 @@ export async function fetchEngineInfo(token: string): Promise<EngineInfo | undef
 
 export type StatsEvent = { time: string; tunnels: TunnelFigures[]; removed?: string[] };
 
+export interface LoggedRequest {
+  time: string;
+  method: string;
+  path: string;
+  status: number | null;
+  origin: 'upstream' | 'edge';
+  duration_ms: number;
+  bytes: number;
+  client_ip: string | null;
+  aborted: boolean;
+  worker: number;
+}
+
+export type RequestLogReply = { ok: true; enabled: boolean; requests: LoggedRequest[] } | { ok: false; status: number; message: string };
+
+/** A tunnel's recent requests (`GET /rivulet/v1/tunnels/<id>/requests`), or why there are none. */
+export async function fetchRequestLog(token: string, tunnelId: string): Promise<RequestLogReply> {
+  try {
+    const reply = await fetch(`/rivulet/v1/tunnels/${encodeURIComponent(tunnelId)}/requests`, { headers: { authorization: `Bearer ${token}` } });
+    const body = (await reply.json().catch(() => ({}))) as { enabled?: boolean; requests?: LoggedRequest[]; message?: string };
+    if (!reply.ok) return { ok: false, status: reply.status, message: body.message ?? `the engine answered ${reply.status}` };
+    return { ok: true, enabled: body.enabled === true, requests: body.requests ?? [] };
+  } catch {
+    return { ok: false, status: 0, message: 'the engine cannot be reached' };
+  }
+}
+
 /** What a token may see, or the API's own message when it may not. */
 export async function checkToken(token: string): Promise<{ ok: true } | { ok: false; message: string }> {
   let reply: Response;

@@ -1,5 +1,6 @@
 import { checkToken, fetchEngineInfo, subscribe, type EngineEvent, type EngineInfo, type StatsEvent } from './api.js';
 import { Model } from './model.js';
+import { RequestLogPanel } from './request-log-view.js';
 import { TunnelTable, el, renderClients, renderEngine, renderFeed, renderTotals } from './views.js';
 
 /** The token lives in this tab's sessionStorage only: gone when the tab closes, never sent anywhere but here. */
@@ -46,7 +47,8 @@ async function logIn(token: string): Promise<void> {
 function showDashboard(token: string): void {
   const model = new Model();
   const totals = el('section', { class: 'totals', 'aria-label': 'Totals' });
-  const table = new TunnelTable(model);
+  const requestLog = new RequestLogPanel(token);
+  const table = new TunnelTable(model, (row) => requestLog.show(row));
   const clients = el('div', { class: 'clients-table' });
   const feed = el('ol', { class: 'feed', 'aria-live': 'polite' });
   const engine = el('div', { class: 'engine' });
@@ -60,6 +62,7 @@ function showDashboard(token: string): void {
     el('header', {}, el('h1', {}, 'Rivulet'), logout),
     totals,
     table.element,
+    requestLog.element,
     el('div', { class: 'columns' },
       el('section', { 'aria-labelledby': 'clients-title' }, el('h2', { id: 'clients-title' }, 'Clients'), clients),
       el('section', { 'aria-labelledby': 'feed-title' }, el('h2', { id: 'feed-title' }, 'Events'), feed),
@@ -113,6 +116,7 @@ function showDashboard(token: string): void {
   ];
   const stop = (): void => {
     closers.forEach((close) => close());
+    requestLog.stop();
     window.clearTimeout(pending);
   };
   logout.addEventListener('click', () => {

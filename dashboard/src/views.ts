@@ -73,7 +73,7 @@ const ROW_HEIGHT = 32;
 /** Rows drawn beyond the visible ones, so a fast scroll does not show gaps. */
 const OVERSCAN = 10;
 
-function tunnelName(row: TunnelRow): string {
+export function tunnelName(row: TunnelRow): string {
   return row.tunnel.hostname ?? row.tunnel.name ?? row.tunnel.id;
 }
 
@@ -104,7 +104,9 @@ function sortValue(row: TunnelRow, key: SortKey): string | number {
 
 /**
  * The tunnels table: sortable by any column, filtered by text (name, id, client, `key=value` labels),
- * virtualised (only the rows in view exist in the DOM), so 10,000 tunnels cost what 40 do.
+ * virtualised (only the rows in view exist in the DOM), so 10,000 tunnels cost what 40 do. One row can
+ * be selected, by a click or with the arrow keys while the table has focus; rows are redrawn all the
+ * time, so the selection is the table's (aria-activedescendant), not a focused row.
  */
 export class TunnelTable {
   readonly element: HTMLElement;
@@ -116,8 +118,12 @@ export class TunnelTable {
   private descending = false;
   private filter = '';
   private visible: TunnelRow[] = [];
+  private selectedId: string | undefined;
 
-  constructor(private readonly model: Model) {
+  constructor(
+    private readonly model: Model,
+    private readonly onSelect: (row: TunnelRow | undefined) => void,
+  ) {
     const search = el('input', { type: 'search', placeholder: 'Filter: name, id, client, label=value', 'aria-label': 'Filter tunnels', id: 'tunnel-filter' });
     search.addEventListener('input', () => {
       this.filter = search.value.trim().toLowerCase();
@@ -138,6 +144,12 @@ export class TunnelTable {
     this.spacer = el('div', { class: 'spacer' }, this.body);
     this.viewport = el('div', { class: 'viewport', tabindex: '0', 'aria-label': 'Tunnels' }, this.spacer);
     this.viewport.addEventListener('scroll', () => requestAnimationFrame(() => this.drawRows()));
+    this.viewport.addEventListener('keydown', (event) => this.onKey(event));
+    this.body.addEventListener('click', (event) => {
+      const target = event.target as HTMLElement;
+      const row = target.closest<HTMLElement>('.row[data-tunnel]');
+      if (row && !target.closest('a')) this.select(row.dataset.tunnel);
+    });
     this.element = el('section', { class: 'tunnels', 'aria-labelledby': 'tunnels-title' },
       el('div', { class: 'section-head' }, el('h2', { id: 'tunnels-title' }, 'Tunnels'), this.count, search),
       el('div', { class: 'table', role: 'table', 'aria-label': 'Tunnels' }, el('div', { role: 'rowgroup' }, header), this.viewport),
@@ -160,6 +172,32 @@ export class TunnelTable {
       button.parentElement!.setAttribute('aria-sort', sorted ? (this.descending ? 'descending' : 'ascending') : 'none');
     }
     this.drawRows();
+  }
+
+  private select(tunnelId: string | undefined): void {
+    if (tunnelId === this.selectedId) return;
+    this.selectedId = tunnelId;
+    if (tunnelId) this.viewport.setAttribute('aria-activedescendant', `row-${tunnelId}`);
+    else this.viewport.removeAttribute('aria-activedescendant');
+    this.drawRows();
+    this.onSelect(tunnelId === undefined ? undefined : this.model.rows.get(tunnelId));
+  }
+
+  /** Up and down move the selection (from the first row when none is selected), Escape clears it. */
+  private onKey(event: KeyboardEvent): void {
+    if (event.key === 'Escape') {
+      this.select(undefined);
+      return;
+    }
+    if (event.key !== 'ArrowDown' && event.key !== 'ArrowUp') return;
+    event.preventDefault();
+    if (this.visible.length === 0) return;
+    const at = this.visible.findIndex((row) => row.tunnel.id === this.selectedId);
+    const next = at < 0 ? 0 : Math.min(this.visible.length - 1, Math.max(0, at + (event.key === 'ArrowDown' ? 1 : -1)));
+    const top = next * ROW_HEIGHT;
+    if (top < this.viewport.scrollTop) this.viewport.scrollTop = top;
+    else if (top + ROW_HEIGHT > this.viewport.scrollTop + this.viewport.clientHeight) this.viewport.scrollTop = top + ROW_HEIGHT - this.viewport.clientHeight;
+    this.select(this.visible[next]!.tunnel.id);
   }
 
   private matches(row: TunnelRow): boolean {
@@ -191,7 +229,15 @@ export class TunnelTable {
       ['errors4', [String(figures?.requests['4xx'] ?? 0)]],
       ['errors5', [String(figures?.requests['5xx'] ?? 0)]],
     ];
-    const element = el('div', { class: 'row', role: 'row', 'data-tunnel': tunnel.id, 'data-requests': String(figures ? requestTotal(figures) : 0) });
+    const selected = tunnel.id === this.selectedId;
+    const element = el('div', {
+      class: selected ? 'row selected' : 'row',
+      role: 'row',
+      id: `row-${tunnel.id}`,
+      'aria-selected': String(selected),
+      'data-tunnel': tunnel.id,
+      'data-requests': String(figures ? requestTotal(figures) : 0),
+    });
     for (const [key, content] of cells) element.append(el('div', { role: 'cell', class: `cell ${key}` }, ...content));
     return element;
   }

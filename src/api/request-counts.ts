@@ -1,5 +1,5 @@
 /** The Engine API's endpoints as a fixed label set (no label grows with tenants: docs/metrics.md#how-the-figures-are-gathered). */
-export const API_ENDPOINTS = ['openapi', 'auth', 'clients', 'client', 'tunnels', 'tunnel', 'sse', 'websocket', 'tunnel_stats', 'other'] as const;
+export const API_ENDPOINTS = ['openapi', 'auth', 'clients', 'client', 'tunnels', 'tunnel', 'sse', 'websocket', 'tunnel_stats', 'request_log', 'other'] as const;
 export type ApiEndpoint = (typeof API_ENDPOINTS)[number];
 
 const STATUS_CLASSES = ['1xx', '2xx', '3xx', '4xx', '5xx'] as const;
@@ -23,6 +23,7 @@ export function endpointOf(url: string): ApiEndpoint {
   }
   if (/^\/api\/clients\/[^/]+$/.test(url)) return 'client';
   if (/^\/api\/tunnels\/[^/]+$/.test(url)) return 'tunnel';
+  if (/^\/rivulet\/v1\/tunnels\/[^/]+\/requests$/.test(url)) return 'request_log';
   return 'other';
 }
 

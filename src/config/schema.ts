@@ -24,6 +24,7 @@ const FALSE_WORDS = new Set(['false', '0', 'no']);
 /** Schema items may carry bounds for `rivulet-int` and a `required` marker read by load.ts. */
 type FormatName =
   | 'rivulet-bool'
+  | 'rivulet-on-off'
   | 'rivulet-int'
   | 'rivulet-string'
   | 'rivulet-http-path'
@@ -44,6 +45,7 @@ interface RivuletFormat {
 /** The type each format yields in EngineConfig (after `parse`). */
 interface FormatTypes {
   'rivulet-bool': boolean;
+  'rivulet-on-off': boolean;
   'rivulet-int': number;
   'rivulet-string': string;
   'rivulet-http-path': string;
@@ -82,6 +84,14 @@ const FORMATS: Record<FormatName, RivuletFormat> = {
       if (FALSE_WORDS.has(word)) return false;
       return value;
     },
+  },
+  // YAML 1.1 readers (and people) write on/off unquoted as booleans: both spellings mean the same.
+  'rivulet-on-off': {
+    validate(value: unknown) {
+      if (value !== 'on' && value !== 'off' && typeof value !== 'boolean') throw new Error('must be one of off, on');
+    },
+    coerce: (value: string) => value.trim().toLowerCase(),
+    parse: (value: string | boolean) => value === true || value === 'on',
   },
   'rivulet-int': {
     validate(value: unknown, leaf: SchemaLeaf) {
@@ -275,6 +285,11 @@ export const schemaDefinition = {
   },
   dashboard: {
     enabled: leaf('dashboard.enabled', { format: 'rivulet-bool', default: true, doc: 'The web dashboard at /dashboard/ on the base host' }),
+    request_log: leaf('dashboard.request_log', {
+      format: 'rivulet-on-off',
+      default: 'off',
+      doc: "Keep each tunnel's last requests (paths without query strings) for the dashboard",
+    }),
   },
   timeouts: {
     stream_request_seconds: leaf('timeouts.stream_request_seconds', {

@@ -6,12 +6,14 @@ import { PERMISSIONS } from '../auth/permissions.js';
 import { Registry, type TunnelRecord } from './registry.js';
 import { StreamSlotAllocator } from '../threads/stream-slots.js';
 import { TunnelStatsReader, type TunnelTables, type TunnelTraffic } from '../threads/tunnel-stats.js';
-import type { CloseReason, ControlReply, ControlRequest, MainToWorker, TunnelRoute } from '../threads/messages.js';
+import type { CloseReason, ControlReply, ControlRequest, LoggedRequest, MainToWorker, TunnelRoute } from '../threads/messages.js';
 import { acceptTunnelRequest } from './tunnel-request.js';
 
 /** How the control plane reaches the workers (implemented by the supervisor). */
 export interface WorkerBus {
   broadcast(message: MainToWorker): void;
+  /** Each worker's request log of the tunnel in `slot`. */
+  requestLogs(slot: number): Promise<Array<{ worker: number; requests: LoggedRequest[] }>>;
 }
 
 type OpenResult = 'ok' | 'unauthorized' | 'invalid' | 'unavailable';
@@ -72,6 +74,12 @@ export class ControlPlane {
   /** When a live tunnel last had traffic (epoch ms, 0 before any): cheaper than its whole row. */
   lastActivityMs(tunnel: TunnelRecord): number {
     return this.traffic.lastActivityMs(tunnel.slot);
+  }
+
+  /** Every worker's part of a live tunnel's request log; undefined for no live tunnel. */
+  requestLogOf(tunnelId: string): Promise<Array<{ worker: number; requests: LoggedRequest[] }>> | undefined {
+    const tunnel = this.registry.tunnels.get(tunnelId);
+    return tunnel && this.workers.requestLogs(tunnel.slot);
   }
 
   /** A live tunnel's streams open now. */

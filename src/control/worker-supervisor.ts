@@ -12,6 +12,7 @@ import {
   type ControlRequest,
   type DataplaneSettings,
   type ListenPlan,
+  type LoggedRequest,
   type MainToWorker,
   type TunnelRoute,
   type WorkerExit,
@@ -60,6 +61,8 @@ const RESTART_DELAY_MS = 500;
 const STARTUP_TIMEOUT_MS = 15_000;
 /** How long past the drain deadline we wait for a worker that does not report back. */
 const DRAIN_SLACK_MS = 2000;
+/** A worker that does not send its part of a request log by then is left out of it. */
+const REQUEST_LOG_WAIT_MS = 2000;
 
 /** `promise`, or undefined once `deadline` (epoch ms) has passed. */
 function withDeadline<T>(promise: Promise<T>, deadline: number): Promise<T | undefined> {
@@ -91,6 +94,9 @@ export class WorkerSupervisor {
   /** Under `reuse-port`: this engine's hold on its TLS address (see claimAddress). */
   private addressClaim: net.Server | undefined;
   private stopping = false;
+  /** Request-log queries waiting for workers' answers, by query id. */
+  private readonly logQueries = new Map<number, (requests: LoggedRequest[]) => void>();
+  private nextLogQuery = 0;
 
   constructor(private readonly options: SupervisorOptions) {
     const threads = options.config.dataplane.workers;
@@ -132,6 +138,26 @@ export class WorkerSupervisor {
 
   broadcast(message: MainToWorker): void {
     for (const slot of this.slots) this.send(slot, message);
+  }
+
+  /** Each worker's request log of the tunnel in `slot`, with the worker's index (a worker that does not answer in time gives none). */
+  requestLogs(slot: number): Promise<Array<{ worker: number; requests: LoggedRequest[] }>> {
+    return Promise.all(
+      this.slots.map(
+        (worker) =>
+          new Promise<{ worker: number; requests: LoggedRequest[] }>((resolve) => {
+            const queryId = ++this.nextLogQuery;
+            const answer = (requests: LoggedRequest[]): void => {
+              clearTimeout(timer);
+              this.logQueries.delete(queryId);
+              resolve({ worker: worker.index, requests });
+            };
+            const timer = setTimeout(() => answer([]), REQUEST_LOG_WAIT_MS);
+            this.logQueries.set(queryId, answer);
+            this.send(worker, { type: 'request-log', queryId, slot });
+          }),
+      ),
+    );
   }
 
   broadcastCertificate(certificate: CertificatePem): void {
@@ -250,6 +276,9 @@ export class WorkerSupervisor {
         return;
       case 'tunnel-routable':
         this.options.onTunnelRoutable(message.tunnel_id);
+        return;
+      case 'request-log':
+        this.logQueries.get(message.queryId)?.(message.requests);
         return;
     }
   }

@@ -15,6 +15,7 @@ import { RelayHub } from './relay.js';
 import { StreamMeter } from './stream-meter.js';
 import { StreamBroker, workerOfStream, type ProxyConnRequest } from './streams.js';
 import { StreamSetup } from './stream-setup.js';
+import { RequestLog } from './http/request-log.js';
 
 /** How long the worker that received a ProxyReq waits for the stream's worker to judge it. */
 const VERDICT_TIMEOUT_MS = 10_000;
@@ -43,6 +44,8 @@ export class Dataplane {
   /** Per-tunnel traffic, engine-wide by tunnel slot (the Engine API's stats). */
   readonly traffic: TunnelStatsWriter;
   readonly setup: StreamSetup;
+  /** Each tunnel's recent requests, while `dashboard.request_log` is on. */
+  readonly requestLog: RequestLog | undefined;
   private readonly verdictWaiters = new Map<string, (verdict: Verdict) => void>();
   private readonly routeRemovedListeners: Array<(tunnelId: string) => void> = [];
   private adoptListener: ((route: TunnelRoute, proxyEnd: Duplex, release: () => void) => boolean) | undefined;
@@ -67,6 +70,7 @@ export class Dataplane {
       proxyEndpoint: affinity ? endpoint(affinity.advertiseHost, affinity.portBase + workerIndex) : undefined,
       requestProxyConnection: (owner, request) => this.requestProxyConnection(owner, request),
     });
+    this.requestLog = settings.requestLog ? new RequestLog() : undefined;
     this.setup = new StreamSetup(new StreamSlots(tables.streamSlots), this.streams, this.meter, settings);
   }
 
@@ -76,6 +80,7 @@ export class Dataplane {
     if (hostname) this.routesByHostname.set(hostname, route);
     if (route.properties.name) this.routesByName.set(route.properties.name.toLowerCase(), route);
     if (route.properties.trusted_ips.length > 0) this.allowLists.set(route.tunnel_id, allowList(route.properties.trusted_ips));
+    this.requestLog?.tunnelAdded(route.slot);
   }
 
   removeRoute(tunnelId: string): void {
@@ -84,6 +89,7 @@ export class Dataplane {
     if (route?.properties.hostname) this.routesByHostname.delete(route.properties.hostname);
     if (route?.properties.name) this.routesByName.delete(route.properties.name.toLowerCase());
     this.allowLists.delete(tunnelId);
+    if (route) this.requestLog?.tunnelRemoved(route.slot);
     this.streams.failTunnel(tunnelId);
     for (const listener of this.routeRemovedListeners) listener(tunnelId);
   }

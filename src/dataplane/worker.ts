@@ -114,6 +114,9 @@ function serveUntilDrained(task: WorkerTask, parts: WorkerParts, listeners: Work
         case 'peer':
           dataplane.peers.connect(message.index, message.port);
           return;
+        case 'request-log':
+          parts.post({ type: 'request-log', queryId: message.queryId, requests: dataplane.requestLog?.requests(message.slot) ?? [] });
+          return;
         case 'shutdown':
           acceptor.stopDispatching();
           listeners.affinity?.close();

@@ -64,6 +64,8 @@ export interface DataplaneSettings {
   maxConnections: number;
   /** dataplane.max_streams_per_tunnel; 0 = unlimited. */
   maxStreamsPerTunnel: number;
+  /** dashboard.request_log: the HTTP edge keeps each tunnel's recent requests (dataplane/http/request-log.ts). */
+  requestLog: boolean;
   /** Affinity: this worker's own proxy port and what to advertise in ProxyConnReq.proxy_endpoint. */
   affinity: { portBase: number; host: string; advertiseHost: string } | undefined;
 }
@@ -151,8 +153,30 @@ export type WorkerExit =
     }
   | { outcome: 'listen-failed'; workerIndex: number; listener: 'tls' | 'affinity'; port: number; code: string };
 
+/** One request in a tunnel's request log: what an operator may see of it (no query string, no headers). */
+export interface LoggedRequest {
+  /** Epoch ms its head arrived. */
+  time: number;
+  method: string;
+  /** The request path without its query string, cut at 256 characters. */
+  path: string;
+  /** The status sent downstream; null when none was (the client left first). */
+  status: number | null;
+  /** Who answered: the tunnel's upstream, or the edge itself (401, 403, 503, 504 …). */
+  origin: 'upstream' | 'edge';
+  /** From its head arriving to its last response byte sent (or to its cut). */
+  duration_ms: number;
+  /** Response body bytes sent downstream. */
+  bytes: number;
+  client_ip: string | null;
+  /** The response did not complete: the client left, or it was cut. */
+  aborted: boolean;
+}
+
 export type MainToWorker =
   | { type: 'certificate'; certificate: CertificatePem }
+  /** The request log of the tunnel in this slot (answered by `request-log`). */
+  | { type: 'request-log'; queryId: number; slot: number }
   | { type: 'reply'; id: number; reply: ControlReply<ControlCallName> }
   | { type: 'route-add'; route: TunnelRoute }
   | { type: 'route-remove'; tunnel_id: string }
@@ -176,4 +200,6 @@ export type WorkerToMain =
   | { type: 'tunnel-routable'; tunnel_id: string }
   | { type: 'check-certificate'; requestId: number }
   /** The worker dispatches no new connections any more (sent in reply to `shutdown`). */
-  | { type: 'draining' };
+  | { type: 'draining' }
+  /** This worker's part of a tunnel's request log, oldest first. */
+  | { type: 'request-log'; queryId: number; requests: LoggedRequest[] };

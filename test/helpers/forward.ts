@@ -1,3 +1,4 @@
+import type http from 'node:http';
 import type { TestEngine } from './engine.js';
 import { waitFor } from './engine.js';
 import { spawnCli, type RunningCli } from './process.js';
@@ -25,4 +26,15 @@ async function waitForOnline(agent: RunningCli): Promise<Record<string, unknown>
     throw new Error(`forward did not come online: ${JSON.stringify(agent.logs)} ${agent.stderr()}`);
   });
   return agent.logs.find((line) => line.status === 'online')!;
+}
+
+/** The end of a file's tests: its agents stopped (SIGTERM, as an operator would), its upstream closed, its engine stopped. */
+export async function stopForwardsAndEngine(t: TestEngine, upstream: http.Server, agents: RunningCli[]): Promise<void> {
+  for (const agent of agents) {
+    agent.child.kill('SIGTERM');
+    await agent.exited;
+  }
+  upstream.closeAllConnections();
+  upstream.close();
+  await t.stop();
 }

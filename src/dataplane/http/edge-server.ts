@@ -12,6 +12,7 @@ import { sendGenerated, type EdgeError, type EdgeRequest, type EdgeResponse } fr
 import { H1Connection, MAX_HEADER_BYTES, type H1Edge } from './h1-connection.js';
 import type { Admission, AdmissionRequest } from './h1-exchange.js';
 import { guardAgainstFloods } from './h2-flood-guard.js';
+import { logWhenDone, RequestLogLine, type RequestLog } from './request-log.js';
 import { ResponseCounts } from './response-metrics.js';
 import { EdgeTokenAuth } from './token-auth.js';
 import { TunnelUpstreams } from './upstream-pool.js';
@@ -61,6 +62,7 @@ export class HttpEdge implements H1Edge {
   draining = false;
   readonly counters: CounterRow;
   readonly responses: ResponseCounts;
+  readonly requestLog: RequestLog | undefined;
   readonly idleMs: number;
   readonly requestHeadMs: number;
   readonly limits: ExchangeLimits;
@@ -70,6 +72,7 @@ export class HttpEdge implements H1Edge {
     const { certificates, dataplane } = options;
     this.counters = options.counters;
     this.responses = new ResponseCounts(options.counters, dataplane.traffic);
+    this.requestLog = dataplane.requestLog;
     this.idleMs = dataplane.settings.httpIdleMs;
     this.requestHeadMs = dataplane.settings.httpRequestHeadMs;
     this.limits = { responseMs: dataplane.settings.httpResponseMs, bodyIdleMs: dataplane.settings.httpRequestBodyIdleMs };
@@ -164,6 +167,8 @@ export class HttpEdge implements H1Edge {
   private async onRequest(req: EdgeRequest, res: EdgeResponse): Promise<void> {
     let tunnelSlot: number | undefined;
     this.responses.whenDone(res, () => tunnelSlot);
+    const logLine = this.requestLog && new RequestLogLine(req.method, req.url ?? '/', req.socket.remoteAddress);
+    if (logLine) logWhenDone(this.requestLog!, res, logLine, () => tunnelSlot);
     if (this.draining) {
       sendGenerated(req, res, { reason: 'shutting_down', message: 'the engine is shutting down' });
       return;
@@ -196,7 +201,7 @@ export class HttpEdge implements H1Edge {
       sendGenerated(req, res, admission.error, admission.extraHeaders);
       return;
     }
-    await proxyRequest(admission.pool, req, res, admission.plan, this.limits);
+    await proxyRequest(admission.pool, req, res, admission.plan, this.limits, logLine);
   }
 
   /** The host an authority names (lowercase, no port, no final dot), remembered: a client sends the same one on every request. */

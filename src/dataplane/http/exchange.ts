@@ -6,6 +6,7 @@ import type { H1Upstream } from './upstream-h1.js';
 import type { H2Upstream } from './upstream-h2.js';
 import type { TunnelUpstreams } from './upstream-pool.js';
 import { BodyIdleWatch } from './body-idle.js';
+import type { RequestLogLine } from './request-log.js';
 
 /** What the pipeline decided about one request before it goes upstream. */
 export interface ForwardPlan {
@@ -46,7 +47,14 @@ const FAILURE_MESSAGES = {
  * downstream that leaves abandons the upstream exchange, an upstream that fails after the response
  * head resets the stream.
  */
-export async function proxyRequest(pool: TunnelUpstreams, req: EdgeRequest, res: EdgeResponse, plan: ForwardPlan, limits: ExchangeLimits): Promise<void> {
+export async function proxyRequest(
+  pool: TunnelUpstreams,
+  req: EdgeRequest,
+  res: EdgeResponse,
+  plan: ForwardPlan,
+  limits: ExchangeLimits,
+  logLine: RequestLogLine | undefined,
+): Promise<void> {
   // The client may have left during the checks before this (token verification is asynchronous).
   if (res.stream.destroyed) return;
   const downstreamGone = new AbortController();
@@ -69,8 +77,8 @@ export async function proxyRequest(pool: TunnelUpstreams, req: EdgeRequest, res:
     }
     const outcome =
       upstream.kind === 'h1'
-        ? await exchangeH1(upstream, req, res, plan, bodyless, downstreamGone.signal, limits)
-        : await exchangeH2(upstream, req, res, plan, bodyless, downstreamGone.signal, limits);
+        ? await exchangeH1(upstream, req, res, plan, bodyless, downstreamGone.signal, limits, logLine)
+        : await exchangeH2(upstream, req, res, plan, bodyless, downstreamGone.signal, limits, logLine);
     if (outcome === 'done' || downstreamGone.signal.aborted) return;
     const retriable =
       attempt === 0 && lease.reused && upstream.kind === 'h1' && bodyless && RETRIABLE_METHODS.has(req.method) && outcome.failedBeforeResponse === 'upstream_closed';
@@ -92,8 +100,9 @@ function exchangeH1(
   bodyless: boolean,
   downstreamGone: AbortSignal,
   limits: ExchangeLimits,
+  logLine: RequestLogLine | undefined,
 ): Promise<Outcome> {
-  return new Promise((resolve) => new H1UpstreamExchange(upstream, req, res, downstreamGone, limits, resolve).start(plan, bodyless));
+  return new Promise((resolve) => new H1UpstreamExchange(upstream, req, res, downstreamGone, limits, logLine, resolve).start(plan, bodyless));
 }
 
 /** One exchangeH1: its timers and listeners, all released when it settles. */
@@ -114,6 +123,7 @@ class H1UpstreamExchange {
     private readonly res: EdgeResponse,
     private readonly downstreamGone: AbortSignal,
     private readonly limits: ExchangeLimits,
+    private readonly logLine: RequestLogLine | undefined,
     private readonly resolve: (outcome: Outcome) => void,
   ) {}
 
@@ -133,7 +143,10 @@ class H1UpstreamExchange {
           this.settle('done');
         }
       },
-      body: (data) => res.write(data),
+      body: (data) => {
+        if (this.logLine) this.logLine.bytes += data.length;
+        return res.write(data);
+      },
       end: () => {
         res.end();
         this.settle('done');
@@ -207,6 +220,7 @@ function exchangeH2(
   bodyless: boolean,
   downstreamGone: AbortSignal,
   { responseMs, bodyIdleMs }: ExchangeLimits,
+  logLine: RequestLogLine | undefined,
 ): Promise<Outcome> {
   return new Promise((resolve) => {
     let outgoing: http2.ClientHttp2Stream;
@@ -230,6 +244,7 @@ function exchangeH2(
       responded = true;
       clearTimeout(responseTimer);
       relayH2Response(outgoing, incoming, res, completed);
+      if (logLine) outgoing.on('data', (data: Buffer) => (logLine.bytes += data.length));
     });
     outgoing.once('end', () => resolve('done'));
     outgoing.once('close', () => {

@@ -6,7 +6,9 @@ import type { ExchangeLimits, ForwardPlan } from './exchange.js';
 import { downstreamResponseLines, fieldsOfH2, headersOfFields, upstreamRequestHeaders, upstreamRequestLines } from './forwarded-headers.js';
 import { rawGenerated, statusOf, type EdgeError } from './generated-response.js';
 import { BodyTracker, carriesBody, chunkOf, fieldTokens, fieldValue, LAST_CHUNK, requestTarget, type Field, type Framing, type RequestHead, type ResponseHead } from './h1-wire.js';
+import { RequestLogLine, type RequestLog } from './request-log.js';
 import type { ResponseCounts } from './response-metrics.js';
+import type { ResponseOrigin } from '../../threads/counters.js';
 import { H1Upstream, type ResponseSink, type UpstreamFailure } from './upstream-h1.js';
 import type { H2Upstream } from './upstream-h2.js';
 import type { TunnelUpstreams, Upstream } from './upstream-pool.js';
@@ -28,6 +30,8 @@ export type Admission =
 /** What an exchange needs from the edge it runs on. */
 export interface ExchangeEdge {
   readonly responses: ResponseCounts;
+  /** Each tunnel's recent requests, while `dashboard.request_log` is on. */
+  readonly requestLog: RequestLog | undefined;
   /** The response-head and request-body bounds. */
   readonly limits: ExchangeLimits;
   /** `Keep-Alive: timeout=<idle seconds>` as a head line: clients close idle connections before the edge does. */
@@ -91,6 +95,8 @@ export class H1Exchange implements ResponseSink {
   /** The client is paused until the upstream drains. */
   private holding = false;
   private cancelled: AbortController | undefined;
+  /** This request's request-log line until it is recorded (none while the log is off). */
+  private logLine: RequestLogLine | undefined;
 
   constructor(
     private readonly connection: ExchangeConnection,
@@ -98,6 +104,7 @@ export class H1Exchange implements ResponseSink {
     private readonly request: RequestHead,
     framing: Framing,
   ) {
+    if (edge.requestLog) this.logLine = new RequestLogLine(request.method, request.target, connection.peerAddress);
     this.tracker = new BodyTracker(framing);
     this.keepAlive = request.minor === 1 && !fieldTokens(request.fields, 'connection').has('close');
   }
@@ -151,6 +158,7 @@ export class H1Exchange implements ResponseSink {
 
   /** The client left: the upstream exchange is abandoned (never reused). */
   downstreamGone(): void {
+    this.logged(true);
     this.gone = true;
     this.readingBody = false;
     this.cancelled?.abort();
@@ -304,7 +312,8 @@ export class H1Exchange implements ResponseSink {
     this.upstream = undefined;
     this.finished = true;
     const { socket } = this.connection;
-    this.edge.responses.count(101, 'upstream', this.tunnelSlot);
+    this.counted(101, 'upstream');
+    this.logged(false);
     let text = `HTTP/1.1 ${head.status} ${head.reason}\r\n`;
     for (const field of head.fields) if (!NOT_RELAYED_ON_101.has(field.lower)) text += `${field.name}: ${field.value}\r\n`;
     socket.write(`${text}\r\n`);
@@ -342,12 +351,13 @@ export class H1Exchange implements ResponseSink {
     framingLine += this.keepAlive ? this.edge.keepAliveLine : 'connection: close\r\n';
     const lines = downstreamResponseLines(head.fields, keepLength);
     this.pendingHead = `HTTP/1.1 ${head.status} ${head.reason}\r\n${lines}${framingLine}\r\n`;
-    this.edge.responses.count(head.status, 'upstream', this.tunnelSlot);
+    this.counted(head.status, 'upstream');
     this.connection.responseStarted();
   }
 
   body(bytes: Buffer): boolean {
     if (this.gone) return true;
+    if (this.logLine) this.logLine.bytes += bytes.length;
     const { socket } = this.connection;
     const pieces = this.chunkEncode ? chunkOf(bytes) : [bytes];
     const head = this.pendingHead;
@@ -369,6 +379,7 @@ export class H1Exchange implements ResponseSink {
     if (this.gone) return;
     this.flushHead();
     if (this.chunkEncode) this.connection.socket.write(LAST_CHUNK);
+    this.logged(false);
     if (this.readingBody) {
       // The upstream answered before the request body ended: the rest of it goes nowhere, and the
       // connection cannot tell where the next request starts.
@@ -405,6 +416,7 @@ export class H1Exchange implements ResponseSink {
     }
     // After the head there is nothing left to say: the client must see a cut, not an end.
     this.finished = true;
+    this.logged(true);
     this.connection.socket.destroy();
   }
 
@@ -470,6 +482,7 @@ export class H1Exchange implements ResponseSink {
     this.h2Stream = undefined;
     if (this.headSent || this.pendingHead !== undefined) {
       this.finished = true;
+      this.logged(true);
       this.connection.socket.destroy();
     } else this.refuse(error);
   }
@@ -496,17 +509,32 @@ export class H1Exchange implements ResponseSink {
   private refuse(error: EdgeError, extraHeaders?: Record<string, string>): void {
     this.finished = true;
     const keepAlive = this.keepAlive && !carriesBody(this.tracker.framing);
-    this.edge.responses.count(statusOf(error.reason), 'edge', this.tunnelSlot);
-    this.connection.socket.write(
-      rawGenerated(error, {
-        accept: fieldValue(this.request.fields, 'accept'),
-        head: this.request.method === 'HEAD',
-        close: !keepAlive,
-        extraHeaders,
-        keepAliveLine: keepAlive ? this.edge.keepAliveLine : '',
-      }),
-    );
+    this.counted(statusOf(error.reason), 'edge');
+    const answer = rawGenerated(error, {
+      accept: fieldValue(this.request.fields, 'accept'),
+      head: this.request.method === 'HEAD',
+      close: !keepAlive,
+      extraHeaders,
+      keepAliveLine: keepAlive ? this.edge.keepAliveLine : '',
+    });
+    this.connection.socket.write(answer);
+    if (this.logLine) this.logLine.bytes = Buffer.byteLength(answer) - answer.indexOf('\r\n\r\n') - 4;
+    this.logged(false);
     this.connection.exchangeDone(keepAlive);
+  }
+
+  /** A response head sent downstream: counted, and noted on the log line. */
+  private counted(status: number, origin: ResponseOrigin): void {
+    this.edge.responses.count(status, origin, this.tunnelSlot);
+    this.logLine?.responded(status, origin);
+  }
+
+  /** The request is over (`aborted`: cut, or the client left): its log line is recorded, once, if it reached a tunnel. */
+  private logged(aborted: boolean): void {
+    const line = this.logLine;
+    if (line === undefined) return;
+    this.logLine = undefined;
+    if (this.tunnelSlot !== undefined) this.edge.requestLog!.record(this.tunnelSlot, line, aborted);
   }
 }
 
