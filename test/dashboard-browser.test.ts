@@ -188,6 +188,7 @@ test('the request log, on: a selected tunnel shows its requests, paths without t
     const paths = await page.$$eval('.request-log tbody td.path', (cells) => cells.map((cell) => cell.textContent));
     assert.deepEqual(paths, ['/plain', '/form', '/page/2', '/page/1'], 'newest first, no query string');
     assert.ok(!/\?|abc123|zzz999/.test(panel), panel);
+    await page.waitForSelector(`${row}[data-requests="4"]`, { timeout: 10_000 });
     await shot(page, 'request-log');
     // Escape clears the selection; from the table, the arrow keys select again.
     await page.focus('.viewport');
