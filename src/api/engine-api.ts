@@ -111,20 +111,22 @@ export class EngineApi {
     return true;
   }
 
-  /** Bearer header only (query tokens are for the event streams): the identity, or an error already sent. */
-  async authorize(res: HttpResponse, request: ApiRequest, token: string | undefined, permission?: string): Promise<Identity | undefined> {
-    const aborted = watchAbort(res);
-    const check = await this.options.verifier.verify(token);
-    if (aborted()) return undefined;
+  /**
+   * Bearer header only (query tokens are for the event streams): the identity, or undefined with the
+   * error sent. Synchronous, so that every answer (a WebSocket upgrade above all) is given inside
+   * uWS's handler (docs/engine-api.md#decisions).
+   */
+  authorize(res: HttpResponse, request: ApiRequest, token: string | undefined, permission?: string): Identity | undefined {
+    const check = this.options.verifier.verify(token);
     if (!check.ok) {
       // uWS's getUrl() has no query string, where an event stream's token travels.
       this.options.log.debug({ path: request.url, reason: check.reason }, 'Engine API request refused: bad token');
-      res.cork(() => sendError(res, request, 'unauthorized', check.reason, { 'www-authenticate': 'Bearer' }));
+      sendError(res, request, 'unauthorized', check.reason, { 'www-authenticate': 'Bearer' });
       return undefined;
     }
     const { permissions } = check.identity;
     if (permission && permissions !== null && !permissions.includes(permission)) {
-      res.cork(() => sendError(res, request, 'forbidden', `the token lacks the ${permission} permission`));
+      sendError(res, request, 'forbidden', `the token lacks the ${permission} permission`);
       return undefined;
     }
     return check.identity;
@@ -135,7 +137,7 @@ export class EngineApi {
    * `query` given (the streams: EventSource sends no headers) `?rstream.token=` — and the read-only
    * permission. The identity, or undefined with the error response sent.
    */
-  async admitReader(res: HttpResponse, request: ApiRequest, query?: string): Promise<Identity | undefined> {
+  admitReader(res: HttpResponse, request: ApiRequest, query?: string): Identity | undefined {
     if (!this.precheck(res, request)) return undefined;
     const token = bearerToken(request.authorization) ?? (query === undefined ? undefined : queryToken(query));
     return this.authorize(res, request, token, PERMISSIONS.resourcesReadOnly);
@@ -150,9 +152,8 @@ export class EngineApi {
     }
     const token = bearerToken(request.authorization);
     if (path === '/api/auth') {
-      void this.authorize(res, request, token).then((identity) => {
-        if (identity) res.cork(() => sendJson(res, request, JSON.stringify({ user_id: identity.user_id, permissions: identity.permissions })));
-      });
+      const identity = this.authorize(res, request, token);
+      if (identity) sendJson(res, request, JSON.stringify({ user_id: identity.user_id, permissions: identity.permissions }));
       return;
     }
     const route = /^\/api\/(clients|tunnels)(?:\/([^/]+))?$/.exec(path);
@@ -161,9 +162,7 @@ export class EngineApi {
       return;
     }
     const [, collection, encodedId] = route as unknown as [string, 'clients' | 'tunnels', string | undefined];
-    void this.authorize(res, request, token, PERMISSIONS.resourcesReadOnly).then((identity) => {
-      if (identity) res.cork(() => this.serveCollection(res, request, collection, encodedId));
-    });
+    if (this.authorize(res, request, token, PERMISSIONS.resourcesReadOnly)) this.serveCollection(res, request, collection, encodedId);
   }
 
   private serveCollection(res: HttpResponse, request: ApiRequest, collection: 'clients' | 'tunnels', encodedId: string | undefined): void {

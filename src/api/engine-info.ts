@@ -28,9 +28,7 @@ export class EngineInfo {
   register(app: TemplatedApp): void {
     app.any(ENGINE_INFO_PATH, (res, req) => {
       const request = this.api.readRequest(req);
-      void this.api.admitReader(res, request).then((identity) => {
-        if (identity) res.cork(() => sendJson(res, request, JSON.stringify(this.describe())));
-      });
+      if (this.api.admitReader(res, request)) sendJson(res, request, JSON.stringify(this.describe()));
     });
   }
 

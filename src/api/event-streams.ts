@@ -49,7 +49,7 @@ export class EventStreams {
   }
 
   register(app: TemplatedApp): void {
-    app.any('/api/sse', (res, req) => void this.openSse(res, this.api.readRequest(req), req.getQuery() ?? ''));
+    app.any('/api/sse', (res, req) => this.openSse(res, this.api.readRequest(req), req.getQuery() ?? ''));
     app.ws<SocketData>('/api/websocket', {
       idleTimeout: WEBSOCKET_IDLE_SECONDS,
       sendPingsAutomatically: true,
@@ -60,11 +60,12 @@ export class EventStreams {
         const key = req.getHeader('sec-websocket-key');
         const protocol = req.getHeader('sec-websocket-protocol');
         const extensions = req.getHeader('sec-websocket-extensions');
-        void this.admit(res, request, req.getQuery() ?? '').then((filters) => {
-          if (!filters) return;
-          request.answered(101);
-          res.cork(() => res.upgrade<SocketData>({ filters }, key, protocol, extensions, context));
-        });
+        const filters = this.admit(res, request, req.getQuery() ?? '');
+        if (!filters) return;
+        request.answered(101);
+        // Here, inside the handler: uWS can close a socket upgraded later, from a corked callback,
+        // right after `open` (docs/engine-api.md#decisions).
+        res.upgrade<SocketData>({ filters }, key, protocol, extensions, context);
       },
       open: (ws) => {
         this.webSockets++;
@@ -106,8 +107,8 @@ export class EventStreams {
     this.hub.closeAll();
   }
 
-  private async openSse(res: HttpResponse, request: ApiRequest, query: string): Promise<void> {
-    const filters = await this.admit(res, request, query);
+  private openSse(res: HttpResponse, request: ApiRequest, query: string): void {
+    const filters = this.admit(res, request, query);
     if (!filters) return;
     const stream = new SseSubscriber(
       SseStream.open(res, request, queueAllowance, () => {
@@ -120,13 +121,13 @@ export class EventStreams {
   }
 
   /** The stream endpoints' checks: host, method, token (header or query), permission, params. */
-  private async admit(res: HttpResponse, request: ApiRequest, query: string): Promise<WatchParams | undefined> {
-    if (!(await this.api.admitReader(res, request, query))) return undefined;
+  private admit(res: HttpResponse, request: ApiRequest, query: string): WatchParams | undefined {
+    if (!this.api.admitReader(res, request, query)) return undefined;
     try {
       return parseWatchParams(request.params);
     } catch (error) {
       if (!(error instanceof ParamsError)) throw error;
-      res.cork(() => sendError(res, request, 'bad_request', error.message));
+      sendError(res, request, 'bad_request', error.message);
       return undefined;
     }
   }

@@ -35,7 +35,7 @@ export class RequestLogApi {
   }
 
   private async serve(res: HttpResponse, request: ApiRequest, encodedId: string): Promise<void> {
-    if (!(await this.api.admitReader(res, request))) return;
+    if (!this.api.admitReader(res, request)) return;
     let tunnelId: string;
     try {
       tunnelId = decodeURIComponent(encodedId);
@@ -44,11 +44,11 @@ export class RequestLogApi {
     }
     const parts = this.source.requestLogOf(tunnelId);
     if (parts === undefined) {
-      res.cork(() => sendError(res, request, 'not_found', `no tunnel ${tunnelId}`));
+      sendError(res, request, 'not_found', `no tunnel ${tunnelId}`);
       return;
     }
     if (!this.enabled) {
-      res.cork(() => sendJson(res, request, JSON.stringify({ tunnel_id: tunnelId, enabled: false, requests: [] })));
+      sendJson(res, request, JSON.stringify({ tunnel_id: tunnelId, enabled: false, requests: [] }));
       return;
     }
     const aborted = watchAbort(res);

@@ -63,11 +63,9 @@ export class TrafficStats {
   register(app: TemplatedApp): void {
     app.any(TUNNEL_STATS_PATH, (res, req) => {
       const request = this.api.readRequest(req);
-      void this.api.admitReader(res, request).then((identity) => {
-        if (identity) res.cork(() => sendJson(res, request, JSON.stringify(this.snapshot())));
-      });
+      if (this.api.admitReader(res, request)) sendJson(res, request, JSON.stringify(this.snapshot()));
     });
-    app.any(STATS_STREAM_PATH, (res, req) => void this.openStream(res, this.api.readRequest(req), req.getQuery() ?? ''));
+    app.any(STATS_STREAM_PATH, (res, req) => this.openStream(res, this.api.readRequest(req), req.getQuery() ?? ''));
   }
 
   /** Every live tunnel's figures, oldest tunnel first. */
@@ -82,8 +80,8 @@ export class TrafficStats {
     for (const watcher of [...this.watchers]) watcher.close();
   }
 
-  private async openStream(res: HttpResponse, request: ApiRequest, query: string): Promise<void> {
-    if (!(await this.api.admitReader(res, request, query))) return;
+  private openStream(res: HttpResponse, request: ApiRequest, query: string): void {
+    if (!this.api.admitReader(res, request, query)) return;
     const watcher = SseStream.open(res, request, (snapshotBytes) => MAX_QUEUED_BYTES + snapshotBytes, () => {
       this.watchers.delete(watcher);
       if (this.watchers.size > 0) return;

@@ -1,10 +1,12 @@
-import { compactVerify, decodeProtectedHeader, errors } from 'jose';
+import crypto from 'node:crypto';
+import { decodeProtectedHeader } from 'jose';
 import { type Permission } from './permissions.js';
 
 /**
- * Engine token validation (docs/threat-model.md), the same on every surface: HS256 only, signature checked
- * by jose, then the claim rules checked here (30 s leeway on exp/nbf,
- * tokens without exp accepted, iat ignored, permissions null or a string array).
+ * Engine token validation (docs/threat-model.md), the same on every surface: HS256 only, the signature an
+ * HMAC-SHA256 checked here with node:crypto, then the claim rules (30 s leeway on exp/nbf, tokens without
+ * exp accepted, iat ignored, permissions null or a string array). Synchronous: the Engine API must
+ * answer a WebSocket upgrade within uWS's upgrade handler (docs/engine-api.md#decisions).
  */
 
 export interface Identity {
@@ -35,28 +37,30 @@ export class TokenVerifier {
     this.key = Buffer.from(secret, 'utf8');
   }
 
-  async verify(token: string | undefined, now = Date.now() / 1000): Promise<TokenCheck> {
+  verify(token: string | undefined, now = Date.now() / 1000): TokenCheck {
     if (!token) return { ok: false, reason: 'missing token' };
     const segments = token.split('.');
     if (token.length > MAX_TOKEN_BYTES || segments.length !== 3) return { ok: false, reason: 'malformed token' };
+    const [headerText, payloadText, signatureText] = segments as [string, string, string];
     // The signature is the one part the signature does not cover: a variant spelling of its last
     // character (unused low bits) would decode to the same bytes and pass as another valid token.
-    if (!isCanonicalBase64url(segments[2]!)) return { ok: false, reason: 'malformed token' };
+    if (!isCanonicalBase64url(signatureText) || !BASE64URL.test(payloadText)) return { ok: false, reason: 'malformed token' };
+    let header: ReturnType<typeof decodeProtectedHeader>;
     try {
-      if (decodeProtectedHeader(token).alg !== 'HS256') return { ok: false, reason: 'unsupported alg' };
+      header = decodeProtectedHeader(token);
     } catch {
       return { ok: false, reason: 'malformed token' };
     }
-    let payloadBytes: Uint8Array;
-    try {
-      ({ payload: payloadBytes } = await compactVerify(token, this.key, { algorithms: ['HS256'] }));
-    } catch (error) {
-      if (error instanceof errors.JWSSignatureVerificationFailed) return { ok: false, reason: 'bad signature' };
-      return { ok: false, reason: 'malformed token' };
-    }
+    if (header.alg !== 'HS256') return { ok: false, reason: 'unsupported alg' };
+    // Extensions a verifier must understand (RFC 7515 crit, RFC 7797's unencoded payload) are not ours.
+    if (header.crit !== undefined || header.b64 !== undefined) return { ok: false, reason: 'malformed token' };
+    const expected = crypto.createHmac('sha256', this.key).update(`${headerText}.${payloadText}`).digest();
+    const given = Buffer.from(signatureText, 'base64url');
+    if (given.length !== expected.length || !crypto.timingSafeEqual(given, expected)) return { ok: false, reason: 'bad signature' };
+    const payloadBytes = Buffer.from(payloadText, 'base64url');
     let claims: unknown;
     try {
-      claims = JSON.parse(Buffer.from(payloadBytes).toString('utf8'));
+      claims = JSON.parse(payloadBytes.toString('utf8'));
     } catch {
       return { ok: false, reason: 'malformed token' };
     }
@@ -88,6 +92,8 @@ export class TokenVerifier {
     };
   }
 }
+
+const BASE64URL = /^[A-Za-z0-9_-]*$/;
 
 function isCanonicalBase64url(text: string): boolean {
   return Buffer.from(text, 'base64url').toString('base64url') === text;

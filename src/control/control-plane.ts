@@ -134,7 +134,7 @@ export class ControlPlane {
     worker: number,
     request: Extract<ControlRequest, { type: 'open-client' }>,
   ): Promise<ControlReply<'open-client'>> {
-    const check = await this.verifier.verify(request.token);
+    const check = this.verifier.verify(request.token);
     if (!check.ok) {
       this.log.debug({ worker, agent: request.details.agent, reason: check.reason }, 'control channel refused: bad token');
       return refuse(ErrorCode.Unauthorized, `invalid token: ${check.reason}`);

@@ -10,8 +10,8 @@ import type { Dataplane } from './dataplane.js';
  * not asked. Checks in this order: token, permission, datagram channel, target given, a live private
  * tunnel of that id or name, engine not shutting down.
  */
-export async function authorizeDial(dataplane: Dataplane, request: MessageOf<'stream_req'>): Promise<CallResult<{ route: TunnelRoute }>> {
-  const check = await dataplane.verifier.verify(request.client_details?.token);
+export function authorizeDial(dataplane: Dataplane, request: MessageOf<'stream_req'>): CallResult<{ route: TunnelRoute }> {
+  const check = dataplane.verifier.verify(request.client_details?.token);
   if (!check.ok) {
     dataplane.log.debug({ target: request.tunnel_id_name, reason: check.reason }, 'private dial refused: bad token');
     return refused(ErrorCode.Unauthorized, `invalid token: ${check.reason}`);

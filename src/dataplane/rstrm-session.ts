@@ -215,7 +215,7 @@ async function servePrivateDial(dataplane: Dataplane, connection: RstrmConnectio
     if (zeroRtt) connection.raw.resetAndDestroy();
     else refuseAndEnd(session, { type: 'stream_rsp', result: { error } });
   };
-  const authorization = await authorizeDial(dataplane, request);
+  const authorization = authorizeDial(dataplane, request);
   if (!authorization.ok) {
     refuse(authorization.error);
     return;

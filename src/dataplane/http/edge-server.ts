@@ -131,11 +131,8 @@ export class HttpEdge implements H1Edge {
     for (const pool of this.pools.values()) pool.close();
   }
 
-  /**
-   * Admission: route by host, trusted_ips, token_auth. Synchronous unless a token
-   * must be verified.
-   */
-  admit(request: AdmissionRequest): Admission | Promise<Admission> {
+  /** Admission: route by host, trusted_ips, token_auth. */
+  admit(request: AdmissionRequest): Admission {
     const { authority } = request;
     if (authority === undefined || authority === '') return { ok: false, error: { reason: 'bad_request', message: 'the request names no host' } };
     const { host, tunnelName } = this.hostOf(authority);
@@ -148,19 +145,17 @@ export class HttpEdge implements H1Edge {
     }
     const plan: ForwardPlan = { authority, path: request.path, peerAddress: request.peerAddress, dropAuthorization: false };
     if (!route!.properties.token_auth) return { ok: true, pool: this.poolOf(route!), plan };
-    return this.checkToken(request, host, route!, plan);
+    return this.checkToken(request, route!, plan);
   }
 
-  private async checkToken(request: AdmissionRequest, host: string, route: TunnelRoute, plan: ForwardPlan): Promise<Admission> {
-    const check = await this.tokenAuth.check({ authorization: request.authorization }, request.path);
+  private checkToken(request: AdmissionRequest, route: TunnelRoute, plan: ForwardPlan): Admission {
+    const check = this.tokenAuth.check({ authorization: request.authorization }, request.path);
     if (!check.ok) {
       this.counters.add('access_denied_token_auth');
       this.options.dataplane.log.debug({ tunnel_id: route.tunnel_id, reason: check.reason }, 'token_auth refused a request');
       const challenge = { 'www-authenticate': 'Bearer' };
       return { ok: false, error: { reason: 'unauthorized', message: `token required: ${check.reason}` }, extraHeaders: challenge, slot: route.slot };
     }
-    // The tunnel may have gone while the token was checked.
-    if (this.options.dataplane.routeForHostname(host) !== route) return { ok: false, error: { reason: 'tunnel_not_found', message: `no tunnel is live at ${host}` } };
     return { ok: true, pool: this.poolOf(route), plan: { ...plan, path: check.path, dropAuthorization: check.dropAuthorization } };
   }
 
@@ -190,7 +185,7 @@ export class HttpEdge implements H1Edge {
       sendGenerated(req, res, { reason: 'bad_request', message: `malformed request: ${problem}` });
       return;
     }
-    const admission = await this.admit({
+    const admission = this.admit({
       authority: req.headers[':authority'] ?? req.headers.host,
       path: req.url ?? '/',
       authorization: req.headers.authorization,

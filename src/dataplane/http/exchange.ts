@@ -55,7 +55,6 @@ export async function proxyRequest(
   limits: ExchangeLimits,
   logLine: RequestLogLine | undefined,
 ): Promise<void> {
-  // The client may have left during the checks before this (token verification is asynchronous).
   if (res.stream.destroyed) return;
   const downstreamGone = new AbortController();
   // Node's response reports itself finished after a client's RST_STREAM too: what tells a client that

@@ -37,7 +37,7 @@ export interface ExchangeEdge {
   /** `Keep-Alive: timeout=<idle seconds>` as a head line: clients close idle connections before the edge does. */
   readonly keepAliveLine: string;
   readonly draining: boolean;
-  admit(request: AdmissionRequest): Admission | Promise<Admission>;
+  admit(request: AdmissionRequest): Admission;
 }
 
 /** What an exchange needs from the connection it answers on (H1Connection): its bytes, and its deadline by phase. */
@@ -127,14 +127,14 @@ export class H1Exchange implements ResponseSink {
     }
     // An HTTP/1.0 request without Host is routed by the SNI.
     const authority = target.authority || (request.minor === 0 ? this.connection.socket.servername || undefined : undefined);
-    const admission = this.edge.admit({
-      authority,
-      path: target.path,
-      authorization: fieldValue(request.fields, 'authorization'),
-      peerAddress: this.connection.peerAddress,
-    });
-    if (admission instanceof Promise) void admission.then((admitted) => this.admitted(admitted));
-    else this.admitted(admission);
+    this.admitted(
+      this.edge.admit({
+        authority,
+        path: target.path,
+        authorization: fieldValue(request.fields, 'authorization'),
+        peerAddress: this.connection.peerAddress,
+      }),
+    );
   }
 
   /** Request body bytes from the connection; returns what follows the body (the next request). */

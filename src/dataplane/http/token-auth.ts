@@ -25,21 +25,21 @@ export class EdgeTokenAuth {
     this.verifier = new TokenVerifier(secret);
   }
 
-  async check(headers: IncomingHttpHeaders, path: string): Promise<TokenAuthResult> {
+  check(headers: IncomingHttpHeaders, path: string): TokenAuthResult {
     // A Bearer header is the proof whenever present, even a malformed one (which then fails).
     const bearer = /^bearer(?:\s|$)/i.test(headers.authorization ?? '');
     const token = bearer ? bearerToken(headers.authorization) : firstQueryToken(path);
-    const failure = await this.verify(token);
+    const failure = this.verify(token);
     if (failure) return { ok: false, reason: bearer && token === undefined ? 'malformed token' : failure };
     return { ok: true, dropAuthorization: bearer, path: withoutQueryTokens(path) };
   }
 
-  private async verify(token: string | undefined): Promise<TokenFailure | undefined> {
+  private verify(token: string | undefined): TokenFailure | undefined {
     if (token !== undefined) {
       const until = this.passed.get(token);
       if (until !== undefined && until > Date.now()) return undefined;
     }
-    const check = await this.verifier.verify(token);
+    const check = this.verifier.verify(token);
     if (!check.ok) return check.reason;
     this.remember(token!);
     return undefined;
