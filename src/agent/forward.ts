@@ -1,6 +1,7 @@
 import crypto from 'node:crypto';
 import net from 'node:net';
 import type { TunnelProperties } from '../protocol/messages.js';
+import { POOL_LABEL, POOL_MEMBERS_LABEL } from '../protocol/pool-labels.js';
 import { VERSION } from '../version.js';
 import { ControlClient } from './control-client.js';
 import { diagnose } from './engine-errors.js';
@@ -29,6 +30,9 @@ interface Status {
   tunnel_id?: string;
   forwarding?: string;
   forwarded?: string;
+  /** The endpoint pool the tunnel joined, and its members with this one (docs/pools.md). */
+  pool?: string;
+  pool_members?: number;
 }
 
 /** The longest wait between attempts, however long the engine has been unreachable. */
@@ -52,7 +56,7 @@ export async function runForward(options: ForwardOptions): Promise<number> {
   const forwarded = `${options.target.host}:${options.target.port}`;
   const report = (status: Status): void => {
     if (options.output === 'json') options.print(JSON.stringify({ version: VERSION, ...status, forwarded }));
-    else options.print(status.forwarding ? `${status.status}: ${status.forwarding} -> ${forwarded}` : status.status);
+    else options.print(status.forwarding ? `${status.status}: ${status.forwarding} -> ${forwarded}${poolText(status)}` : status.status);
   };
   const targetFailures = new TargetFailureReport(forwarded, options.warn);
   let failuresInARow = 0;
@@ -67,6 +71,23 @@ export async function runForward(options: ForwardOptions): Promise<number> {
     await sleep(wait, signal);
   }
   return 0;
+}
+
+/** The pool the engine says the tunnel joined; a pool key it ignored (pooling off there) is worth a warning. */
+function poolOf(tunnel: TunnelProperties, warn: (line: string) => void): Pick<Status, 'pool' | 'pool_members'> {
+  const pool = tunnel.labels[POOL_LABEL];
+  if (pool === undefined) return {};
+  const members = Number(tunnel.labels[POOL_MEMBERS_LABEL]);
+  if (!Number.isInteger(members)) {
+    warn(`warning: the engine keeps no endpoint pools (tunnels.pooling.enabled is off there): pool "${pool}" means nothing`);
+    return {};
+  }
+  return { pool, pool_members: members };
+}
+
+function poolText(status: Status): string {
+  if (status.pool === undefined) return '';
+  return ` (pool "${status.pool}", ${status.pool_members} ${status.pool_members === 1 ? 'member' : 'members'})`;
 }
 
 export function retryWait(intervalMs: number, failuresInARow: number): number {
@@ -104,7 +125,7 @@ async function serveOnce(options: ForwardOptions, report: (status: Status) => vo
     return diagnosis.permanent ? 'permanent' : 'failed';
   }
   tunnels.add(tunnel.id!);
-  report({ status: 'online', tunnel_id: tunnel.id!, forwarding: forwardingAddress(tunnel) });
+  report({ status: 'online', tunnel_id: tunnel.id!, forwarding: forwardingAddress(tunnel), ...poolOf(tunnel, options.warn) });
 
   let onAbort: (() => void) | undefined;
   const ending = await new Promise<'stopped' | 'lost' | 'closed'>((resolve) => {

@@ -3,6 +3,7 @@ import { withExamples } from './help-examples.js';
 import { runDial } from '../agent/dial.js';
 import { requestedHostname, runForward, stableHostname } from '../agent/forward.js';
 import { emptyTunnelProperties, type TunnelProperties } from '../protocol/messages.js';
+import { MAX_POOL_WEIGHT, POOL_KEY, POOL_LABEL, POOL_WEIGHT_LABEL } from '../protocol/pool-labels.js';
 import { resolveTarget, type TargetFlags } from './engine-target.js';
 import { collect, commaList, positiveInteger } from './option-parsers.js';
 import { UsageError } from '../errors.js';
@@ -24,6 +25,8 @@ interface ForwardFlags extends TargetFlags {
   http?: boolean;
   tls?: boolean;
   label: string[];
+  pool?: string;
+  poolWeight?: number;
   host?: string;
   tlsMode?: string;
   tlsAlpn?: string[];
@@ -56,6 +59,8 @@ function addForwardCommand(program: Command): void {
     .option('--tls', 'published TLS tunnel')
     .option('--label <k=v>', 'label (repeatable)', collect, [])
     .option('--host <hostname>', 'requested hostname (published only)')
+    .option('--pool <key>', 'join the endpoint pool of this key at the hostname or name (engine with tunnels.pooling.enabled)')
+    .option('--pool-weight <1-100>', "this member's share of new streams in its pool", positiveInteger)
     .addOption(new Option('--tls-mode <mode>', 'TLS mode').choices(['terminated', 'passthrough']))
     .option('--tls-alpn <a,b>', 'ALPN protocols to offer (terminated TLS)', commaList)
     .addOption(new Option('--tls-min-version <v>', 'TLS floor').choices(['tls1.2', 'tls1.3']))
@@ -153,6 +158,15 @@ export function forwardProperties(flags: ForwardFlags, engineHost: string): Tunn
     const at = label.indexOf('=');
     if (at <= 0) throw new UsageError(`invalid --label "${label}" (expected key=value)`);
     labels[label.slice(0, at)] = label.slice(at + 1);
+  }
+  if (flags.pool !== undefined) {
+    if (!POOL_KEY.test(flags.pool)) throw new UsageError(`invalid --pool "${flags.pool}" (1-64 characters of A-Z, a-z, 0-9, ".", "_", "-")`);
+    labels[POOL_LABEL] = flags.pool;
+  }
+  if (flags.poolWeight !== undefined) {
+    if (flags.pool === undefined) throw new UsageError('--pool-weight needs --pool');
+    if (flags.poolWeight > MAX_POOL_WEIGHT) throw new UsageError(`--pool-weight must be from 1 to ${MAX_POOL_WEIGHT}`);
+    labels[POOL_WEIGHT_LABEL] = String(flags.poolWeight);
   }
   const properties: TunnelProperties = { ...emptyTunnelProperties(), labels, publish };
   if (flags.name) properties.name = flags.name;

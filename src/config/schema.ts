@@ -291,6 +291,15 @@ export const schemaDefinition = {
       doc: "Keep each tunnel's last requests (paths without query strings) for the dashboard",
     }),
   },
+  tunnels: {
+    pooling: {
+      enabled: leaf('tunnels.pooling.enabled', {
+        format: 'rivulet-bool',
+        default: false,
+        doc: 'Tunnels with the same rivulet.pool label share a hostname or name (endpoint pools)',
+      }),
+    },
+  },
   timeouts: {
     stream_request_seconds: leaf('timeouts.stream_request_seconds', {
       format: 'rivulet-int',

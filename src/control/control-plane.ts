@@ -1,6 +1,7 @@
 import type { EngineConfig } from '../config/schema.js';
 import type { Logger } from '../log.js';
 import { ErrorCode, type RstrmError } from '../protocol/messages.js';
+import { POOL_LABEL, POOL_MEMBERS_LABEL } from '../protocol/pool-labels.js';
 import { TokenVerifier, allows } from '../auth/tokens.js';
 import { PERMISSIONS } from '../auth/permissions.js';
 import { Registry, type TunnelRecord } from './registry.js';
@@ -166,16 +167,33 @@ export class ControlPlane {
     const result = acceptTunnelRequest(request.properties, {
       engineHost: this.config.engine.host,
       publicPort: this.publicPort(),
-      nameTaken: (name) => this.registry.nameTaken(name),
-      hostnameTaken: (hostname) => this.registry.hostnameTaken(hostname),
+      pooling: this.config.tunnels.pooling.enabled,
+      nameHolder: (name) => this.registry.nameHolder(name)?.properties,
+      hostnameHolder: (hostname) => this.registry.hostnameHolder(hostname)?.properties,
     });
     if ('error' in result) return { ok: false, error: result.error };
     const slot = this.slots.allocate();
     if (slot === undefined) return refuse(ErrorCode.CapacityExhausted, 'engine tunnel capacity reached');
     this.traffic.clear(slot);
     const tunnel = this.registry.reserveTunnel(client, result.ok.properties, slot);
-    this.log.info({ client_id: client.id, tunnel_id: tunnel.id, hostname: tunnel.properties.hostname }, 'tunnel opened');
-    return { ok: true, tunnel_id: tunnel.id, properties: tunnel.properties };
+    const pool = this.poolOf(tunnel);
+    this.log.info({ client_id: client.id, tunnel_id: tunnel.id, hostname: tunnel.properties.hostname, pool }, 'tunnel opened');
+    // The reply tells the agent how many members its pool has (docs/pools.md); the record keeps its labels as asked.
+    if (!pool) return { ok: true, tunnel_id: tunnel.id, properties: tunnel.properties };
+    const labels = { ...tunnel.properties.labels, [POOL_MEMBERS_LABEL]: String(pool.members) };
+    return { ok: true, tunnel_id: tunnel.id, properties: { ...tunnel.properties, labels } };
+  }
+
+  /** Endpoint pools and their members now (none while pooling is off: labels are then only labels). */
+  poolCounts(): { pools: number; members: number } {
+    return this.config.tunnels.pooling.enabled ? this.registry.poolCounts() : { pools: 0, members: 0 };
+  }
+
+  /** A pooled tunnel's pool key and member count (itself included), with pooling on. */
+  private poolOf(tunnel: TunnelRecord): { key: string; members: number } | undefined {
+    const key = tunnel.properties.labels[POOL_LABEL];
+    if (!this.config.tunnels.pooling.enabled || key === undefined) return undefined;
+    return { key, members: this.registry.poolSize(tunnel) };
   }
 
   private closeTunnel(clientId: string, tunnelId: string): void {

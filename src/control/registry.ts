@@ -1,10 +1,12 @@
 import crypto from 'node:crypto';
 import type { ClientDetails, TunnelProperties } from '../protocol/messages.js';
 import type { Identity } from '../auth/tokens.js';
+import { POOL_LABEL } from '../protocol/pool-labels.js';
 
 /**
  * The control plane's state (docs/architecture.md#what-state-exists): live clients and tunnels, in creation order, with the
- * name and hostname indexes that keep them unique engine-wide. In memory only; main thread only.
+ * name and hostname indexes that keep them unique engine-wide (or shared by the members of an endpoint
+ * pool, docs/pools.md). In memory only; main thread only.
  * Every change is announced to subscribers in registry order (a client's tunnel.deleted events
  * before its client.deleted).
  */
@@ -41,8 +43,9 @@ export function newId(): string {
 export class Registry {
   readonly clients = new Map<string, ClientRecord>();
   readonly tunnels = new Map<string, TunnelRecord>();
-  private readonly tunnelByName = new Map<string, string>();
-  private readonly tunnelByHostname = new Map<string, string>();
+  /** Holders of each name (lowercase) and hostname, live or reserved, oldest first: one, or a pool's members. */
+  private readonly tunnelsByName = new Map<string, Set<string>>();
+  private readonly tunnelsByHostname = new Map<string, Set<string>>();
   /** Accepted tunnels whose OpenTunnelRsp is not yet on the wire: reserved, not yet routable. */
   private readonly reserved = new Map<string, TunnelRecord>();
   private readonly listeners = new Set<(event: RegistryEvent) => void>();
@@ -76,12 +79,35 @@ export class Registry {
     return removed;
   }
 
-  nameTaken(nameLowercase: string): boolean {
-    return this.tunnelByName.has(nameLowercase);
+  /** A tunnel (live or reserved) holding this name, if any: its pool's oldest member. */
+  nameHolder(nameLowercase: string): TunnelRecord | undefined {
+    return this.firstOf(this.tunnelsByName.get(nameLowercase));
   }
 
-  hostnameTaken(hostname: string): boolean {
-    return this.tunnelByHostname.has(hostname.toLowerCase());
+  hostnameHolder(hostname: string): TunnelRecord | undefined {
+    return this.firstOf(this.tunnelsByHostname.get(hostname.toLowerCase()));
+  }
+
+  /** The tunnels sharing this one's address (its hostname, or a private tunnel's name), itself included. */
+  poolSize(tunnel: TunnelRecord): number {
+    const { hostname, name } = tunnel.properties;
+    return (hostname ? this.tunnelsByHostname.get(hostname) : name ? this.tunnelsByName.get(name.toLowerCase()) : undefined)?.size ?? 1;
+  }
+
+  /** Endpoint pools now (addresses whose holders carry a pool key) and their members, live or reserved. */
+  poolCounts(): { pools: number; members: number } {
+    let pools = 0;
+    let members = 0;
+    const count = (holders: Set<string>, published: boolean): void => {
+      const first = this.firstOf(holders)!;
+      // A published tunnel's pool is its hostname's; its name, if any, is not a second pool.
+      if (first.properties.labels[POOL_LABEL] === undefined || (first.properties.publish !== false) !== published) return;
+      pools++;
+      members += holders.size;
+    };
+    for (const holders of this.tunnelsByHostname.values()) count(holders, true);
+    for (const holders of this.tunnelsByName.values()) count(holders, false);
+    return { pools, members };
   }
 
   /**
@@ -103,8 +129,8 @@ export class Registry {
     tunnel.properties.id = tunnel.id;
     this.reserved.set(tunnel.id, tunnel);
     client.tunnels.add(tunnel.id);
-    if (properties.name) this.tunnelByName.set(properties.name.toLowerCase(), tunnel.id);
-    if (properties.hostname) this.tunnelByHostname.set(properties.hostname.toLowerCase(), tunnel.id);
+    if (properties.name) holdersOf(this.tunnelsByName, properties.name.toLowerCase()).add(tunnel.id);
+    if (properties.hostname) holdersOf(this.tunnelsByHostname, properties.hostname.toLowerCase()).add(tunnel.id);
     return tunnel;
   }
 
@@ -125,23 +151,43 @@ export class Registry {
     const wasLive = this.tunnels.delete(tunnelId);
     this.reserved.delete(tunnelId);
     this.clients.get(tunnel.clientId)?.tunnels.delete(tunnelId);
-    if (tunnel.properties.name) this.tunnelByName.delete(tunnel.properties.name.toLowerCase());
-    if (tunnel.properties.hostname) this.tunnelByHostname.delete(tunnel.properties.hostname.toLowerCase());
+    if (tunnel.properties.name) release(this.tunnelsByName, tunnel.properties.name.toLowerCase(), tunnelId);
+    if (tunnel.properties.hostname) release(this.tunnelsByHostname, tunnel.properties.hostname.toLowerCase(), tunnelId);
     this.released(tunnel);
     if (!wasLive) return undefined;
     this.emit({ type: 'tunnel.deleted', tunnel });
     return tunnel;
   }
 
-  /** A live tunnel by id first, then by name, case-insensitively. */
+  /** A live tunnel by id first, then by name, case-insensitively (a pool's oldest live member). */
   resolve(idOrName: string): TunnelRecord | undefined {
     const byId = this.tunnels.get(idOrName);
     if (byId) return byId;
-    const id = this.tunnelByName.get(idOrName.toLowerCase());
-    return id === undefined ? undefined : this.tunnels.get(id);
+    for (const id of this.tunnelsByName.get(idOrName.toLowerCase()) ?? []) {
+      const live = this.tunnels.get(id);
+      if (live) return live;
+    }
+    return undefined;
+  }
+
+  private firstOf(holders: Set<string> | undefined): TunnelRecord | undefined {
+    const id = holders?.values().next().value;
+    return id === undefined ? undefined : (this.tunnels.get(id) ?? this.reserved.get(id));
   }
 
   private emit(event: RegistryEvent): void {
     for (const listener of this.listeners) listener(event);
   }
+}
+
+function holdersOf(index: Map<string, Set<string>>, key: string): Set<string> {
+  let holders = index.get(key);
+  if (!holders) index.set(key, (holders = new Set()));
+  return holders;
+}
+
+function release(index: Map<string, Set<string>>, key: string, tunnelId: string): void {
+  const holders = index.get(key);
+  holders?.delete(tunnelId);
+  if (holders?.size === 0) index.delete(key);
 }

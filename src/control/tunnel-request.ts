@@ -2,6 +2,7 @@ import crypto from 'node:crypto';
 import { ErrorCode, type RstrmError, type TunnelProperties } from '../protocol/messages.js';
 import { parseCidr } from '../net/ip.js';
 import { opensslCipherName } from '../net/tls-ciphers.js';
+import { MAX_POOL_WEIGHT, POOL_KEY, POOL_LABEL, POOL_WEIGHT_LABEL } from '../protocol/pool-labels.js';
 
 /**
  * OpenTunnelReq validation and normalisation (docs/protocol.md#the-control-channel), as one pure
@@ -13,8 +14,12 @@ import { opensslCipherName } from '../net/tls-ciphers.js';
 export interface TunnelRequestContext {
   engineHost: string;
   publicPort: number;
-  nameTaken(nameLowercase: string): boolean;
-  hostnameTaken(hostname: string): boolean;
+  /** tunnels.pooling.enabled: a name or hostname in use may be joined by a tunnel of the same pool. */
+  pooling: boolean;
+  /** The properties of a tunnel (live or reserved) holding this name (lowercase), if any. */
+  nameHolder(nameLowercase: string): TunnelProperties | undefined;
+  /** The same for a hostname. */
+  hostnameHolder(hostname: string): TunnelProperties | undefined;
 }
 
 /** The tunnel as the engine keeps and echoes it (OpenTunnelRsp and, later, the API). */
@@ -74,14 +79,21 @@ function accept(p: TunnelProperties, context: TunnelRequestContext): AcceptedTun
   if (!publish) checkPrivateTunnel(p);
   else if (protocol === 'http') checkHttpTunnel(p, upstreamTls);
   else checkTlsTunnel(p, upstreamTls);
+  if (context.pooling) checkPoolLabels(p.labels);
+  const properties = acceptedProperties(p, { publish, protocol }, upstreamTls);
 
-  // Allocation: name, then hostname.
-  if (set.text(p.name) && context.nameTaken(p.name.toLowerCase())) {
-    invalid(`name "${p.name}" is already used by another live tunnel`);
+  // Allocation: name, then hostname; one in use is refused, or joined by a member of its pool.
+  if (set.text(p.name)) {
+    const holder = context.nameHolder(p.name.toLowerCase());
+    if (holder) checkJoin(`name "${p.name}"`, holder, properties, context.pooling);
   }
-  const hostname = publish ? allocateHostname(p, context) : undefined;
-  const tunnel: Omit<AcceptedTunnel, 'properties'> = { publish, protocol, hostname };
-  return { properties: acceptedProperties(p, tunnel, upstreamTls, context.publicPort), ...tunnel };
+  const hostname = publish ? allocateHostname(p, context, properties) : undefined;
+  if (hostname) {
+    properties.hostname = hostname;
+    properties.host = hostname;
+    properties.port = context.publicPort;
+  }
+  return { properties, publish, protocol, hostname };
 }
 
 /** Scope: FEATURE_NOT_AVAILABLE, in this order. */
@@ -166,12 +178,11 @@ function checkTlsTunnel(p: TunnelProperties, upstreamTls: boolean | undefined): 
   checkTrustedIps(p.trusted_ips);
 }
 
-/** The request, validated, with the engine's defaults and allocated hostname filled in. */
+/** The request, validated, with the engine's defaults filled in (the hostname is allocated after). */
 function acceptedProperties(
   p: TunnelProperties,
-  { publish, protocol, hostname }: Omit<AcceptedTunnel, 'properties'>,
+  { publish, protocol }: Pick<AcceptedTunnel, 'publish' | 'protocol'>,
   upstreamTls: boolean | undefined,
-  publicPort: number,
 ): TunnelProperties {
   const properties: TunnelProperties = {
     labels: { ...p.labels },
@@ -194,21 +205,16 @@ function acceptedProperties(
   if (publish && (protocol === 'tls' ? properties.tls_mode === 'terminated' : true)) {
     properties.upstream_tls = upstreamTls === true;
   }
-  if (hostname) {
-    properties.hostname = hostname;
-    properties.host = hostname;
-    properties.port = publicPort;
-  }
   return properties;
 }
 
-function allocateHostname(p: TunnelProperties, context: TunnelRequestContext): string {
+function allocateHostname(p: TunnelProperties, context: TunnelRequestContext, properties: TunnelProperties): string {
   const suffix = `.t.${context.engineHost}`;
   const requested = set.text(p.hostname) ? p.hostname : set.text(p.host) ? p.host.replace(/:\d+$/, '') : undefined;
   let hostname: string;
   if (requested === undefined) {
     do hostname = randomLabel() + suffix;
-    while (context.hostnameTaken(hostname));
+    while (context.hostnameHolder(hostname));
     return hostname;
   }
   const name = requested.toLowerCase().replace(/\.$/, '');
@@ -218,8 +224,49 @@ function allocateHostname(p: TunnelProperties, context: TunnelRequestContext): s
   const label = name.endsWith(suffix) && !name.slice(0, -suffix.length).includes('.') ? name.slice(0, -suffix.length) : name.split('.')[0]!;
   if (!HOST_LABEL.test(label)) invalid(`invalid hostname label "${label}"`);
   hostname = label + suffix;
-  if (context.hostnameTaken(hostname)) invalid(`hostname "${hostname}" is already used by another live tunnel`);
+  const holder = context.hostnameHolder(hostname);
+  if (holder) checkJoin(`hostname "${hostname}"`, holder, properties, context.pooling);
   return hostname;
+}
+
+/**
+ * The properties every member of a pool must share: the ones the edge decides on before it picks a
+ * member (what it serves, who may reach it, the TLS it offers).
+ */
+const POOL_SHARED: Array<keyof TunnelProperties> = ['protocol', 'publish', 'http_version', 'tls_mode', 'token_auth', 'trusted_ips', 'tls_min_version', 'tls_ciphers', 'tls_alpns'];
+
+/**
+ * `what` is in use by `holder`: refused, unless pooling is on and this tunnel joins the holder's pool
+ * (same pool key, same shared properties). The message names what stands in the way.
+ */
+function checkJoin(what: string, holder: TunnelProperties, mine: TunnelProperties, pooling: boolean): void {
+  const taken = `${what} is already used by another live tunnel`;
+  if (!pooling) invalid(taken);
+  const theirs = holder.labels[POOL_LABEL];
+  const ours = mine.labels[POOL_LABEL];
+  if (theirs === undefined) invalid(`${taken}, which is not in a pool`);
+  if (ours === undefined) invalid(`${what} belongs to pool "${theirs}": join it with the label ${POOL_LABEL}=${theirs}`);
+  if (ours !== theirs) invalid(`${what} belongs to pool "${theirs}", not "${ours}"`);
+  for (const field of POOL_SHARED) {
+    const [a, b] = [shared(holder[field]), shared(mine[field])];
+    if (a !== b) invalid(`${what}: members of pool "${theirs}" must agree on ${field} (the pool has ${a || 'none'}, this tunnel ${b || 'none'})`);
+  }
+}
+
+/** A shared property as compared between members: lists as sets. */
+function shared(value: TunnelProperties[keyof TunnelProperties]): string {
+  if (Array.isArray(value)) return [...value].map(String).sort().join(',');
+  return value === undefined || value === null ? '' : String(value);
+}
+
+/** With pooling on, the pool labels must be well-formed. */
+function checkPoolLabels(labels: Record<string, string>): void {
+  const key = labels[POOL_LABEL];
+  if (key !== undefined && !POOL_KEY.test(key)) invalid(`label ${POOL_LABEL}: 1-64 characters of A-Z, a-z, 0-9, ".", "_", "-"`);
+  const weight = labels[POOL_WEIGHT_LABEL];
+  if (weight === undefined) return;
+  if (key === undefined) invalid(`label ${POOL_WEIGHT_LABEL} needs ${POOL_LABEL}`);
+  if (!/^\d{1,3}$/.test(weight) || Number(weight) < 1 || Number(weight) > MAX_POOL_WEIGHT) invalid(`label ${POOL_WEIGHT_LABEL}: an integer from 1 to ${MAX_POOL_WEIGHT}`);
 }
 
 function randomLabel(): string {

@@ -12,6 +12,7 @@ import { HttpEdge } from './http/edge-server.js';
 import { serveTlsTunnel, tlsPolicyOf } from './tls-tunnel.js';
 import type { TlsPolicy, WorkerCertificates } from './worker-certificates.js';
 import type { TunnelRoute } from '../threads/messages.js';
+import type { RouteGroup } from './route-group.js';
 
 /** The ClientHello must arrive within 10 s; the rest of the handshake gets as long (docs/bounds.md). */
 const CLIENT_HELLO_TIMEOUT_MS = 10_000;
@@ -171,8 +172,8 @@ export class ConnectionAcceptor {
       return;
     }
     if (route.kind === 'edge') {
-      const tunnel = this.options.dataplane.routeForHostname(peek.hello.serverName!);
-      if (tunnel?.properties.protocol === 'tls') await this.serveTlsTunnel(socket, tunnel);
+      const tunnels = this.options.dataplane.groupForHostname(peek.hello.serverName!);
+      if (tunnels?.first?.properties.protocol === 'tls') await this.serveTlsTunnel(socket, tunnels, tunnels.first);
       else if (this.draining) socket.destroy();
       // h2 preferred when offered, else HTTP/1.1 on the edge's own connection handler.
       else if (peek.hello.alpnProtocols?.includes('h2')) this.httpEdge.acceptH2(socket);
@@ -182,8 +183,11 @@ export class ConnectionAcceptor {
     await this.terminate(socket, route.kind, route.alpn, { proxyOnly: false });
   }
 
-  /** TLS tunnels: trusted_ips before anything else, then passthrough or termination with the tunnel's policy. */
-  private async serveTlsTunnel(socket: net.Socket, tunnel: TunnelRoute): Promise<void> {
+  /**
+   * TLS tunnels: trusted_ips before anything else, then passthrough or termination with the tunnel's
+   * policy (`tunnel`: any of the group's members, which share them).
+   */
+  private async serveTlsTunnel(socket: net.Socket, tunnels: RouteGroup, tunnel: TunnelRoute): Promise<void> {
     const { dataplane, counters } = this.options;
     if (!dataplane.admits(tunnel, socket.remoteAddress)) {
       counters.add('access_denied_trusted_ips');
@@ -193,13 +197,13 @@ export class ConnectionAcceptor {
     }
     if (tunnel.properties.tls_mode === 'passthrough') {
       counters.add('accepted_edge');
-      await serveTlsTunnel(dataplane, tunnel, socket, socket.remoteAddress);
+      await serveTlsTunnel(dataplane, tunnels, tunnel.properties, socket, socket.remoteAddress);
       return;
     }
     await this.terminate(socket, 'edge', tunnel.properties.tls_alpns, {
       proxyOnly: false,
       policy: tlsPolicyOf(tunnel),
-      then: (session) => void serveTlsTunnel(dataplane, tunnel, session, socket.remoteAddress, session.alpnProtocol || false),
+      then: (session) => void serveTlsTunnel(dataplane, tunnels, tunnel.properties, session, socket.remoteAddress, session.alpnProtocol || false),
     });
   }
 

@@ -4,7 +4,8 @@ import type { DataplaneSettings, PeerMessage, ProxyVerdict, TunnelRoute } from '
 import { ipv4FromMapped, parseCidr } from '../net/ip.js';
 import { TokenVerifier } from '../auth/tokens.js';
 import type { Logger } from '../log.js';
-import type { CounterRow } from '../threads/counters.js';
+import type { CounterRow, StreamKind } from '../threads/counters.js';
+import { StreamFailure, type StreamFailureReason } from '../errors.js';
 import { StreamSlots } from '../threads/stream-slots.js';
 import { TunnelStatsWriter, type TunnelTables } from '../threads/tunnel-stats.js';
 import { ErrorCode, type RstrmError } from '../protocol/messages.js';
@@ -14,7 +15,8 @@ import { PeerLinks } from './peers.js';
 import { RelayHub } from './relay.js';
 import { StreamMeter } from './stream-meter.js';
 import { StreamBroker, workerOfStream, type ProxyConnRequest } from './streams.js';
-import { StreamSetup } from './stream-setup.js';
+import { StreamSetup, type TunnelStream } from './stream-setup.js';
+import { RouteGroup } from './route-group.js';
 import { RequestLog } from './http/request-log.js';
 
 /** How long the worker that received a ProxyReq waits for the stream's worker to judge it. */
@@ -27,9 +29,10 @@ const VERDICT_TIMEOUT_MS = 10_000;
  */
 export class Dataplane {
   readonly routes = new Map<string, TunnelRoute>();
-  private readonly routesByHostname = new Map<string, TunnelRoute>();
-  /** Tunnels by lowercased name, for private dials (names are unique engine-wide, compared without case). */
-  private readonly routesByName = new Map<string, TunnelRoute>();
+  /** The tunnels at each hostname: one, or an endpoint pool's members. */
+  private readonly routesByHostname = new Map<string, RouteGroup>();
+  /** The same by lowercased name, for private dials (a name is one tunnel's, or a pool's, compared without case). */
+  private readonly routesByName = new Map<string, RouteGroup>();
   /** Checks the tokens of private dials here, without asking the main thread. */
   readonly verifier: TokenVerifier;
   /** Set at shutdown: no new stream is authorised. */
@@ -77,8 +80,8 @@ export class Dataplane {
   addRoute(route: TunnelRoute): void {
     this.routes.set(route.tunnel_id, route);
     const hostname = route.properties.hostname;
-    if (hostname) this.routesByHostname.set(hostname, route);
-    if (route.properties.name) this.routesByName.set(route.properties.name.toLowerCase(), route);
+    if (hostname) groupOf(this.routesByHostname, hostname).add(route);
+    if (route.properties.name) groupOf(this.routesByName, route.properties.name.toLowerCase()).add(route);
     if (route.properties.trusted_ips.length > 0) this.allowLists.set(route.tunnel_id, allowList(route.properties.trusted_ips));
     this.requestLog?.tunnelAdded(route.slot);
   }
@@ -86,8 +89,8 @@ export class Dataplane {
   removeRoute(tunnelId: string): void {
     const route = this.routes.get(tunnelId);
     this.routes.delete(tunnelId);
-    if (route?.properties.hostname) this.routesByHostname.delete(route.properties.hostname);
-    if (route?.properties.name) this.routesByName.delete(route.properties.name.toLowerCase());
+    if (route?.properties.hostname) leave(this.routesByHostname, route.properties.hostname, tunnelId);
+    if (route?.properties.name) leave(this.routesByName, route.properties.name.toLowerCase(), tunnelId);
     this.allowLists.delete(tunnelId);
     if (route) this.requestLog?.tunnelRemoved(route.slot);
     this.streams.failTunnel(tunnelId);
@@ -121,24 +124,51 @@ export class Dataplane {
   }
 
   /**
-   * The live published tunnel at `hostname` (already lowercased, as SNI is). A miss first reads the
+   * The live published tunnels at `hostname` (already lowercased, as SNI is). A miss first reads the
    * main thread's messages still queued for this worker: the agent may have been told its tunnel is
    * open (through another worker) before this worker's event loop got to the route.
    */
-  routeForHostname(hostname: string): TunnelRoute | undefined {
-    const route = this.routesByHostname.get(hostname);
-    if (route) return route;
+  groupForHostname(hostname: string): RouteGroup | undefined {
+    const group = this.routesByHostname.get(hostname);
+    if (group) return group;
     this.readQueuedMessages();
     return this.routesByHostname.get(hostname);
   }
 
-  /** The live tunnel with this id or name (a name compared without case), read as routeForHostname does. */
-  routeForTunnel(idOrName: string): TunnelRoute | undefined {
-    const find = (): TunnelRoute | undefined => this.routes.get(idOrName) ?? this.routesByName.get(idOrName.toLowerCase());
-    const route = find();
-    if (route) return route;
+  /**
+   * What a private dial reaches, read as groupForHostname does: by id, that one tunnel; by name (without
+   * case), the tunnel or pool of that name.
+   */
+  dialTarget(idOrName: string): RouteGroup | undefined {
+    const find = (): RouteGroup | undefined => {
+      const byId = this.routes.get(idOrName);
+      return byId ? RouteGroup.of(byId) : this.routesByName.get(idOrName.toLowerCase());
+    };
+    const group = find();
+    if (group) return group;
     this.readQueuedMessages();
     return find();
+  }
+
+  /**
+   * One stream from `downstream` to a member of `group` (TLS tunnels, private dials): the member the group
+   * chooses; when it refuses, times out or is gone, the next one (nothing has been answered downstream yet).
+   */
+  async openToGroup(group: RouteGroup, peerAddress: string | undefined, downstream: Duplex, kind: Exclude<StreamKind, 'http'>): Promise<TunnelStream> {
+    const tried = new Set<string>();
+    // The group may have emptied while the downstream's TLS handshake ran.
+    let outcome: TunnelStream = { ok: false, failure: new StreamFailure('owner_gone', ErrorCode.TunnelNotFound, 'the tunnel is gone') };
+    for (let member = group.choose(); member; member = group.choose(tried)) {
+      if (tried.size > 0) this.counters.add('pool_failovers');
+      const ended = group.began(member);
+      downstream.once('close', ended);
+      outcome = await this.setup.open(member, peerAddress, downstream, kind);
+      if (outcome.ok) return outcome;
+      ended();
+      if (!FAILS_OVER.has(outcome.failure.reason) || downstream.destroyed) return outcome;
+      tried.add(member.tunnel_id);
+    }
+    return outcome;
   }
 
   /** Set by the worker: handles, now and in order, the main thread's messages not yet delivered. */
@@ -222,6 +252,19 @@ export class Dataplane {
     if (!channel || !channel.hasTunnel(request.tunnel_id)) this.refuseStream(request.stream_id, 'owner_gone', OWNER_GONE);
     else channel.sendProxyConnReq(request);
   }
+}
+
+/** Stream failures another pool member may not share: the member refused, did not answer, or is gone. */
+export const FAILS_OVER: ReadonlySet<StreamFailureReason> = new Set(['refused', 'timeout', 'owner_gone']);
+
+function groupOf(index: Map<string, RouteGroup>, key: string): RouteGroup {
+  let group = index.get(key);
+  if (!group) index.set(key, (group = new RouteGroup()));
+  return group;
+}
+
+function leave(index: Map<string, RouteGroup>, key: string, tunnelId: string): void {
+  if (index.get(key)?.remove(tunnelId)) index.delete(key);
 }
 
 /** The other worker's answer to a ProxyReq that arrived here. */

@@ -1,7 +1,8 @@
 import { PERMISSIONS } from '../auth/permissions.js';
 import { allows } from '../auth/tokens.js';
 import { ErrorCode, type MessageOf, type RstrmError } from '../protocol/messages.js';
-import type { CallResult, TunnelRoute } from '../threads/messages.js';
+import type { CallResult } from '../threads/messages.js';
+import type { RouteGroup } from './route-group.js';
 import type { Dataplane } from './dataplane.js';
 
 /**
@@ -10,7 +11,7 @@ import type { Dataplane } from './dataplane.js';
  * not asked. Checks in this order: token, permission, datagram channel, target given, a live private
  * tunnel of that id or name, engine not shutting down.
  */
-export function authorizeDial(dataplane: Dataplane, request: MessageOf<'stream_req'>): CallResult<{ route: TunnelRoute }> {
+export function authorizeDial(dataplane: Dataplane, request: MessageOf<'stream_req'>): CallResult<{ tunnels: RouteGroup }> {
   const check = dataplane.verifier.verify(request.client_details?.token);
   if (!check.ok) {
     dataplane.log.debug({ target: request.tunnel_id_name, reason: check.reason }, 'private dial refused: bad token');
@@ -22,10 +23,10 @@ export function authorizeDial(dataplane: Dataplane, request: MessageOf<'stream_r
   if (request.datagram_channel === true) return refused(ErrorCode.FeatureNotAvailable, 'feature not available: datagram_channel');
   const target = request.tunnel_id_name;
   if (target === '') return refused(ErrorCode.InvalidRequest, 'tunnel_id_name is required');
-  const route = dataplane.routeForTunnel(target);
-  if (!route || route.properties.publish !== false) return refused(ErrorCode.TunnelNotFound, `tunnel "${target}" not found`);
+  const tunnels = dataplane.dialTarget(target);
+  if (!tunnels || tunnels.first?.properties.publish !== false) return refused(ErrorCode.TunnelNotFound, `tunnel "${target}" not found`);
   if (dataplane.shuttingDown) return refused(ErrorCode.ServiceUnavailable, 'engine is shutting down');
-  return { ok: true, route };
+  return { ok: true, tunnels };
 }
 
 function refused(code: number, message: string): { ok: false; error: RstrmError } {

@@ -220,7 +220,7 @@ async function servePrivateDial(dataplane: Dataplane, connection: RstrmConnectio
     refuse(authorization.error);
     return;
   }
-  const stream = await dataplane.setup.open(authorization.route, connection.peerAddress, session, 'private');
+  const stream = await dataplane.openToGroup(authorization.tunnels, connection.peerAddress, session, 'private');
   if (!stream.ok) {
     refuse({ code: stream.failure.rstrmCode, message: stream.failure.message });
     return;

@@ -2,6 +2,8 @@ import type { Duplex } from 'node:stream';
 import type { TunnelRoute } from '../threads/messages.js';
 import { opensslCipherName } from '../net/tls-ciphers.js';
 import type { Dataplane } from './dataplane.js';
+import type { RouteGroup } from './route-group.js';
+import type { TunnelProperties } from '../protocol/messages.js';
 import { endSoon, splice } from '../net/splice.js';
 import { upstreamTls } from './upstream-tls.js';
 import type { TlsPolicy } from './worker-certificates.js';
@@ -15,18 +17,19 @@ import type { TlsPolicy } from './worker-certificates.js';
  */
 export async function serveTlsTunnel(
   dataplane: Dataplane,
-  route: TunnelRoute,
+  tunnels: RouteGroup,
+  properties: TunnelProperties,
   downstream: Duplex,
   peerAddress: string | undefined,
   negotiatedAlpn: string | false = false,
 ): Promise<void> {
-  const stream = await dataplane.setup.open(route, peerAddress, downstream, 'tls');
+  const stream = await dataplane.openToGroup(tunnels, peerAddress, downstream, 'tls');
   if (!stream.ok) {
-    dataplane.log.debug({ tunnel_id: route.tunnel_id, reason: stream.failure.reason }, 'TLS tunnel stream failed');
+    dataplane.log.debug({ hostname: properties.hostname, reason: stream.failure.reason }, 'TLS tunnel stream failed');
     endSoon(downstream);
     return;
   }
-  if (!route.properties.upstream_tls || route.properties.tls_mode === 'passthrough') {
+  if (!properties.upstream_tls || properties.tls_mode === 'passthrough') {
     splice(downstream, stream.proxyEnd);
     return;
   }
@@ -34,10 +37,10 @@ export async function serveTlsTunnel(
   const downstreamLeft = (): void => void stream.proxyEnd.destroy();
   downstream.once('close', downstreamLeft);
   // Terminated with upstream_tls: the upstream gets TLS again, offered the protocol the client chose.
-  const secured = await upstreamTls(stream.proxyEnd, route.properties.hostname, negotiatedAlpn ? [negotiatedAlpn] : []);
+  const secured = await upstreamTls(stream.proxyEnd, properties.hostname, negotiatedAlpn ? [negotiatedAlpn] : []);
   downstream.off('close', downstreamLeft);
   if (!secured) {
-    dataplane.log.debug({ tunnel_id: route.tunnel_id }, 'TLS tunnel: the upstream TLS handshake failed');
+    dataplane.log.debug({ hostname: properties.hostname }, 'TLS tunnel: the upstream TLS handshake failed');
     endSoon(downstream);
     return;
   }

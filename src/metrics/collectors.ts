@@ -50,6 +50,7 @@ export function buildMetricsRegistry(sources: MetricSources): Registry {
   const metrics = scrapedMetrics(registry, sources.counters);
   metrics.gauge('rivulet_build_info', 'Rivulet build; always 1', ['version'], () => [[{ version: VERSION }, 1]]);
   addControlPlaneMetrics(metrics, sources.control);
+  addPoolMetrics(metrics, sources.control);
   addStreamMetrics(metrics);
   addEdgeMetrics(metrics);
   addWorkerMetrics(metrics, sources.counters);
@@ -96,6 +97,15 @@ function addControlPlaneMetrics({ counter, gauge }: ScrapedMetrics, control: Con
   counter('rivulet_control_channel_closes_total', 'Control-channel teardowns by reason', ['reason'], () => tallies('reason', control.closes));
   gauge('rivulet_tunnels', 'Live tunnels by protocol and publish', ['protocol', 'publish'], () => liveTunnels(control));
   counter('rivulet_tunnel_requests_total', 'OpenTunnelReq outcomes', ['result'], () => tallies('result', control.tunnelRequests));
+}
+
+/** Endpoint pools: engine-wide counts only (a label per pool would grow with tenants). */
+function addPoolMetrics({ counter, gauge, totals }: ScrapedMetrics, control: ControlPlane): void {
+  gauge('rivulet_pools', 'Endpoint pools: hostnames or private names shared by tunnels of one pool key', [], () => [[{}, control.poolCounts().pools]]);
+  gauge('rivulet_pool_members', 'Tunnels that are members of an endpoint pool', [], () => [[{}, control.poolCounts().members]]);
+  counter('rivulet_pool_failovers_total', 'New streams sent to another pool member after the chosen one refused, timed out or was gone', [], () => [
+    [{}, totals().pool_failovers],
+  ]);
 }
 
 /** Every protocol and publish pair, 0 when no tunnel has it, so that a series does not vanish. */

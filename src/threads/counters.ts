@@ -56,6 +56,8 @@ export const COUNTER_COLUMNS = [
   /** Responses sent downstream on HTTP tunnels, by status class and by who made them. */
   ...RESPONSE_CLASSES.flatMap((klass) => RESPONSE_ORIGINS.map((origin) => `http_responses_${klass}_${origin}` as const)),
   ...ACCESS_DENIAL_REASONS.map((reason) => `access_denied_${reason}` as const),
+  /** New streams that went to another member of an endpoint pool after the first one failed them. */
+  'pool_failovers',
 ] as const;
 export type CounterColumn = (typeof COUNTER_COLUMNS)[number];
 

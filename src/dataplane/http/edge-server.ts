@@ -16,6 +16,7 @@ import { logWhenDone, RequestLogLine, type RequestLog } from './request-log.js';
 import { ResponseCounts } from './response-metrics.js';
 import { EdgeTokenAuth } from './token-auth.js';
 import { TunnelUpstreams } from './upstream-pool.js';
+import { UpstreamChoice } from './upstream-choice.js';
 
 const HANDSHAKE_TIMEOUT_MS = 10_000;
 /** How often HTTP/1.1 connections are checked against their idle or header deadline. */
@@ -131,39 +132,44 @@ export class HttpEdge implements H1Edge {
     for (const pool of this.pools.values()) pool.close();
   }
 
-  /** Admission: route by host, trusted_ips, token_auth. */
+  /**
+   * Admission: route by host, trusted_ips, token_auth (the members of an endpoint pool share them), then
+   * the member that serves the request.
+   */
   admit(request: AdmissionRequest): Admission {
     const { authority } = request;
     if (authority === undefined || authority === '') return { ok: false, error: { reason: 'bad_request', message: 'the request names no host' } };
     const { host, tunnelName } = this.hostOf(authority);
-    const route = tunnelName ? this.options.dataplane.routeForHostname(host) : undefined;
+    const group = tunnelName ? this.options.dataplane.groupForHostname(host) : undefined;
+    const route = group?.first;
     const refusal = this.refusal(host, tunnelName, route);
     if (refusal) return { ok: false, error: refusal };
     if (!this.options.dataplane.admits(route!, request.peerAddress)) {
       this.counters.add('access_denied_trusted_ips');
       return { ok: false, error: { reason: 'forbidden_ip', message: 'your address is not allowed to reach this tunnel' }, slot: route!.slot };
     }
-    const plan: ForwardPlan = { authority, path: request.path, peerAddress: request.peerAddress, dropAuthorization: false };
-    if (!route!.properties.token_auth) return { ok: true, pool: this.poolOf(route!), plan };
-    return this.checkToken(request, route!, plan);
-  }
-
-  private checkToken(request: AdmissionRequest, route: TunnelRoute, plan: ForwardPlan): Admission {
-    const check = this.tokenAuth.check({ authorization: request.authorization }, request.path);
-    if (!check.ok) {
-      this.counters.add('access_denied_token_auth');
-      this.options.dataplane.log.debug({ tunnel_id: route.tunnel_id, reason: check.reason }, 'token_auth refused a request');
-      const challenge = { 'www-authenticate': 'Bearer' };
-      return { ok: false, error: { reason: 'unauthorized', message: `token required: ${check.reason}` }, extraHeaders: challenge, slot: route.slot };
+    let plan: ForwardPlan = { authority, path: request.path, peerAddress: request.peerAddress, dropAuthorization: false };
+    if (route!.properties.token_auth) {
+      const check = this.tokenAuth.check({ authorization: request.authorization }, request.path);
+      if (!check.ok) {
+        this.counters.add('access_denied_token_auth');
+        this.options.dataplane.log.debug({ tunnel_id: route!.tunnel_id, reason: check.reason }, 'token_auth refused a request');
+        const challenge = { 'www-authenticate': 'Bearer' };
+        return { ok: false, error: { reason: 'unauthorized', message: `token required: ${check.reason}` }, extraHeaders: challenge, slot: route!.slot };
+      }
+      plan = { ...plan, path: check.path, dropAuthorization: check.dropAuthorization };
     }
-    return { ok: true, pool: this.poolOf(route), plan: { ...plan, path: check.path, dropAuthorization: check.dropAuthorization } };
+    return { ok: true, choice: new UpstreamChoice(group!, group!.choose()!, this.poolOfRoute, this.counters), plan };
   }
 
   private async onRequest(req: EdgeRequest, res: EdgeResponse): Promise<void> {
-    let tunnelSlot: number | undefined;
-    this.responses.whenDone(res, () => tunnelSlot);
+    // The tunnel the request reached: a refusal's, or the member serving it (which a failover changes).
+    let refusedSlot: number | undefined;
+    let choice: UpstreamChoice | undefined;
+    const tunnelSlot = (): number | undefined => choice?.slot ?? refusedSlot;
+    this.responses.whenDone(res, tunnelSlot);
     const logLine = this.requestLog && new RequestLogLine(req.method, req.url ?? '/', req.socket.remoteAddress);
-    if (logLine) logWhenDone(this.requestLog!, res, logLine, () => tunnelSlot);
+    if (logLine) logWhenDone(this.requestLog!, res, logLine, tunnelSlot);
     if (this.draining) {
       sendGenerated(req, res, { reason: 'shutting_down', message: 'the engine is shutting down' });
       return;
@@ -191,12 +197,17 @@ export class HttpEdge implements H1Edge {
       authorization: req.headers.authorization,
       peerAddress: req.socket.remoteAddress,
     });
-    tunnelSlot = admission.ok ? admission.pool.slot : admission.slot;
     if (!admission.ok) {
+      refusedSlot = admission.slot;
       sendGenerated(req, res, admission.error, admission.extraHeaders);
       return;
     }
-    await proxyRequest(admission.pool, req, res, admission.plan, this.limits, logLine);
+    choice = admission.choice;
+    try {
+      await proxyRequest(choice, req, res, admission.plan, this.limits, logLine);
+    } finally {
+      choice.done();
+    }
   }
 
   /** The host an authority names (lowercase, no port, no final dot), remembered: a client sends the same one on every request. */
@@ -218,6 +229,8 @@ export class HttpEdge implements H1Edge {
     if (route.properties.protocol !== 'http') return { reason: 'misdirected', message: `${host} is a TLS tunnel, not an HTTP one` };
     return undefined;
   }
+
+  private readonly poolOfRoute = (route: TunnelRoute): TunnelUpstreams => this.poolOf(route);
 
   private poolOf(route: TunnelRoute): TunnelUpstreams {
     let pool = this.pools.get(route.tunnel_id);

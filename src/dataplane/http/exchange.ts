@@ -4,7 +4,7 @@ import { abortResponse, sendGenerated, type EdgeRequest, type EdgeResponse } fro
 import { chunkOf, LAST_CHUNK } from './h1-wire.js';
 import type { H1Upstream } from './upstream-h1.js';
 import type { H2Upstream } from './upstream-h2.js';
-import type { TunnelUpstreams } from './upstream-pool.js';
+import type { UpstreamChoice } from './upstream-choice.js';
 import { BodyIdleWatch } from './body-idle.js';
 import type { RequestLogLine } from './request-log.js';
 
@@ -47,8 +47,13 @@ const FAILURE_MESSAGES = {
  * downstream that leaves abandons the upstream exchange, an upstream that fails after the response
  * head resets the stream.
  */
+/**
+ * Streams until one answers: a reused stream that closes before any response byte is tried once more
+ * on a fresh one (a request safe to repeat); with an endpoint pool, a member that gives no stream, or
+ * closes one before responding to such a request, passes the request to the next member.
+ */
 export async function proxyRequest(
-  pool: TunnelUpstreams,
+  choice: UpstreamChoice,
   req: EdgeRequest,
   res: EdgeResponse,
   plan: ForwardPlan,
@@ -63,25 +68,39 @@ export async function proxyRequest(
     if (!res.writableEnded) downstreamGone.abort();
   });
   const bodyless = req.stream.endAfterHeaders;
-  for (let attempt = 0; ; attempt++) {
-    const lease = await pool.lease(plan.peerAddress, downstreamGone.signal, attempt > 0);
+  const repeatable = bodyless && RETRIABLE_METHODS.has(req.method);
+  let fresh = false;
+  for (let pool = choice.pool; ; ) {
+    const lease = await pool.lease(plan.peerAddress, downstreamGone.signal, fresh);
+    if (downstreamGone.signal.aborted) {
+      if (lease.ok) pool.giveBack(lease.upstream);
+      return;
+    }
     if (!lease.ok) {
-      if (!downstreamGone.signal.aborted) sendGenerated(req, res, lease.error);
+      const next = choice.next(lease.error.reason);
+      if (next) {
+        [pool, fresh] = [next, false];
+        continue;
+      }
+      sendGenerated(req, res, lease.error);
       return;
     }
     const { upstream } = lease;
-    if (downstreamGone.signal.aborted) {
-      pool.giveBack(upstream);
-      return;
-    }
     const outcome =
       upstream.kind === 'h1'
         ? await exchangeH1(upstream, req, res, plan, bodyless, downstreamGone.signal, limits, logLine)
         : await exchangeH2(upstream, req, res, plan, bodyless, downstreamGone.signal, limits, logLine);
     if (outcome === 'done' || downstreamGone.signal.aborted) return;
-    const retriable =
-      attempt === 0 && lease.reused && upstream.kind === 'h1' && bodyless && RETRIABLE_METHODS.has(req.method) && outcome.failedBeforeResponse === 'upstream_closed';
-    if (retriable) continue;
+    const closedEarly = repeatable && outcome.failedBeforeResponse === 'upstream_closed';
+    if (closedEarly && !fresh && lease.reused && upstream.kind === 'h1') {
+      fresh = true;
+      continue;
+    }
+    const next = closedEarly ? choice.next() : undefined;
+    if (next) {
+      [pool, fresh] = [next, false];
+      continue;
+    }
     sendGenerated(req, res, { reason: outcome.failedBeforeResponse, message: FAILURE_MESSAGES[outcome.failedBeforeResponse] });
     return;
   }

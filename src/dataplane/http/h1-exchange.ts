@@ -12,6 +12,7 @@ import type { ResponseOrigin } from '../../threads/counters.js';
 import { H1Upstream, type ResponseSink, type UpstreamFailure } from './upstream-h1.js';
 import type { H2Upstream } from './upstream-h2.js';
 import type { TunnelUpstreams, Upstream } from './upstream-pool.js';
+import type { UpstreamChoice } from './upstream-choice.js';
 
 /** What the edge's checks need from a request (route, trusted_ips, token_auth). */
 export interface AdmissionRequest {
@@ -24,7 +25,7 @@ export interface AdmissionRequest {
 
 /** A refusal names the tunnel's slot when the request reached one (trusted_ips, token_auth): it counts in that tunnel's traffic. */
 export type Admission =
-  | { ok: true; pool: TunnelUpstreams; plan: ForwardPlan }
+  | { ok: true; choice: UpstreamChoice; plan: ForwardPlan }
   | { ok: false; error: EdgeError; extraHeaders?: Record<string, string>; slot?: number };
 
 /** What an exchange needs from the edge it runs on. */
@@ -77,14 +78,15 @@ export class H1Exchange implements ResponseSink {
   /** Whether the connection can carry another request after this one. */
   private keepAlive: boolean;
   private plan: ForwardPlan | undefined;
-  private pool: TunnelUpstreams | undefined;
+  /** The upstream pool of the member serving the request. */
+  private choice: UpstreamChoice | undefined;
   private upstream: H1Upstream | undefined;
   private h2Stream: http2.ClientHttp2Stream | undefined;
   /** Request body payload towards an h2 upstream. */
   private payloadTarget: ((data: Buffer) => void) | undefined;
   private reused = false;
-  /** The slot of the tunnel the request reached, once admission found it. */
-  private tunnelSlot: number | undefined;
+  /** The slot of the tunnel that refused the request at admission, if one did. */
+  private refusedSlot: number | undefined;
   private retried = false;
   /** The response head, until the first body bytes (or the end of this turn) take it out. */
   private pendingHead: string | undefined;
@@ -158,7 +160,7 @@ export class H1Exchange implements ResponseSink {
 
   /** The client left: the upstream exchange is abandoned (never reused). */
   downstreamGone(): void {
-    this.logged(true);
+    this.over(true);
     this.gone = true;
     this.readingBody = false;
     this.cancelled?.abort();
@@ -167,23 +169,28 @@ export class H1Exchange implements ResponseSink {
   }
 
   private admitted(admission: Admission): void {
-    this.tunnelSlot = admission.ok ? admission.pool.slot : admission.slot;
-    if (this.gone) return;
     if (!admission.ok) {
+      this.refusedSlot = admission.slot;
       this.refuse(admission.error, admission.extraHeaders);
       return;
     }
+    this.choice = admission.choice;
     this.plan = admission.plan;
-    this.pool = admission.pool;
     if (!carriesBody(this.tracker.framing) && isWebSocket(this.request.fields)) {
-      void this.relayWebSocket(admission.pool);
+      void this.relayWebSocket(admission.choice);
       return;
     }
-    const pooled = admission.pool.takePooled();
+    const pooled = admission.choice.pool.takePooled();
     if (pooled) this.send(pooled, true);
-    else void this.leaseAndSend(admission.pool, false);
+    else void this.leaseAndSend(admission.choice.pool, false);
   }
 
+  /** The slot of the tunnel the request reached (the member serving it, once admitted). */
+  private get tunnelSlot(): number | undefined {
+    return this.choice?.slot ?? this.refusedSlot;
+  }
+
+  /** A stream from `pool`; when the member fails to give one, the next member's (an endpoint pool). */
   private async leaseAndSend(pool: TunnelUpstreams, fresh: boolean): Promise<void> {
     this.cancelled ??= new AbortController();
     const lease = await pool.lease(this.plan!.peerAddress, this.cancelled.signal, fresh);
@@ -191,8 +198,13 @@ export class H1Exchange implements ResponseSink {
       if (lease.ok) pool.giveBack(lease.upstream);
       return;
     }
-    if (!lease.ok) this.refuse(lease.error);
-    else this.send(lease.upstream, lease.reused);
+    if (lease.ok) {
+      this.send(lease.upstream, lease.reused);
+      return;
+    }
+    const next = this.choice!.next(lease.error.reason);
+    if (next) void this.leaseAndSend(next, false);
+    else this.refuse(lease.error);
   }
 
   private send(upstream: Upstream, reused: boolean): void {
@@ -287,10 +299,13 @@ export class H1Exchange implements ResponseSink {
   }
 
   /** A WebSocket upgrade: its own stream, the 101 relayed, then raw bytes both ways. */
-  private async relayWebSocket(pool: TunnelUpstreams): Promise<void> {
+  private async relayWebSocket(choice: UpstreamChoice): Promise<void> {
     this.keepAlive = false; // a refused upgrade is answered, then the connection closes
     this.cancelled = new AbortController();
-    const dedicated = await pool.dedicated(this.plan!.peerAddress, this.cancelled.signal);
+    let dedicated = await choice.pool.dedicated(this.plan!.peerAddress, this.cancelled.signal);
+    while (!dedicated.ok && !this.gone && choice.next(dedicated.error.reason)) {
+      dedicated = await choice.pool.dedicated(this.plan!.peerAddress, this.cancelled.signal);
+    }
     if (this.gone) {
       if (dedicated.ok) dedicated.stream.destroy();
       return;
@@ -314,6 +329,9 @@ export class H1Exchange implements ResponseSink {
     const { socket } = this.connection;
     this.counted(101, 'upstream');
     this.logged(false);
+    // A WebSocket keeps its member busy until it closes.
+    const choice = this.choice;
+    this.connection.socket.once('close', () => choice?.done());
     let text = `HTTP/1.1 ${head.status} ${head.reason}\r\n`;
     for (const field of head.fields) if (!NOT_RELAYED_ON_101.has(field.lower)) text += `${field.name}: ${field.value}\r\n`;
     socket.write(`${text}\r\n`);
@@ -379,7 +397,7 @@ export class H1Exchange implements ResponseSink {
     if (this.gone) return;
     this.flushHead();
     if (this.chunkEncode) this.connection.socket.write(LAST_CHUNK);
-    this.logged(false);
+    this.over(false);
     if (this.readingBody) {
       // The upstream answered before the request body ended: the rest of it goes nowhere, and the
       // connection cannot tell where the next request starts.
@@ -401,10 +419,17 @@ export class H1Exchange implements ResponseSink {
     }
     if (!this.headSent && failure.beforeResponse) {
       this.pendingHead = undefined;
-      const retriable = this.reused && !this.retried && !carriesBody(this.tracker.framing) && RETRIABLE_METHODS.has(this.request.method);
-      if (retriable) {
+      const repeatable = !carriesBody(this.tracker.framing) && RETRIABLE_METHODS.has(this.request.method);
+      // A reused stream may have been closed by the upstream while idle: once more, on a fresh one.
+      if (repeatable && this.reused && !this.retried) {
         this.retried = true;
-        void this.leaseAndSend(this.pool!, true);
+        void this.leaseAndSend(this.choice!.pool, true);
+        return;
+      }
+      // The member may be going away (an endpoint pool): the request goes to another one.
+      const next = repeatable && failure.reason === 'upstream_closed' ? this.choice!.next() : undefined;
+      if (next) {
+        void this.leaseAndSend(next, false);
         return;
       }
       this.finished = true;
@@ -416,7 +441,7 @@ export class H1Exchange implements ResponseSink {
     }
     // After the head there is nothing left to say: the client must see a cut, not an end.
     this.finished = true;
-    this.logged(true);
+    this.over(true);
     this.connection.socket.destroy();
   }
 
@@ -482,7 +507,7 @@ export class H1Exchange implements ResponseSink {
     this.h2Stream = undefined;
     if (this.headSent || this.pendingHead !== undefined) {
       this.finished = true;
-      this.logged(true);
+      this.over(true);
       this.connection.socket.destroy();
     } else this.refuse(error);
   }
@@ -519,7 +544,7 @@ export class H1Exchange implements ResponseSink {
     });
     this.connection.socket.write(answer);
     if (this.logLine) this.logLine.bytes = Buffer.byteLength(answer) - answer.indexOf('\r\n\r\n') - 4;
-    this.logged(false);
+    this.over(false);
     this.connection.exchangeDone(keepAlive);
   }
 
@@ -529,12 +554,19 @@ export class H1Exchange implements ResponseSink {
     this.logLine?.responded(status, origin);
   }
 
-  /** The request is over (`aborted`: cut, or the client left): its log line is recorded, once, if it reached a tunnel. */
+  /** The request is over (`aborted`: cut, or the client left): its member's active count goes down. */
+  private over(aborted: boolean): void {
+    this.choice?.done();
+    this.logged(aborted);
+  }
+
+  /** The request's log line is recorded, once, if it reached a tunnel. */
   private logged(aborted: boolean): void {
     const line = this.logLine;
     if (line === undefined) return;
     this.logLine = undefined;
-    if (this.tunnelSlot !== undefined) this.edge.requestLog!.record(this.tunnelSlot, line, aborted);
+    const slot = this.tunnelSlot;
+    if (slot !== undefined) this.edge.requestLog!.record(slot, line, aborted);
   }
 }
 
