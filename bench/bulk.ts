@@ -1,8 +1,9 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { benchCertificates, numberArgument, runCommand, startEngineProcess, summary, writeResult } from './harness.js';
-import { startBenchUpstream, type Target } from './load.js';
+import { benchCertificates, numberArgument, startEngineProcess, summary, writeResult } from './harness.js';
+import { startBenchUpstream } from './load.js';
+import { curlTransfer } from './curl-transfer.js';
 import { comparisonTargets } from './comparison.js';
 import type { BenchRow, ScenarioResult } from './report.js';
 
@@ -31,7 +32,7 @@ async function main(): Promise<void> {
     for (let run = 1; run <= RUNS; run++) {
       for (const direction of ['download', 'upload'] as const) {
         for (const target of targets) {
-          const speed = await transfer(target, certs.caCert, direction, MIB, uploadFile).catch((error: Error) => error);
+          const speed = await curlTransfer(target, certs.caCert, direction, MIB, uploadFile).catch((error: Error) => error);
           if (speed instanceof Error) {
             // Reported, not hidden: the row's figures then come from the runs that completed.
             failures.push(`run ${run} ${direction} ${target.name}: ${speed.message.split('\n')[0]}`);
@@ -72,22 +73,6 @@ async function main(): Promise<void> {
     for (const child of children.reverse()) await child.stop();
     fs.rmSync(path.dirname(uploadFile), { recursive: true, force: true });
   }
-}
-
-/** One transfer with curl over HTTP/1.1; MB/s (10^6 bytes), checked for the full size. */
-async function transfer(target: Target, caFile: string, direction: 'download' | 'upload', mib: number, uploadFile: string): Promise<number> {
-  const size = mib * 1024 * 1024;
-  // A stalled transfer fails after a generous bound (≥ 4 MB/s) instead of holding the suite for ever.
-  const common = ['-sS', '--http1.1', '--max-time', String(Math.max(60, Math.ceil(mib / 4))), '--cacert', caFile, '--connect-to', `${target.host}:${target.dial.replace(/^https?:\/\//, '')}`];
-  const url = `${target.url.replace('127.0.0.1', target.host.split(':')[0]!)}`;
-  const output =
-    direction === 'download'
-      ? await runCommand('curl', [...common, '-o', '/dev/null', '-w', '%{speed_download} %{size_download}', `${url}/bytes?n=${size}`])
-      : await runCommand('curl', [...common, '-T', uploadFile, '-w', ' %{speed_upload} %{size_upload}', `${url}/upload`]);
-  const fields = output.trim().split(/\s+/).map(Number);
-  const [speed, moved] = fields.slice(-2) as [number, number];
-  if (moved !== size || (direction === 'upload' && fields[0] !== size)) throw new Error(`${target.name} ${direction}: moved ${output.trim()} of ${size} bytes`);
-  return Math.round((speed / 1e6) * 10) / 10;
 }
 
 await main();

@@ -76,6 +76,15 @@ const SCENARIOS: Scenario[] = [
     args: { quick: ['--runs', '1', '--counts', '1000'], full: ['--runs', '3', '--counts', '1000,5000'], smoke: ['--runs', '1', '--counts', '50'] },
   },
   {
+    name: 'pool',
+    script: 'pool.js',
+    args: {
+      quick: ['--runs', '2', '--seconds', '2', '--mib', '64', '--failover-seconds', '6'],
+      full: ['--runs', '5', '--seconds', '5', '--mib', '256', '--failover-seconds', '10'],
+      smoke: ['--runs', '1', '--seconds', '1', '--mib', '4', '--failover-seconds', '3'],
+    },
+  },
+  {
     name: 'scaling',
     script: 'scaling.js',
     args: {

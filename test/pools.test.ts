@@ -93,25 +93,29 @@ describe('endpoint pools (pooling on, 2 workers)', () => {
   const tally = (answers: string[]): Record<string, number> => answers.reduce<Record<string, number>>((counts, name) => ({ ...counts, [name]: (counts[name] ?? 0) + 1 }), {});
   const within = (actual: number, expected: number, share = 0.2): boolean => Math.abs(actual - expected) <= expected * share;
 
-  test('two members, equal weights: 300 requests spread within 20 % of even, on h1 (one connection and ten) and h2; forward prints the pool', async () => {
+  test('two members, equal weights: requests spread over both (h1 and h2), 300 one after another within 20 % of even; forward prints the pool', async () => {
     const [a, b] = await upstreams(['a', 'b']);
     const first = await member(a!.port, ['--host', 'even', '--pool', 'web']);
     const second = await member(b!.port, ['--host', 'even', '--pool', 'web']);
     assert.deepEqual([first.logs.find((line) => line.status === 'online')?.pool_members, second.logs.find((line) => line.status === 'online')?.pool_members], [1, 2]);
     assert.equal(second.logs.find((line) => line.status === 'online')?.pool, 'web');
-    // One connection, requests one after another: they alternate rather than stick to a pooled stream.
-    const sequential = tally(await spread('even.t.localhost', 300, 1));
-    assert.ok(within(sequential.a ?? 0, 150) && within(sequential.b ?? 0, 150), JSON.stringify(sequential));
+    // Concurrent requests go to the member with fewer in flight: a member that answers faster gets
+    // more, but both get a real share.
     const concurrent = tally(await spread('even.t.localhost', 300, 10));
-    assert.ok(within(concurrent.a ?? 0, 150) && within(concurrent.b ?? 0, 150), JSON.stringify(concurrent));
+    assert.ok((concurrent.a ?? 0) >= 60 && (concurrent.b ?? 0) >= 60, `10 connections: ${JSON.stringify(concurrent)}`);
     const session = edgeSession(port(), t.ca, 'even.t.localhost');
     try {
       const replies = await Promise.all(Array.from({ length: 300 }, () => h2Request(session, 'even.t.localhost', { path: '/' })));
       const h2 = tally(replies.map((reply) => reply.body.toString()));
-      assert.ok(within(h2.a ?? 0, 150) && within(h2.b ?? 0, 150), JSON.stringify(h2));
+      assert.ok((h2.a ?? 0) >= 60 && (h2.b ?? 0) >= 60, `h2: ${JSON.stringify(h2)}`);
     } finally {
       session.close();
     }
+    // One connection, requests one after another: every choice is a tie (nothing in flight), so they
+    // alternate rather than stick to a pooled stream. Also shows that no request above left its member
+    // counted as busy (that member would get none of these).
+    const sequential = tally(await spread('even.t.localhost', 300, 1));
+    assert.ok(within(sequential.a ?? 0, 150) && within(sequential.b ?? 0, 150), `one connection: ${JSON.stringify(sequential)}`);
     // Each member is its own tunnel in the API, with the same hostname; the label filter finds them.
     const params = encodeURIComponent(JSON.stringify({ filters: { labels: { 'rivulet.pool': 'web' } } }));
     const listed = (await apiRequest(port(), t.ca, `/api/tunnels?params=${params}`, { token })).json() as Array<{ id: string; hostname: string }>;
@@ -120,13 +124,13 @@ describe('endpoint pools (pooling on, 2 workers)', () => {
     assert.deepEqual(t.engine.control.poolCounts(), { pools: 1, members: 2 });
   });
 
-  test('three members, weights 1, 1 and 2: 300 requests in shares of 75, 75 and 150 (within 20 %)', async () => {
+  test('three members, weights 1, 1 and 2: 300 requests one after another in shares of 75, 75 and 150 (within 20 %)', async () => {
     const upstream = await upstreams(['x', 'y', 'z']);
     await member(upstream[0]!.port, ['--host', 'weighted', '--pool', 'w']);
     await member(upstream[1]!.port, ['--host', 'weighted', '--pool', 'w']);
     const heavy = await member(upstream[2]!.port, ['--host', 'weighted', '--pool', 'w', '--pool-weight', '2']);
     assert.equal(heavy.logs.find((line) => line.status === 'online')?.pool_members, 3);
-    const counts = tally(await spread('weighted.t.localhost', 300, 6));
+    const counts = tally(await spread('weighted.t.localhost', 300, 1));
     assert.ok(within(counts.x ?? 0, 75) && within(counts.y ?? 0, 75) && within(counts.z ?? 0, 150), JSON.stringify(counts));
   });
 

@@ -27,7 +27,7 @@ test('bench suite, smoke mode: every scenario reports rows with figures, a table
     assert.equal(result.mode, 'smoke');
     assert.deepEqual(
       result.scenarios.map((scenario) => scenario.scenario),
-      ['small', 'keepalive', 'bulk', 'connections', 'private-dial', 'memory', 'scaling', 'worker-death', 'control-plane', 'codec', 'soak'],
+      ['small', 'keepalive', 'bulk', 'connections', 'private-dial', 'memory', 'pool', 'scaling', 'worker-death', 'control-plane', 'codec', 'soak'],
     );
     // The keep-alive scenario is a correctness check too: no request may hang or fail unexpectedly.
     const keepalive = result.scenarios.find((scenario) => scenario.scenario === 'keepalive')!;

@@ -45,12 +45,10 @@ const FAILURE_MESSAGES = {
  * One request of an h2 downstream sent to the tunnel's upstream, the response streamed back
  * (docs/http-edge.md): nothing is buffered, a slow reader holds back the upstream, a
  * downstream that leaves abandons the upstream exchange, an upstream that fails after the response
- * head resets the stream.
- */
-/**
- * Streams until one answers: a reused stream that closes before any response byte is tried once more
- * on a fresh one (a request safe to repeat); with an endpoint pool, a member that gives no stream, or
- * closes one before responding to such a request, passes the request to the next member.
+ * head resets the stream. Streams are tried until one answers: a reused stream that closes before any
+ * response byte is tried once more on a fresh one (a request safe to repeat); with an endpoint pool, a
+ * member that gives no stream, or closes one before responding to such a request, passes the request to
+ * the next member. The caller ends `choice` when this returns.
  */
 export async function proxyRequest(
   choice: UpstreamChoice,
