@@ -269,7 +269,7 @@ function wiredSupervisor(
     dataplane: dataplaneSettings(config),
     routes: () => control.routes(),
     onRequest: (worker, request) => control.handle(worker, request),
-    onTunnelRoutable: (tunnelId) => control.tunnelRoutable(tunnelId),
+    onTunnelAnswered: (tunnelId) => control.tunnelAnswered(tunnelId),
     onWorkerLost: (worker) => control.workerLost(worker),
     onFatal,
   });

@@ -111,6 +111,29 @@ describe('rivulet forward and rivulet nc', () => {
     },
   );
 
+  test(
+    'nc with zero-RTT and no input still gets what the remote says first (a banner)',
+    { todo: 'known bug: now and then the reply is lost when the dial ends its side before the stream is joined (docs/cli.md#rivulet-nc-name-or-id)' },
+    async () => {
+      const greeter = net.createServer((socket) => {
+        socket.on('error', () => {});
+        socket.end('banner');
+      });
+      await new Promise<void>((resolve) => greeter.listen(0, '127.0.0.1', resolve));
+      const forward = spawnCli(['forward', String((greeter.address() as net.AddressInfo).port), '--no-publish', '--name', 'greeter', '-o', 'json'], { env });
+      try {
+        await waitForStatus(forward, 'online');
+        const answers: string[] = [];
+        for (let i = 0; i < 10; i++) answers.push((await nc(['greeter'], '')).stdout);
+        assert.deepEqual(answers, Array(10).fill('banner'));
+      } finally {
+        forward.child.kill('SIGINT');
+        await forward.exited;
+        greeter.close();
+      }
+    },
+  );
+
   test('nc piped into head: the reader leaving ends the dial quietly (exit 0, nothing on stderr)', async () => {
     const firehose = net.createServer((socket) => {
       socket.on('error', () => {});

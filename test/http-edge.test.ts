@@ -9,7 +9,8 @@ import { sleep, startTestEngine, waitFor, type TestEngine } from './helpers/engi
 import { curl, edgeRequest, edgeSession, h2Request } from './helpers/edge-client.js';
 import type { RunningCli } from './helpers/process.js';
 import { startForward, stopForwardsAndEngine } from './helpers/forward.js';
-import { mintToken } from './helpers/rstrm-agent.js';
+import { mintToken, openHttpTunnel } from './helpers/rstrm-agent.js';
+import { serveForward } from './helpers/echo-agent.js';
 import { listenUpstream, patternBytes, sha256, upstreamHandler, type SeenRequest } from './helpers/upstream-server.js';
 
 /**
@@ -41,6 +42,20 @@ before(async () => {
   await forward(upstreamPort, ['--host', 'web']);
 });
 after(() => stopForwardsAndEngine(t, upstream, agents));
+
+test('a tunnel answers on every worker as soon as its agent reads its OpenTunnelRsp: never a 404 in between', async () => {
+  for (let round = 0; round < 20; round++) {
+    const agent = await openHttpTunnel(port, t.ca, `fresh${round}`);
+    serveForward(agent, port, t.ca, () => upstreamPort);
+    try {
+      // Fresh connections, so the kernel spreads them over the workers.
+      const replies = await Promise.all(Array.from({ length: 4 }, () => edgeRequest(port, t.ca, `fresh${round}.t.localhost`, { path: '/echo', agent: false })));
+      assert.deepEqual(replies.map((reply) => reply.status), [200, 200, 200, 200], `round ${round}`);
+    } finally {
+      agent.close();
+    }
+  }
+});
 
 /** `rivulet forward <port>` as a child process; resolves when its tunnel is live in the engine. */
 async function forward(target: number, flags: string[]): Promise<RunningCli> {

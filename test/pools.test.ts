@@ -1,11 +1,12 @@
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
 import net from 'node:net';
 import tls from 'node:tls';
 import { after, before, describe, test } from 'node:test';
 import WebSocket, { WebSocketServer } from 'ws';
-import { emptyTunnelProperties, type TunnelProperties } from '../src/protocol/messages.js';
+import { emptyTunnelProperties, ErrorCode, type TunnelProperties } from '../src/protocol/messages.js';
 import { apiRequest } from './helpers/api-client.js';
 import { edgeRequest, edgeSession, h2Request } from './helpers/edge-client.js';
 import { sleep, startTestEngine, waitFor, type TestEngine } from './helpers/engine.js';
@@ -212,6 +213,47 @@ describe('endpoint pools (pooling on, 2 workers)', () => {
     for (let i = 0; i < 3; i++) assert.equal(await dial(t, token, dialFirst.tunnelId), 'ta');
   });
 
+  /** A member whose agent refuses every stream the engine asks of it (ProxyConnRsp with an error). */
+  async function refusingMember(properties: Partial<TunnelProperties>): Promise<RawConnection> {
+    const { agent } = await openControlChannel(port(), t.ca, token);
+    agent.send({ type: 'open_tunnel_req', request_id: 'r', tunnel_properties: { ...emptyTunnelProperties(), ...properties } });
+    const reply = await agent.next('open_tunnel_rsp');
+    assert.ok(!('error' in reply.result), JSON.stringify(reply.result));
+    void (async () => {
+      for (;;) {
+        const request = await agent.next('proxy_conn_req', 60_000).catch(() => undefined);
+        if (!request) return;
+        agent.send({ type: 'proxy_conn_rsp', stream_id: request.stream_id, error: { code: ErrorCode.ServiceUnavailable, message: 'not today' } });
+      }
+    })();
+    return agent;
+  }
+
+  test('a member that refuses every stream: TLS connections (terminated and passthrough) and private dials by name all reach the other member', async () => {
+    const good = await namedEcho('good');
+    const tlsGood = tls.createServer({ cert: fs.readFileSync(t.certs.cert), key: fs.readFileSync(t.certs.key) }, (socket) => socket.end('good over tls'));
+    await new Promise<void>((resolve) => tlsGood.listen(0, '127.0.0.1', resolve));
+    servers.push(good.server, tlsGood);
+    const refusing = [
+      await refusingMember({ protocol: 'tls', hostname: 'refusing', labels: { 'rivulet.pool': 'r' } }),
+      await refusingMember({ protocol: 'tls', tls_mode: 'passthrough', hostname: 'refusing-pass', labels: { 'rivulet.pool': 'rp' } }),
+      await refusingMember({ publish: false, name: 'cache', labels: { 'rivulet.pool': 'c' } }),
+    ];
+    try {
+      await member(good.port, ['--tls', '--host', 'refusing', '--pool', 'r']);
+      await member((tlsGood.address() as net.AddressInfo).port, ['--tls', '--tls-mode', 'passthrough', '--host', 'refusing-pass', '--pool', 'rp']);
+      await member(good.port, ['--no-publish', '--name', 'cache', '--pool', 'c']);
+      const failoversBefore = t.engine.counters.totals().pool_failovers;
+      for (let i = 0; i < 6; i++) assert.equal(await tlsEcho(port(), t.ca, 'refusing.t.localhost'), 'good');
+      for (let i = 0; i < 6; i++) assert.equal(await tlsEcho(port(), t.ca, 'refusing-pass.t.localhost'), 'good over tls');
+      for (let i = 0; i < 6; i++) assert.equal(await dial(t, token, 'cache'), 'good');
+      // Ties alternate, so about half of the 18 went to the refusing members first.
+      assert.ok(t.engine.counters.totals().pool_failovers - failoversBefore >= 6, `${t.engine.counters.totals().pool_failovers - failoversBefore} moved`);
+    } finally {
+      for (const agent of refusing) agent.close();
+    }
+  });
+
   test('joining needs the same pool key and the same routing properties; each refusal says why (2000)', async () => {
     const { agent } = await openControlChannel(port(), t.ca, token);
     try {
@@ -302,9 +344,15 @@ function tlsEcho(port: number, ca: Buffer, servername: string): Promise<string> 
   });
 }
 
-/** `rivulet nc <target>` with one line on stdin: what the echo behind the private tunnel answers. */
+/**
+ * `rivulet nc <target>` with nothing on stdin: what the server behind the private tunnel says. With
+ * `--no-zero-rtt`: a zero-RTT dial whose input ends at once can lose the reply (a known bug, see the
+ * todo test in agent-cli.test.ts).
+ */
 async function dial(t: TestEngine, token: string, target: string): Promise<string> {
-  const nc = spawnCli(['nc', target, '--engine', `127.0.0.1:${t.engine.publicPort}`, '--token', token], { env: { NODE_EXTRA_CA_CERTS: t.certs.caCert, RSTREAM_CONFIG: '/nonexistent/rstream.yaml' } });
+  const nc = spawnCli(['nc', target, '--no-zero-rtt', '--engine', `127.0.0.1:${t.engine.publicPort}`, '--token', token], {
+    env: { NODE_EXTRA_CA_CERTS: t.certs.caCert, RSTREAM_CONFIG: '/nonexistent/rstream.yaml' },
+  });
   let out = '';
   nc.child.stdout!.on('data', (chunk: Buffer) => (out += chunk.toString()));
   await nc.exited;

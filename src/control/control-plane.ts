@@ -58,7 +58,11 @@ export class ControlPlane {
     this.verifier = new TokenVerifier(config.auth.jwt.token_jwt_secret);
     this.slots = new StreamSlotAllocator(tables.streamSlots);
     this.traffic = new TunnelStatsReader(tables.tunnelStats);
-    this.registry = new Registry((tunnel) => this.slots.free(tunnel.slot));
+    // Every tunnel that goes, announced or only reserved, leaves the workers' routes and its slot.
+    this.registry = new Registry((tunnel) => {
+      this.workers.broadcast({ type: 'route-remove', tunnel_id: tunnel.id });
+      this.slots.free(tunnel.slot);
+    });
   }
 
   /** Pending + active streams of a tunnel, engine-wide: what max_streams_per_tunnel counts (0 when gone). */
@@ -92,8 +96,9 @@ export class ControlPlane {
     this.shuttingDown = true;
   }
 
+  /** Every tunnel the workers route: the live ones and those whose OpenTunnelRsp is on its way. */
   routes(): TunnelRoute[] {
-    return [...this.registry.tunnels.values()].map((tunnel) => this.routeOf(tunnel));
+    return this.registry.held().map((tunnel) => this.routeOf(tunnel));
   }
 
   async handle(worker: number, request: ControlRequest): Promise<ControlReply<ControlRequest['type']>> {
@@ -125,10 +130,9 @@ export class ControlPlane {
     }
   }
 
-  /** The OpenTunnelRsp is on the wire: route the tunnel everywhere and announce it. */
-  tunnelRoutable(tunnelId: string): void {
-    const tunnel = this.registry.publishTunnel(tunnelId);
-    if (tunnel) this.workers.broadcast({ type: 'route-add', route: this.routeOf(tunnel) });
+  /** The tunnel's OpenTunnelRsp is written: it is announced (the workers route it already). */
+  tunnelAnswered(tunnelId: string): void {
+    this.registry.publishTunnel(tunnelId);
   }
 
   private async openClient(
@@ -176,6 +180,11 @@ export class ControlPlane {
     if (slot === undefined) return refuse(ErrorCode.CapacityExhausted, 'engine tunnel capacity reached');
     this.traffic.clear(slot);
     const tunnel = this.registry.reserveTunnel(client, result.ok.properties, slot);
+    // Every worker gets the route before the owner's worker gets this reply, so by the time the agent
+    // reads its OpenTunnelRsp (and tells anyone), any worker a visitor reaches knows the tunnel. A
+    // stream asked for before that reply is written finds no tunnel on the channel (no ProxyConnReq may
+    // precede the OpenTunnelRsp) and fails as if its agent were gone.
+    this.workers.broadcast({ type: 'route-add', route: this.routeOf(tunnel) });
     const pool = this.poolOf(tunnel);
     this.log.info({ client_id: client.id, tunnel_id: tunnel.id, hostname: tunnel.properties.hostname, pool }, 'tunnel opened');
     // The reply tells the agent how many members its pool has (docs/pools.md); the record keeps its labels as asked.
@@ -199,14 +208,12 @@ export class ControlPlane {
   private closeTunnel(clientId: string, tunnelId: string): void {
     const tunnel = this.registry.tunnels.get(tunnelId);
     if (tunnel && tunnel.clientId !== clientId) return; // not this client's: nothing changes
-    if (this.registry.removeTunnel(tunnelId)) this.workers.broadcast({ type: 'route-remove', tunnel_id: tunnelId });
+    this.registry.removeTunnel(tunnelId);
   }
 
   private closeClient(clientId: string, reason: CloseReason): void {
     if (!this.registry.clients.has(clientId)) return;
-    for (const tunnel of this.registry.removeClient(clientId)) {
-      this.workers.broadcast({ type: 'route-remove', tunnel_id: tunnel.id });
-    }
+    this.registry.removeClient(clientId);
     this.closes[reason]++;
     this.log.info({ client_id: clientId, reason }, 'client disconnected');
   }

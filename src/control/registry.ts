@@ -79,6 +79,11 @@ export class Registry {
     return removed;
   }
 
+  /** Live and reserved tunnels: what the workers route. */
+  held(): TunnelRecord[] {
+    return [...this.tunnels.values(), ...this.reserved.values()];
+  }
+
   /** A tunnel (live or reserved) holding this name, if any: its pool's oldest member. */
   nameHolder(nameLowercase: string): TunnelRecord | undefined {
     return this.firstOf(this.tunnelsByName.get(nameLowercase));
@@ -111,8 +116,8 @@ export class Registry {
   }
 
   /**
-   * Holds the name and hostname of an accepted tunnel until its reply is written; `publish` then
-   * makes it routable and announces it (no ProxyConnReq may precede its OpenTunnelRsp).
+   * Holds the name and hostname of an accepted tunnel (the workers route it from now on); `publish`
+   * announces it once its reply is written.
    */
   reserveTunnel(client: ClientRecord, properties: TunnelProperties, slot: number, now = new Date()): TunnelRecord {
     const tunnel: TunnelRecord = {

@@ -39,7 +39,7 @@ export interface SupervisorOptions {
   checkCertificate: () => Promise<void>;
   /** The control plane's answer to a worker's request. */
   onRequest: (worker: number, request: ControlRequest) => Promise<ControlReply<ControlRequest['type']>>;
-  onTunnelRoutable: (tunnelId: string) => void;
+  onTunnelAnswered: (tunnelId: string) => void;
   /** A worker died: the control channels it held are gone with it. */
   onWorkerLost: (worker: number) => void;
   /** Called when the data plane cannot go on (a worker died under the shared-descriptor strategy). */
@@ -274,8 +274,8 @@ export class WorkerSupervisor {
           })
           .then((reply) => this.send(slot, { type: 'reply', id: message.id, reply }));
         return;
-      case 'tunnel-routable':
-        this.options.onTunnelRoutable(message.tunnel_id);
+      case 'tunnel-answered':
+        this.options.onTunnelAnswered(message.tunnel_id);
         return;
       case 'request-log':
         this.logQueries.get(message.queryId)?.(message.requests);

@@ -171,8 +171,8 @@ export class ControlChannel {
     }
     this.send({ type: 'open_tunnel_rsp', request_id: request.request_id, result: { tunnel_properties: reply.properties } });
     this.tunnels.add(reply.tunnel_id);
-    // Only now may the tunnel be routed: no ProxyConnReq can precede its OpenTunnelRsp.
-    this.options.link.notify({ type: 'tunnel-routable', tunnel_id: reply.tunnel_id });
+    // Only now are streams asked of the agent (no ProxyConnReq may precede its OpenTunnelRsp), and the tunnel announced.
+    this.options.link.notify({ type: 'tunnel-answered', tunnel_id: reply.tunnel_id });
   }
 
   private async closeTunnel(tunnelId: string): Promise<void> {

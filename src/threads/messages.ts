@@ -196,8 +196,8 @@ export type MainToWorker =
 export type WorkerToMain =
   | { type: 'listening'; port: number; fd: number | undefined }
   | { type: 'request'; id: number; request: ControlRequest }
-  /** The OpenTunnelRsp is written: the tunnel may now be routed and announced. */
-  | { type: 'tunnel-routable'; tunnel_id: string }
+  /** The OpenTunnelRsp is written: the tunnel is announced (the workers route it since it was accepted). */
+  | { type: 'tunnel-answered'; tunnel_id: string }
   | { type: 'check-certificate'; requestId: number }
   /** The worker dispatches no new connections any more (sent in reply to `shutdown`). */
   | { type: 'draining' }
