@@ -7,8 +7,11 @@ import type { Duplex } from 'node:stream';
  * cleanly does not, so the other can still flush what it holds.
  */
 export function splice(a: Duplex, b: Duplex): void {
-  a.pipe(b);
-  b.pipe(a);
+  // A side that already ended would end the other on this tick, which may still be inside that TLS
+  // socket's own read callback: a TLS socket shut down from there drops what its peer sends next
+  // (a zero-RTT dial that ended at once lost its reply). The pipes start on the next turn instead.
+  if (a.readableEnded || b.readableEnded) setImmediate(() => pipeBoth(a, b));
+  else pipeBoth(a, b);
   const abort = (): void => {
     a.destroy();
     b.destroy();
@@ -20,6 +23,11 @@ export function splice(a: Duplex, b: Duplex): void {
   };
   a.once('close', closed(a, b));
   b.once('close', closed(b, a));
+}
+
+function pipeBoth(a: Duplex, b: Duplex): void {
+  a.pipe(b);
+  b.pipe(a);
 }
 
 /** How long a peer gets to close its side after we ended ours, before the socket is destroyed. */
